@@ -1,0 +1,138 @@
+"""The engine contract: one ``LLM`` protocol, capability flags, and the value types.
+
+An engine turns chat messages into completions, next-token log-probabilities over a
+set of candidate strings (FIRST, pointwise scoring) and, for in-process engines,
+attention rows (ICR). It knows nothing of ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hoprank.types import Usage
+
+__all__ = [
+    "LLM",
+    "AttentionRows",
+    "Capability",
+    "Completion",
+    "LogprobRequest",
+    "Message",
+    "TokenLogprobs",
+    "Tokenizer",
+]
+
+
+class Capability(str, Enum):
+    GENERATE = "generate"
+    TOKEN_LOGPROBS = "token_logprobs"
+    ATTENTION = "attention"
+    PREFILL = "prefill"  # can continue a partial assistant message (e.g. "[")
+
+
+class Message(TypedDict):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+class Completion(BaseModel):
+    """A generated answer."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    model: str = ""
+
+
+class LogprobRequest(BaseModel):
+    """One next-token log-probability question: after ``messages`` (+ ``prefill`` in the
+    assistant turn), how likely is each string of ``candidates`` as the next token?"""
+
+    messages: list[Message]
+    candidates: list[str]
+    prefill: str = ""
+
+
+class TokenLogprobs(BaseModel):
+    """Next-token log-probabilities for candidate strings.
+
+    ``logprobs`` maps each candidate that the engine could score to its log-probability
+    (natural log, over the full vocabulary); ``missing`` lists candidates the engine could
+    not score (e.g. outside an API's ``top_logprobs``). ``raw_top`` keeps the engine's own
+    top tokens when it has them, for traces.
+    """
+
+    logprobs: dict[str, float]
+    missing: list[str] = Field(default_factory=list)
+    raw_top: dict[str, float] = Field(default_factory=dict)
+    usage: Usage = Field(default_factory=Usage)
+
+
+class AttentionRows(BaseModel):
+    """Attention mass from each suffix's tokens to every prefix token.
+
+    For a prefix encoded once and several suffixes encoded on its KV cache:
+    ``prefix_offsets[t]`` is the (start, end) character span of prefix token ``t`` in
+    the prefix text; ``rows[s][t]`` is the attention from the tokens of suffix ``s``
+    to prefix token ``t``, summed over the selected layers, heads and suffix tokens;
+    ``tokens_encoded[s]`` is how many new tokens the pass for suffix ``s`` encoded
+    (the prefix is encoded once: ``prefix_tokens``).
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    prefix_offsets: list[tuple[int, int]]
+    rows: list[list[float]]
+    prefix_tokens: int
+    tokens_encoded: list[int]
+    layers: list[int]
+    usage: Usage = Field(default_factory=Usage)
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """Counts and truncates text in an engine's own tokens."""
+
+    name: str
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def count(self, text: str) -> int: ...
+
+    def truncate(self, text: str, max_tokens: int) -> str: ...
+
+
+@runtime_checkable
+class LLM(Protocol):
+    """A model engine. Async core; every engine also offers sync wrappers."""
+
+    name: str
+    capabilities: frozenset[Capability]
+    tokenizer: Tokenizer
+    context_window: int
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        prefill: str = "",
+    ) -> Completion: ...
+
+    async def next_token_logprobs(
+        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+    ) -> TokenLogprobs: ...
+
+    async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this engine's outputs (model, revision/sha256, dtype...)."""
+        ...
