@@ -1,0 +1,3 @@
+from hoprank.cli import main
+
+main()
