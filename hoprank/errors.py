@@ -49,7 +49,9 @@ class EngineError(HoprankError):
 class RateLimited(EngineError):
     """The engine answered 429. ``retry_after`` is the server's hint in seconds, if any."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, status_code: int | None = 429) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, status_code: int | None = 429
+    ) -> None:
         super().__init__(message, retryable=True, status_code=status_code)
         self.retry_after = retry_after
 
@@ -64,7 +66,9 @@ class EngineTimeout(EngineError):
 class ContextOverflow(EngineError):
     """The prompt does not fit the model's context window."""
 
-    def __init__(self, message: str, *, prompt_tokens: int | None = None, context_window: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, prompt_tokens: int | None = None, context_window: int | None = None
+    ) -> None:
         super().__init__(message, retryable=False)
         self.prompt_tokens = prompt_tokens
         self.context_window = context_window

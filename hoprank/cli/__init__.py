@@ -14,11 +14,25 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+@app.callback()
+def _root() -> None:
+    """Agentic multi-hop retrieval with LLM listwise reranking."""
+
+
 # Each module defines ``register(app: typer.Typer) -> None``.
 _COMMAND_MODULES: list[str] = []
 
 for _mod in _COMMAND_MODULES:
     importlib.import_module(f"hoprank.cli.{_mod}").register(app)
+
+
+@app.command()
+def version() -> None:
+    """Print the hoprank version."""
+    from hoprank import __version__
+
+    typer.echo(__version__)
 
 
 def main() -> None:

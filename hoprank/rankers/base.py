@@ -1,0 +1,134 @@
+"""The ranker contract and the shared driver every ranker builds on.
+
+``BaseRanker`` validates input, guarantees that the output is a permutation of the
+input (same ids, each once), applies ``top_k``, times the work and gives the sync facade
+and bounded-concurrency batch ranking. Subclasses implement ``_rank``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from hoprank._sync import run_sync
+from hoprank.errors import HoprankError, InvalidInput
+from hoprank.types import Document, Ranking, Step, Usage
+
+__all__ = ["BaseRanker", "Ranker", "RankerOutput", "check_permutation"]
+
+
+@runtime_checkable
+class Ranker(Protocol):
+    name: str
+
+    async def arank(self, query: str, docs: Sequence[Document], *, top_k: int | None = None) -> Ranking: ...
+
+    def rank(self, query: str, docs: Sequence[Document], *, top_k: int | None = None) -> Ranking: ...
+
+    async def arank_many(
+        self,
+        items: Sequence[tuple[str, Sequence[Document]]],
+        *,
+        top_k: int | None = None,
+        concurrency: int = 4,
+    ) -> list[Ranking]: ...
+
+
+class RankerOutput:
+    """What ``_rank`` returns: the full ordering (a permutation of the input), the
+    usage and the trace steps."""
+
+    __slots__ = ("documents", "trace", "usage")
+
+    def __init__(
+        self, documents: list[Document], usage: Usage | None = None, trace: list[Step] | None = None
+    ):
+        self.documents = documents
+        self.usage = usage or Usage()
+        self.trace = trace or []
+
+
+def check_permutation(inputs: Sequence[Document], outputs: Sequence[Document]) -> None:
+    """Raise ``HoprankError`` unless ``outputs`` holds exactly the ids of ``inputs``, each once.
+
+    This is an internal invariant: failing it is a bug in hoprank, not a model error.
+    """
+    a = [d.id for d in inputs]
+    b = [d.id for d in outputs]
+    if len(a) != len(b) or sorted(a) != sorted(b):
+        lost = sorted(set(a) - set(b))
+        extra = sorted(set(b) - set(a))
+        raise HoprankError(
+            f"ranker broke the permutation invariant: lost={lost} extra={extra} n_in={len(a)} n_out={len(b)}"
+        )
+
+
+class BaseRanker(ABC):
+    """Shared driver. Subclasses set ``name`` and implement :meth:`_rank`."""
+
+    name: str = "ranker"
+
+    @abstractmethod
+    async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
+        """Order ``docs`` (at least 2, unique ids) for ``query``; return every document."""
+
+    async def arank(self, query: str, docs: Sequence[Document], *, top_k: int | None = None) -> Ranking:
+        if not isinstance(query, str):
+            raise InvalidInput(f"query must be a string, got {type(query).__name__}")
+        if top_k is not None and top_k < 1:
+            raise InvalidInput(f"top_k must be >= 1 or None, got {top_k}")
+        docs = list(docs)
+        for d in docs:
+            if not isinstance(d, Document):
+                raise InvalidInput(f"documents must be hoprank.Document objects, got {type(d).__name__}")
+        seen: set[str] = set()
+        dups = sorted({d.id for d in docs if d.id in seen or seen.add(d.id)})  # type: ignore[func-returns-value]
+        if dups:
+            raise InvalidInput(f"duplicate document ids: {dups[:10]}{' ...' if len(dups) > 10 else ''}")
+        t0 = time.perf_counter()
+        if len(docs) < 2:
+            out = RankerOutput(list(docs))
+        else:
+            out = await self._rank(query, docs, top_k=top_k)
+        check_permutation(docs, out.documents)
+        usage = out.usage.model_copy(update={"seconds": time.perf_counter() - t0})
+        ranked = out.documents[:top_k] if top_k is not None else out.documents
+        return Ranking(query=query, documents=ranked, usage=usage, trace=out.trace)
+
+    def rank(self, query: str, docs: Sequence[Document], *, top_k: int | None = None) -> Ranking:
+        """Sync facade of :meth:`arank`."""
+        return run_sync(self.arank(query, docs, top_k=top_k))
+
+    async def arank_many(
+        self,
+        items: Sequence[tuple[str, Sequence[Document]]],
+        *,
+        top_k: int | None = None,
+        concurrency: int = 4,
+    ) -> list[Ranking]:
+        """Rank several (query, documents) pairs with at most ``concurrency`` in flight.
+
+        Results keep the order of ``items``. The first failure cancels the rest and is raised.
+        """
+        if concurrency < 1:
+            raise InvalidInput("concurrency must be >= 1")
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(q: str, ds: Sequence[Document]) -> Ranking:
+            async with sem:
+                return await self.arank(q, ds, top_k=top_k)
+
+        return list(await asyncio.gather(*(one(q, ds) for q, ds in items)))
+
+    def rank_many(
+        self,
+        items: Sequence[tuple[str, Sequence[Document]]],
+        *,
+        top_k: int | None = None,
+        concurrency: int = 4,
+    ) -> list[Ranking]:
+        """Sync facade of :meth:`arank_many`."""
+        return run_sync(self.arank_many(items, top_k=top_k, concurrency=concurrency))
