@@ -1,0 +1,53 @@
+"""The ``Tokenizer`` protocol over a Hugging Face tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["HFTokenizer"]
+
+
+class HFTokenizer:
+    """Counts, encodes and truncates text in a transformers model's own tokens.
+
+    ``encode`` never adds special tokens (BOS/EOS): counts are of the text itself.
+    ``truncate`` cuts at a token boundary using the fast tokenizer's character offsets,
+    so the result is a prefix of the input (never a re-decoded approximation of it).
+    """
+
+    def __init__(self, tokenizer: Any, name: str = "") -> None:
+        self.hf = tokenizer
+        self.name = name or str(getattr(tokenizer, "name_or_path", "hf"))
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = self.hf.encode(text, add_special_tokens=False)
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        text: str = self.hf.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+        return text
+
+    def count(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def truncate(self, text: str, max_tokens: int) -> str:
+        if max_tokens <= 0 or not text:
+            return ""
+        if getattr(self.hf, "is_fast", False):
+            enc = self.hf(text, add_special_tokens=False, return_offsets_mapping=True)
+            offsets: list[tuple[int, int]] = enc["offset_mapping"]
+            if len(offsets) <= max_tokens:
+                return text
+            cut = text[: offsets[max_tokens - 1][1]]
+        else:
+            ids = self.encode(text)
+            if len(ids) <= max_tokens:
+                return text
+            cut = self.decode(ids[:max_tokens]).rstrip("\ufffd")
+            if not text.startswith(cut):
+                cut = text[: len(cut)]
+        # Re-tokenising a prefix can merge differently; shrink until it fits.
+        while cut and self.count(cut) > max_tokens:
+            cut = cut[:-1]
+        return cut

@@ -1,0 +1,391 @@
+"""An in-process engine on Hugging Face transformers (CPU or CUDA).
+
+Gives everything the rankers need: generation, next-token log-probabilities from one
+forward pass (FIRST, pointwise yes/no), prefilled assistant turns, and attention rows
+(ICR, via :mod:`hoprank.llm.attention`). Models come from offline packs, transformers
+folders or GGUF files (see :mod:`hoprank.llm.packs`).
+
+All model work runs in a worker thread (``asyncio.to_thread``) under one lock per
+engine and inside ``torch.inference_mode()``. The lock is a ``threading.RLock`` taken in
+the worker thread, so the engine can be shared by several event loops (the sync facade
+runs each call on its own loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from hoprank._sync import run_sync
+from hoprank.errors import ContextOverflow, InvalidInput, MissingExtra
+from hoprank.llm._device import choose_device, choose_dtype
+from hoprank.llm.base import (
+    AttentionRows,
+    Capability,
+    Completion,
+    LogprobRequest,
+    Message,
+    Tokenizer,
+    TokenLogprobs,
+)
+from hoprank.llm.hf_tokenizer import HFTokenizer
+from hoprank.llm.packs import DEFAULT_MODEL, resolve
+from hoprank.types import Usage
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["TransformersEngine"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_MAX_CONTEXT = 32768
+_RAW_TOP = 10
+_END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>")
+
+
+class TransformersEngine:
+    """A local causal LM loaded with transformers.
+
+    ``model`` is a pack name (default ``qwen2.5-coder-1.5b``), a transformers folder or a
+    ``.gguf`` file. ``dtype="auto"`` picks bf16 on CUDA or on a CPU with native bf16, else
+    fp32. ``threads`` sets torch's CPU thread count (process-wide).
+
+    Candidates for :meth:`next_token_logprobs` must each encode to exactly one token on
+    their own (``"A"``, ``" Yes"``...); anything else raises :class:`InvalidInput` naming
+    the candidate, because a multi-token string has no single next-token probability.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        dtype: Any = "auto",
+        device: str = "auto",
+        attn_implementation: str = "sdpa",
+        max_batch_size: int = 16,
+        threads: int | None = None,
+        max_context: int = _MAX_CONTEXT,
+    ) -> None:
+        try:
+            import torch
+            import transformers
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise MissingExtra("local", e.name) from e
+        if max_batch_size < 1:
+            raise InvalidInput("max_batch_size must be >= 1")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        self.resolved = resolve(model)
+        self.device: str = choose_device(device)
+        self.dtype: torch.dtype = choose_dtype(dtype, self.device)
+        self.attn_implementation = attn_implementation
+        self.max_batch_size = max_batch_size
+        path = str(self.resolved.path)
+        self.hf_tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model: Any = cast(
+            Any,
+            AutoModelForCausalLM.from_pretrained(
+                path, dtype=self.dtype, attn_implementation=attn_implementation, local_files_only=True
+            ),
+        )
+        self.model.to(self.device)
+        self.model.eval()
+        self.name: str = self.resolved.name
+        self.capabilities: frozenset[Capability] = frozenset(
+            {Capability.GENERATE, Capability.TOKEN_LOGPROBS, Capability.PREFILL, Capability.ATTENTION}
+        )
+        self.tokenizer: Tokenizer = HFTokenizer(self.hf_tokenizer, name=self.name)
+        n_pos = int(getattr(self.model.config, "max_position_embeddings", 0) or max_context)
+        self.context_window: int = min(n_pos, max_context)
+        self._transformers_version: str = transformers.__version__
+        self._torch_version: str = torch.__version__
+        self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._end_ids = self._find_end_ids()
+        pad = self.hf_tokenizer.pad_token_id
+        self._pad_id: int = int(pad) if pad is not None else self._end_ids[0]
+        self._lock = threading.RLock()
+        logger.info(
+            "loaded %s (%s, %s, %s) in %.1f s",
+            self.name,
+            path,
+            self.dtype,
+            self.device,
+            time.perf_counter() - t0,
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _find_end_ids(self) -> list[int]:
+        ids: list[int] = []
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        for i in gen_eos if isinstance(gen_eos, list) else [gen_eos]:
+            if i is not None:
+                ids.append(int(i))
+        if self.hf_tokenizer.eos_token_id is not None:
+            ids.append(int(self.hf_tokenizer.eos_token_id))
+        vocab = self.hf_tokenizer.get_vocab()
+        ids.extend(int(vocab[t]) for t in _END_TOKENS if t in vocab)
+        return list(dict.fromkeys(ids)) or [0]
+
+    def _locked(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        import torch
+
+        with self._lock, torch.inference_mode():
+            return fn(*args, **kwargs)
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(self._locked, fn, *args, **kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "engine": "transformers",
+            "model": self.name,
+            "path": str(self.resolved.path),
+            "source": self.resolved.source,
+            "gguf_sha256": self.resolved.gguf_sha256,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": self.device,
+            "attn_implementation": self.attn_implementation,
+            "context_window": self.context_window,
+            "transformers_version": self._transformers_version,
+            "torch_version": self._torch_version,
+        }
+
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
+        """The chat-templated prompt (generation prompt added), with ``prefill`` appended."""
+        if not messages:
+            raise InvalidInput("messages must not be empty")
+        text: str = self.hf_tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+        )
+        return text + prefill
+
+    def _encode_prompt(self, text: str) -> list[int]:
+        ids: list[int] = self.hf_tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def _check_fits(self, n_prompt: int, n_new: int) -> None:
+        if n_prompt + n_new > self.context_window:
+            raise ContextOverflow(
+                f"{self.name}: prompt of {n_prompt} tokens + {n_new} new tokens exceeds the "
+                f"context window of {self.context_window}",
+                prompt_tokens=n_prompt,
+                context_window=self.context_window,
+            )
+
+    # ------------------------------------------------------------------ forward
+
+    def forward_last_logits(self, input_ids: Any, attention_mask: Any | None = None) -> torch.Tensor:
+        """Last-position logits (fp32, shape ``[batch, vocab]``) for left-padded input.
+
+        Takes the engine lock; position ids follow the attention mask, so left padding
+        gives the same result as an unpadded run.
+        """
+        return self._locked(self._forward_last_logits, input_ids, attention_mask)
+
+    def _forward_last_logits(self, input_ids: Any, attention_mask: Any | None) -> torch.Tensor:
+        import torch
+
+        input_ids = torch.as_tensor(input_ids, device=self.device)
+        if input_ids.dim() == 1:
+            input_ids = input_ids.unsqueeze(0)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        attention_mask = torch.as_tensor(attention_mask, device=self.device)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+            **kwargs,
+        )
+        logits: torch.Tensor = out.logits[:, -1, :].float()
+        return logits
+
+    def _candidate_ids(self, candidates: Sequence[str]) -> list[int]:
+        if not candidates:
+            raise InvalidInput("candidates must not be empty")
+        ids = []
+        for c in candidates:
+            enc = self.tokenizer.encode(c)
+            if len(enc) != 1:
+                raise InvalidInput(
+                    f"candidate {c!r} is {len(enc)} tokens for {self.name}; next-token "
+                    "log-probabilities need single-token candidates"
+                )
+            ids.append(enc[0])
+        return ids
+
+    def _logprobs_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+        import torch
+
+        prepared = []
+        for r in requests:
+            prompt = self._encode_prompt(self.render(r.messages, r.prefill))
+            self._check_fits(len(prompt), 1)
+            prepared.append((prompt, self._candidate_ids(r.candidates)))
+        results: list[TokenLogprobs | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: len(prepared[i][0]))
+        for start in range(0, len(order), self.max_batch_size):
+            chunk = order[start : start + self.max_batch_size]
+            t0 = time.perf_counter()
+            width = max(len(prepared[i][0]) for i in chunk)
+            ids = torch.full((len(chunk), width), self._pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                p = prepared[i][0]
+                ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+                mask[row, width - len(p) :] = 1
+            logprobs = torch.log_softmax(self._forward_last_logits(ids, mask), dim=-1).cpu()
+            seconds = (time.perf_counter() - t0) / len(chunk)
+            for row, i in enumerate(chunk):
+                lp = logprobs[row]
+                req = requests[i]
+                scores = {c: float(lp[t]) for c, t in zip(req.candidates, prepared[i][1], strict=True)}
+                top = torch.topk(lp, _RAW_TOP)
+                raw: dict[str, float] = {}
+                for v, t in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                    raw.setdefault(self.tokenizer.decode([int(t)]), float(v))
+                usage = Usage(prompt_tokens=len(prepared[i][0]), llm_calls=1, seconds=seconds)
+                bad = [c for c, v in scores.items() if not math.isfinite(v)]
+                results[i] = TokenLogprobs(
+                    logprobs={c: v for c, v in scores.items() if c not in bad},
+                    missing=bad,
+                    raw_top=raw,
+                    usage=usage,
+                )
+        return [r for r in results if r is not None]
+
+    async def next_token_logprobs(
+        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+    ) -> TokenLogprobs:
+        """Log-probabilities (full vocabulary, fp32) of each single-token candidate as the
+        next token after ``messages`` and the assistant ``prefill``: one forward pass."""
+        req = LogprobRequest(messages=list(messages), candidates=list(candidates), prefill=prefill)
+        return (await self._run(self._logprobs_sync, [req]))[0]
+
+    async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+        """Batched :meth:`next_token_logprobs`: left-padded forwards of ``max_batch_size``."""
+        if not requests:
+            return []
+        return await self._run(self._logprobs_sync, list(requests))
+
+    # ------------------------------------------------------------------ generation
+
+    def _generate_sync(
+        self,
+        messages: Sequence[Message],
+        max_tokens: int,
+        temperature: float,
+        stop: Sequence[str] | None,
+        prefill: str,
+    ) -> Completion:
+        import torch
+        from transformers import GenerationConfig as _GenerationConfig
+
+        GenerationConfig: Any = _GenerationConfig
+
+        if max_tokens < 1:
+            raise InvalidInput("max_tokens must be >= 1")
+        t0 = time.perf_counter()
+        prompt = self._encode_prompt(self.render(messages, prefill))
+        self._check_fits(len(prompt), max_tokens)
+        sample = temperature > 0
+        config = GenerationConfig(
+            max_new_tokens=max_tokens,
+            do_sample=sample,
+            temperature=temperature if sample else None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=self._end_ids,
+            pad_token_id=self._pad_id,
+            stop_strings=list(stop) if stop else None,
+        )
+        input_ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=config,
+            tokenizer=self.hf_tokenizer if stop else None,
+        )
+        new = [int(t) for t in out[0, len(prompt) :].tolist()]
+        finish = "length"
+        if new and new[-1] in self._end_ids:
+            new = new[:-1]
+            finish = "stop"
+        n_completion = len(new) + (1 if finish == "stop" else 0)
+        text: str = self.hf_tokenizer.decode(new, skip_special_tokens=True)
+        for s in stop or ():
+            cut = text.find(s)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+        usage = Usage(
+            prompt_tokens=len(prompt),
+            completion_tokens=n_completion,
+            llm_calls=1,
+            seconds=time.perf_counter() - t0,
+        )
+        return Completion(text=text, finish_reason=finish, usage=usage, model=self.name)
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        prefill: str = "",
+    ) -> Completion:
+        """Greedy at ``temperature == 0`` (sampling otherwise); the text returned is what
+        follows the ``prefill``, cut at the first ``stop`` string."""
+        return await self._run(self._generate_sync, messages, max_tokens, temperature, stop, prefill)
+
+    # ------------------------------------------------------------------ attention
+
+    async def attention_rows(
+        self, prefix: str, suffixes: Sequence[str], *, layers: Sequence[int] | None = None
+    ) -> AttentionRows:
+        """Attention from each suffix to the prefix tokens (see :mod:`hoprank.llm.attention`)."""
+        from hoprank.llm.attention import attention_rows  # type: ignore[import-not-found,unused-ignore]
+
+        return await self._run(attention_rows, self, prefix, suffixes, layers=layers)
+
+    # ------------------------------------------------------------------ sync facade
+
+    def generate_sync(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        prefill: str = "",
+    ) -> Completion:
+        return run_sync(
+            self.generate(
+                messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
+            )
+        )
+
+    def next_token_logprobs_sync(
+        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+    ) -> TokenLogprobs:
+        return run_sync(self.next_token_logprobs(messages, candidates=candidates, prefill=prefill))
+
+    def next_token_logprobs_batch_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+        return run_sync(self.next_token_logprobs_batch(requests))
+
+    def __repr__(self) -> str:
+        return f"TransformersEngine({self.name!r}, dtype={self.dtype}, device={self.device!r})"
