@@ -1,0 +1,137 @@
+"""Shared plumbing of the agent layer: one traced LLM call, bounded gathering, passage
+formatting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, TypeVar, cast
+
+from hoprank.errors import InvalidInput
+from hoprank.llm.base import LLM, Capability, Completion, Message
+from hoprank.prompts.registry import PromptLike, PromptTemplate, load_prompt
+from hoprank.types import Document, Step
+
+__all__ = [
+    "format_passages",
+    "fuse",
+    "gather_bounded",
+    "llm_step",
+    "norm_query",
+    "resolve_prompt",
+    "unique",
+]
+
+T = TypeVar("T")
+
+
+def resolve_prompt(prompt: PromptLike | None, default: str) -> PromptTemplate:
+    """Load ``prompt`` (name, path, mapping or template) or the built-in ``default``."""
+    return load_prompt(default if prompt is None else prompt)
+
+
+async def llm_step(
+    engine: LLM,
+    template: PromptTemplate,
+    variables: dict[str, Any],
+    *,
+    kind: str,
+    name: str,
+    max_tokens: int,
+    temperature: float = 0.0,
+    trace_input: dict[str, Any] | None = None,
+    extra_messages: Sequence[Message] = (),
+    stop: Sequence[str] | None = None,
+) -> tuple[str, Step, Completion]:
+    """Render ``template``, call ``engine.generate`` and return ``(text, step, completion)``.
+
+    ``text`` is the model output with the template's ``params.prefill`` prepended when
+    the engine can continue a prefilled assistant turn. The step records the inputs
+    (``trace_input`` or the variables), the prompt ref, the raw output, tokens and
+    seconds; callers fill ``output``/``fallback``/``error``.
+    """
+    messages = cast(list[Message], template.render(**variables))
+    messages.extend(extra_messages)
+    prefill = str(template.params.get("prefill", ""))
+    if prefill and Capability.PREFILL not in engine.capabilities:
+        prefill = ""
+    step = Step(
+        kind=kind,
+        name=name,
+        input=dict(variables if trace_input is None else trace_input),
+        prompt=template.ref,
+    )
+    t0 = time.perf_counter()
+    step.started_at = time.time()
+    try:
+        comp = await engine.generate(
+            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
+        )
+    finally:
+        step.seconds = time.perf_counter() - t0
+    text = prefill + comp.text
+    step.raw = text
+    step.usage = comp.usage.model_copy(update={"seconds": step.seconds})
+    return text, step, comp
+
+
+async def gather_bounded(aws: Iterable[Awaitable[T]], limit: int) -> list[T]:
+    """Run awaitables with at most ``limit`` in flight; results keep their order.
+
+    The first failure (or cancellation of the caller) cancels every other task, waits
+    for them to finish, and is re-raised: nothing keeps running in the background.
+    """
+    if limit < 1:
+        raise InvalidInput(f"concurrency must be >= 1, got {limit}")
+    sem = asyncio.Semaphore(limit)
+
+    async def one(aw: Awaitable[T]) -> T:
+        async with sem:
+            return await aw
+
+    tasks = [asyncio.ensure_future(one(aw)) for aw in aws]
+    if not tasks:
+        return []
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def norm_query(q: str) -> str:
+    """Normalised form used to detect repeated queries (case, spaces, punctuation)."""
+    return " ".join("".join(c.lower() if c.isalnum() else " " for c in q).split())
+
+
+def unique(items: Iterable[str]) -> list[str]:
+    """Items in order, without repeats under :func:`norm_query` and without empties."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for it in items:
+        key = norm_query(it)
+        if key and key not in seen:
+            seen.add(key)
+            out.append(it.strip())
+    return out
+
+
+def format_passages(docs: Sequence[Document], *, max_words: int | None = 100) -> str:
+    """``[id] title: text`` per line, each passage cut to ``max_words`` words."""
+    lines = []
+    for d in docs:
+        words = d.full_text.split()
+        text = " ".join(words[:max_words]) + (" ..." if max_words and len(words) > max_words else "")
+        lines.append(f"[{d.id}] {text}")
+    return "\n".join(lines)
+
+
+def fuse(rankings: Sequence[Sequence[Document]], *, k: int = 60) -> list[Document]:
+    """Reciprocal-rank fusion of several result lists, deduplicated by id (the tools
+    layer's :func:`rrf_fuse`)."""
+    from hoprank.tools.hybrid import rrf_fuse
+
+    return list(rrf_fuse([list(r) for r in rankings], k=k))

@@ -1,0 +1,215 @@
+"""Question decomposition: a multi-hop question becomes simple sub-questions.
+
+The model answers with JSON (``{"sub_questions": [...]}``), validated with pydantic.
+Malformed output is repaired (code fences, surrounding prose, trailing commas, a bare
+array, a plain numbered list); if that fails the model is asked again once with the
+error; if that fails too, the result falls back to the original question and the trace
+says so (``fallback=True``). Engine errors are never swallowed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from hoprank._sync import run_sync
+from hoprank.agents._common import gather_bounded, llm_step, norm_query, resolve_prompt, unique
+from hoprank.agents._json import parse_model
+from hoprank.errors import InvalidInput, ParseError
+from hoprank.llm.base import LLM, Message
+from hoprank.prompts.registry import PromptLike
+from hoprank.types import Step, Usage
+
+__all__ = ["Decomposer", "Decomposition", "SubQuestions"]
+
+_MAX_CHARS = 400
+
+
+class SubQuestions(BaseModel):
+    """The schema of the decomposer's JSON output."""
+
+    sub_questions: list[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "sub_questions" not in data:
+            for key in ("subquestions", "sub-questions", "questions", "subQuestions"):
+                if key in data:
+                    return {"sub_questions": data[key]}
+        return data
+
+    @field_validator("sub_questions", mode="before")
+    @classmethod
+    def _items(cls, v: Any) -> Any:
+        if not isinstance(v, list):
+            return v
+        out = []
+        for item in v:
+            if isinstance(item, dict):
+                item = next((item[k] for k in ("question", "sub_question", "text") if k in item), item)
+            out.append(item)
+        return out
+
+    @field_validator("sub_questions")
+    @classmethod
+    def _well_formed(cls, v: list[str]) -> list[str]:
+        cleaned = [s.strip() for s in v]
+        for s in cleaned:
+            if not s:
+                raise ValueError("empty sub-question")
+            if len(s) > _MAX_CHARS:
+                raise ValueError(f"sub-question longer than {_MAX_CHARS} characters")
+        return cleaned
+
+
+class Decomposition(BaseModel):
+    """A question and its sub-questions. ``fallback`` is True when the model's output
+    could not be used and the original question stands in for the sub-questions."""
+
+    question: str
+    sub_questions: list[str]
+    fallback: bool = False
+    reasked: bool = False
+    usage: Usage = Field(default_factory=Usage)
+    trace: list[Step] = Field(default_factory=list)
+
+    @property
+    def queries(self) -> list[str]:
+        """The original question followed by the distinct sub-questions."""
+        return unique([self.question, *self.sub_questions])
+
+    @property
+    def n_new(self) -> int:
+        """How many sub-questions differ from the original question."""
+        q = norm_query(self.question)
+        return len({norm_query(s) for s in self.sub_questions} - {q})
+
+
+class Decomposer:
+    """Splits a question into sub-questions with any engine (only ``generate`` is used).
+
+    ``prompt`` is a name, path, mapping or :class:`PromptTemplate` with variables
+    ``question`` and ``max_sub_questions`` (default ``decompose``). ``reask`` allows one
+    more call with the parse error when the output cannot be repaired.
+    """
+
+    def __init__(
+        self,
+        engine: LLM,
+        *,
+        prompt: PromptLike | None = None,
+        max_sub_questions: int = 4,
+        max_tokens: int = 200,
+        temperature: float = 0.0,
+        reask: bool = True,
+        concurrency: int = 4,
+    ) -> None:
+        if max_sub_questions < 1:
+            raise InvalidInput("max_sub_questions must be >= 1")
+        self.engine = engine
+        self.prompt = resolve_prompt(prompt, "decompose")
+        self.max_sub_questions = max_sub_questions
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.reask = reask
+        self.concurrency = concurrency
+
+    def _parse(self, text: str, continuation: str, step: Step) -> list[str]:
+        try:
+            json.loads(text)
+            repaired = False
+        except json.JSONDecodeError:
+            repaired = True
+        try:
+            parsed = parse_model(text, SubQuestions, list_field="sub_questions")
+        except ParseError as first:
+            if continuation == text:
+                raise
+            # The model may have ignored the prefill and written the whole object itself.
+            try:
+                parsed = parse_model(continuation, SubQuestions, list_field="sub_questions")
+            except ParseError:
+                raise first from None
+        subs = unique(parsed.sub_questions)[: self.max_sub_questions]
+        step.output = {"sub_questions": subs, "repaired": repaired}
+        return subs
+
+    async def adecompose(self, question: str) -> Decomposition:
+        """Decompose one question."""
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInput("question must be a non-empty string")
+        question = question.strip()
+        variables = {"question": question, "max_sub_questions": self.max_sub_questions}
+        text, step, comp = await llm_step(
+            self.engine,
+            self.prompt,
+            variables,
+            kind="decompose",
+            name="decompose",
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+        )
+        trace = [step]
+        try:
+            subs = self._parse(text, comp.text, step)
+            return Decomposition(question=question, sub_questions=subs, usage=step.usage, trace=trace)
+        except ParseError as e:
+            step.error = str(e)
+            error = str(e)
+        reasked = False
+        if self.reask:
+            reasked = True
+            repair = str(self.prompt.params.get("repair", "Your reply could not be used: {error}."))
+            extra: list[Message] = [
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": repair.replace("{error}", error)},
+            ]
+            text2, step2, comp2 = await llm_step(
+                self.engine,
+                self.prompt,
+                variables,
+                kind="decompose",
+                name="decompose.reask",
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                trace_input={**variables, "error": error},
+                extra_messages=extra,
+            )
+            trace.append(step2)
+            try:
+                subs = self._parse(text2, comp2.text, step2)
+                return Decomposition(
+                    question=question,
+                    sub_questions=subs,
+                    reasked=True,
+                    usage=step.usage + step2.usage,
+                    trace=trace,
+                )
+            except ParseError as e:
+                step2.error = str(e)
+        last = trace[-1]
+        last.fallback = True
+        last.output = {"sub_questions": [question], "fallback_to": "original question"}
+        usage = Usage()
+        for s in trace:
+            usage = usage + s.usage
+        return Decomposition(
+            question=question,
+            sub_questions=[question],
+            fallback=True,
+            reasked=reasked,
+            usage=usage,
+            trace=trace,
+        )
+
+    async def adecompose_many(self, questions: Sequence[str]) -> list[Decomposition]:
+        """Decompose several questions, at most ``concurrency`` at a time, in order."""
+        return await gather_bounded((self.adecompose(q) for q in questions), self.concurrency)
+
+    def decompose(self, question: str) -> Decomposition:
+        """Sync facade of :meth:`adecompose`."""
+        return run_sync(self.adecompose(question))

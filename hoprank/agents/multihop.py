@@ -1,0 +1,395 @@
+"""The iterative multi-hop agent: retrieve, read, note the bridge fact, search again,
+answer — under an explicit step/token/time budget.
+
+Protocol (works with every engine, only ``generate`` is used): each step the model sees
+the question, the passages found so far, its notes and the result of its last action,
+and replies with one JSON object::
+
+    {"notes": "...", "action": "search", "query": "..."}
+    {"notes": "...", "action": "answer", "answer": "...", "citations": ["doc-id", ...]}
+
+Retriever exceptions, unusable replies and repeated queries go back to the model as the
+"result of the last action" instead of crashing the run. Engine errors propagate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Sequence
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from hoprank._sync import run_sync
+from hoprank.agents._common import (
+    format_passages,
+    fuse,
+    gather_bounded,
+    llm_step,
+    norm_query,
+    resolve_prompt,
+)
+from hoprank.agents._json import parse_model
+from hoprank.errors import InvalidInput, ParseError
+from hoprank.llm.base import LLM
+from hoprank.prompts.registry import PromptLike
+from hoprank.rankers.base import Ranker
+from hoprank.tools.base import Retriever
+from hoprank.types import Document, Step, Usage
+
+__all__ = ["AgentAction", "AgentResult", "Budget", "MultiHopAgent"]
+
+T = TypeVar("T")
+AgentState = Literal["answered", "budget_exhausted", "failed"]
+
+
+class Budget(BaseModel):
+    """Limits of one agent run: LLM decision steps, total tokens, wall-clock seconds
+    (``None`` = unlimited)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_steps: int = Field(default=5, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_seconds: float | None = Field(default=None, gt=0)
+
+
+class AgentAction(BaseModel):
+    """One parsed reply of the agent model."""
+
+    action: Literal["search", "answer"]
+    notes: str = ""
+    query: str | None = None
+    answer: str | None = None
+    citations: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lenient(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for alias in ("bridge_fact", "bridge", "thought", "facts"):
+            if "notes" not in data and alias in data:
+                data["notes"] = data.pop(alias)
+        if isinstance(data.get("notes"), list):
+            data["notes"] = " ".join(str(x) for x in data["notes"])
+        if data.get("notes") is None:
+            data["notes"] = ""
+        if isinstance(data.get("action"), str):
+            data["action"] = data["action"].strip().lower()
+        if "action" not in data:
+            if "query" in data:
+                data["action"] = "search"
+            elif "answer" in data:
+                data["action"] = "answer"
+        if isinstance(data.get("citations"), str):
+            data["citations"] = [data["citations"]]
+        if data.get("citations") is None:
+            data["citations"] = []
+        return data
+
+    @field_validator("citations", mode="before")
+    @classmethod
+    def _citations(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [str(x).strip().strip("[]").strip() for x in v if str(x).strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _arguments(self) -> AgentAction:
+        if self.action == "search" and not (self.query and self.query.strip()):
+            raise ValueError('action "search" needs a non-empty "query"')
+        if self.action == "answer" and not (self.answer and str(self.answer).strip()):
+            raise ValueError('action "answer" needs a non-empty "answer"')
+        return self
+
+
+class AgentResult(BaseModel):
+    """The outcome of one agent run.
+
+    ``citations`` only holds ids of retrieved documents (others are listed in
+    ``invalid_citations``); ``evidence`` is every retrieved document, cited ones first,
+    then in fused retrieval order (or the ranker's order); ``reason`` says why a run
+    ended without an answer.
+    """
+
+    question: str
+    state: AgentState
+    answer: str | None = None
+    citations: list[str] = Field(default_factory=list)
+    invalid_citations: list[str] = Field(default_factory=list)
+    evidence: list[Document] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    queries: list[str] = Field(default_factory=list)
+    steps: int = 0
+    reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    trace: list[Step] = Field(default_factory=list)
+
+
+class _Run:
+    """Mutable state of one run."""
+
+    def __init__(self, question: str) -> None:
+        self.question = question
+        self.t0 = time.perf_counter()
+        self.trace: list[Step] = []
+        self.usage = Usage()
+        self.docs: dict[str, Document] = {}
+        self.order: list[str] = []  # newest first, for display
+        self.lists: list[list[Document]] = []
+        self.queries: list[str] = []
+        self.seen: set[str] = set()
+        self.notes: list[str] = []
+        self.observation = "(nothing yet)"
+        self.steps = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+class _Timeout(Exception):
+    pass
+
+
+class MultiHopAgent:
+    """Iterative retrieval for bridge questions with any engine and any retriever.
+
+    Each step is one LLM call; searches run ``retriever.search(query, k)``. With
+    ``initial_search`` the question itself is searched before the first step. The run
+    stops when the model answers (``answered``), a budget runs out
+    (``budget_exhausted``), or the model is stuck — ``max_bad_replies`` unusable
+    replies or repeated queries in a row (``failed``).
+    """
+
+    def __init__(
+        self,
+        engine: LLM,
+        retriever: Retriever,
+        *,
+        budget: Budget | None = None,
+        k: int = 5,
+        prompt: PromptLike | None = None,
+        ranker: Ranker | None = None,
+        initial_search: bool = True,
+        max_passages: int = 8,
+        passage_words: int = 60,
+        max_tokens: int = 200,
+        max_bad_replies: int = 3,
+        rrf_k: int = 60,
+        temperature: float = 0.0,
+        concurrency: int = 2,
+    ) -> None:
+        if k < 1 or max_passages < 1 or max_bad_replies < 1:
+            raise InvalidInput("k, max_passages and max_bad_replies must be >= 1")
+        self.engine = engine
+        self.retriever = retriever
+        self.budget = budget or Budget()
+        self.k = k
+        self.prompt = resolve_prompt(prompt, "agent-step")
+        self.ranker = ranker
+        self.initial_search = initial_search
+        self.max_passages = max_passages
+        self.passage_words = passage_words
+        self.max_tokens = max_tokens
+        self.max_bad_replies = max_bad_replies
+        self.rrf_k = rrf_k
+        self.temperature = temperature
+        self.concurrency = concurrency
+
+    # -- helpers -------------------------------------------------------------------
+    async def _within(self, run: _Run, aw: Awaitable[T]) -> T:
+        """Await under the remaining time budget (raises ``_Timeout``)."""
+        if self.budget.max_seconds is None:
+            return await aw
+        left = self.budget.max_seconds - run.elapsed()
+        if left <= 0:
+            if asyncio.iscoroutine(aw):
+                aw.close()
+            raise _Timeout
+        try:
+            return await asyncio.wait_for(aw, timeout=left)
+        except asyncio.TimeoutError:
+            if run.elapsed() >= self.budget.max_seconds:
+                raise _Timeout from None
+            raise
+
+    def _budget_left(self, run: _Run) -> str | None:
+        b = self.budget
+        if run.steps >= b.max_steps:
+            return f"max_steps={b.max_steps} reached"
+        if b.max_tokens is not None and run.usage.total_tokens >= b.max_tokens:
+            return f"max_tokens={b.max_tokens} reached ({run.usage.total_tokens} used)"
+        if b.max_seconds is not None and run.elapsed() >= b.max_seconds:
+            return f"max_seconds={b.max_seconds} reached"
+        return None
+
+    async def _search(self, run: _Run, query: str, *, name: str) -> None:
+        run.queries.append(query)
+        run.seen.add(norm_query(query))
+        step = Step(kind="retrieve", name=name, input={"query": query, "k": self.k})
+        run.trace.append(step)
+        t0 = time.perf_counter()
+        try:
+            docs = await self._within(run, self.retriever.search(query, self.k))
+        except _Timeout:
+            step.seconds = time.perf_counter() - t0
+            step.error = "time budget ran out during the search"
+            raise
+        except Exception as e:  # a tool error is an observation for the model, not a crash
+            step.seconds = time.perf_counter() - t0
+            step.error = f"{type(e).__name__}: {e}"
+            run.observation = f'The search "{query}" failed with an error ({step.error}). Try another query.'
+            return
+        step.seconds = time.perf_counter() - t0
+        docs = [d for d in docs if isinstance(d, Document)]
+        new = [d.id for d in docs if d.id not in run.docs]
+        for d in docs:
+            run.docs.setdefault(d.id, d)
+        run.order = [d.id for d in docs] + [i for i in run.order if i not in {d.id for d in docs}]
+        run.lists.append(docs)
+        step.output = {"ids": [d.id for d in docs], "new": new}
+        if not docs:
+            run.observation = f'The search "{query}" returned no passages. Try other words.'
+        else:
+            run.observation = f'The search "{query}" returned {len(docs)} passages ({len(new)} new).'
+
+    def _variables(self, run: _Run) -> dict[str, Any]:
+        shown = [run.docs[i] for i in run.order[: self.max_passages]]
+        return {
+            "question": run.question,
+            "passages": format_passages(shown, max_words=self.passage_words) or "(none)",
+            "notes": " ".join(run.notes[-5:]) or "(none)",
+            "searches": " | ".join(run.queries) or "(none)",
+            "observation": run.observation,
+            "steps_left": self.budget.max_steps - run.steps,
+        }
+
+    async def _finish(
+        self,
+        run: _Run,
+        state: AgentState,
+        *,
+        answer: str | None = None,
+        citations: Sequence[str] = (),
+        reason: str | None = None,
+    ) -> AgentResult:
+        valid = [c for c in dict.fromkeys(citations) if c in run.docs]
+        invalid = [c for c in dict.fromkeys(citations) if c not in run.docs]
+        ordered = fuse(run.lists, k=self.rrf_k) if run.lists else []
+        if self.ranker is not None and len(ordered) > 1:
+            ranking = await self.ranker.arank(run.question, ordered)
+            run.trace.extend(ranking.trace)
+            run.usage = run.usage + ranking.usage.model_copy(update={"seconds": 0.0})
+            ordered = list(ranking.documents)
+        by_id = {d.id: d for d in ordered}
+        evidence = [by_id.get(c, run.docs[c]) for c in valid] + [d for d in ordered if d.id not in valid]
+        if reason is not None:
+            run.trace.append(Step(kind="stop", name=state, error=reason))
+        usage = run.usage.model_copy(update={"seconds": run.elapsed()})
+        return AgentResult(
+            question=run.question,
+            state=state,
+            answer=answer,
+            citations=valid,
+            invalid_citations=invalid,
+            evidence=evidence,
+            notes=run.notes,
+            queries=run.queries,
+            steps=run.steps,
+            reason=reason,
+            usage=usage,
+            trace=run.trace,
+        )
+
+    # -- the loop ------------------------------------------------------------------
+    async def arun(self, question: str) -> AgentResult:
+        """Answer one question (see the class docstring for the stopping rules)."""
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInput("question must be a non-empty string")
+        run = _Run(question.strip())
+        bad = 0
+        try:
+            if self.initial_search:
+                await self._search(run, run.question, name="retrieve.initial")
+            while True:
+                reason = self._budget_left(run)
+                if reason is not None:
+                    return await self._finish(run, "budget_exhausted", reason=reason)
+                variables = self._variables(run)
+                text, step, comp = await self._within(
+                    run,
+                    llm_step(
+                        self.engine,
+                        self.prompt,
+                        variables,
+                        kind="agent",
+                        name="agent.step",
+                        max_tokens=self.max_tokens,
+                        temperature=self.temperature,
+                        trace_input={**variables, "passages": run.order[: self.max_passages]},
+                    ),
+                )
+                run.trace.append(step)
+                run.steps += 1
+                run.usage = run.usage + step.usage.model_copy(update={"seconds": 0.0})
+                try:
+                    action = self._parse(text, comp.text)
+                except ParseError as e:
+                    step.error = str(e)
+                    bad += 1
+                    run.observation = f"Your reply could not be used ({e}). Reply with one JSON object in one of the two forms."
+                    if bad >= self.max_bad_replies:
+                        return await self._finish(
+                            run, "failed", reason=f"{bad} unusable replies in a row; last: {e}"
+                        )
+                    continue
+                step.output = action.model_dump()
+                if action.notes.strip() and action.notes.strip() not in run.notes:
+                    run.notes.append(action.notes.strip())
+                if action.action == "answer":
+                    return await self._finish(
+                        run, "answered", answer=str(action.answer).strip(), citations=action.citations
+                    )
+                query = str(action.query).strip()
+                if norm_query(query) in run.seen:
+                    bad += 1
+                    step.error = f"repeated query: {query!r}"
+                    run.observation = (
+                        f'You already searched "{query}"; its results are in the passages above. '
+                        "Search for a different missing fact, or answer."
+                    )
+                    if bad >= self.max_bad_replies:
+                        return await self._finish(
+                            run,
+                            "failed",
+                            reason=f"stuck: {bad} unusable replies or repeated queries in a row",
+                        )
+                    continue
+                bad = 0
+                await self._search(run, query, name="retrieve")
+        except _Timeout:
+            return await self._finish(
+                run, "budget_exhausted", reason=f"max_seconds={self.budget.max_seconds} reached"
+            )
+
+    def _parse(self, text: str, continuation: str) -> AgentAction:
+        try:
+            return parse_model(text, AgentAction)
+        except ParseError as first:
+            if continuation == text:
+                raise
+            try:
+                return parse_model(continuation, AgentAction)
+            except ParseError:
+                raise first from None
+
+    async def arun_many(self, questions: Sequence[str]) -> list[AgentResult]:
+        """Run several questions, at most ``concurrency`` at a time, in order."""
+        return await gather_bounded((self.arun(q) for q in questions), self.concurrency)
+
+    def run(self, question: str) -> AgentResult:
+        """Sync facade of :meth:`arun`."""
+        return run_sync(self.arun(question))

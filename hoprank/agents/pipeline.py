@@ -1,0 +1,162 @@
+"""Decompose → (rewrite) → retrieve per query concurrently → fuse (RRF) → rerank.
+
+Every stage is optional and swappable: without a decomposer the question is the only
+query; without a ranker the fused order stands. The ranker always judges the pool
+against the ORIGINAL question.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from pydantic import BaseModel, Field
+
+from hoprank._sync import run_sync
+from hoprank.agents._common import fuse, gather_bounded, unique
+from hoprank.agents.decompose import Decomposer
+from hoprank.agents.rewrite import Rewriter
+from hoprank.errors import InvalidInput
+from hoprank.rankers.base import Ranker
+from hoprank.tools.base import Retriever
+from hoprank.types import Document, Step, Usage
+
+__all__ = ["DecomposeRetrieveRerank", "PipelineResult"]
+
+
+class PipelineResult(BaseModel):
+    """Evidence for one question. ``ranked`` is the whole ordering (reranked pool, then
+    the rest of the fused list); ``evidence`` its top ``top_k``."""
+
+    question: str
+    sub_questions: list[str] = Field(default_factory=list)
+    queries: list[str] = Field(default_factory=list)
+    evidence: list[Document] = Field(default_factory=list)
+    ranked: list[Document] = Field(default_factory=list)
+    fallback: bool = False
+    usage: Usage = Field(default_factory=Usage)
+    trace: list[Step] = Field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.id for d in self.evidence]
+
+
+class DecomposeRetrieveRerank:
+    """The retrieve-and-rerank pipeline for multi-hop questions.
+
+    ``k``: documents retrieved per query; ``pool_depth``: how many fused documents the
+    ranker sees; ``top_k``: evidence returned; ``concurrency``: searches (and rewrites)
+    in flight at once. ``include_original`` keeps the original question among the
+    queries next to its sub-questions.
+    """
+
+    def __init__(
+        self,
+        retriever: Retriever,
+        *,
+        decomposer: Decomposer | None = None,
+        rewriter: Rewriter | None = None,
+        ranker: Ranker | None = None,
+        k: int = 20,
+        pool_depth: int = 20,
+        top_k: int = 5,
+        rrf_k: int = 60,
+        include_original: bool = True,
+        concurrency: int = 4,
+    ) -> None:
+        if min(k, pool_depth, top_k, concurrency) < 1:
+            raise InvalidInput("k, pool_depth, top_k and concurrency must be >= 1")
+        self.retriever = retriever
+        self.decomposer = decomposer
+        self.rewriter = rewriter
+        self.ranker = ranker
+        self.k = k
+        self.pool_depth = pool_depth
+        self.top_k = top_k
+        self.rrf_k = rrf_k
+        self.include_original = include_original
+        self.concurrency = concurrency
+
+    async def _retrieve(self, query: str) -> tuple[list[Document], Step]:
+        step = Step(kind="retrieve", name=getattr(self.retriever, "name", "retriever"))
+        step.input = {"query": query, "k": self.k}
+        t0 = time.perf_counter()
+        docs = list(await self.retriever.search(query, self.k))
+        step.seconds = time.perf_counter() - t0
+        step.output = {"ids": [d.id for d in docs]}
+        return docs, step
+
+    async def arun(self, question: str) -> PipelineResult:
+        """Retrieve and rank evidence for one question."""
+        if not isinstance(question, str) or not question.strip():
+            raise InvalidInput("question must be a non-empty string")
+        question = question.strip()
+        t0 = time.perf_counter()
+        trace: list[Step] = []
+        usage = Usage()
+        sub_questions: list[str] = []
+        fallback = False
+        queries = [question]
+        if self.decomposer is not None:
+            dec = await self.decomposer.adecompose(question)
+            trace.extend(dec.trace)
+            usage = usage + dec.usage
+            sub_questions = dec.sub_questions
+            fallback = dec.fallback
+            queries = dec.queries if self.include_original else unique(sub_questions) or [question]
+        if self.rewriter is not None:
+            rewrites = await gather_bounded((self.rewriter.arewrite(q) for q in queries), self.concurrency)
+            for rw in rewrites:
+                trace.extend(rw.trace)
+                usage = usage + rw.usage
+            queries = unique(q for rw in rewrites for q in rw.queries)
+
+        results = await gather_bounded((self._retrieve(q) for q in queries), self.concurrency)
+        lists = [docs for docs, _ in results]
+        trace.extend(step for _, step in results)
+
+        fuse_step = Step(kind="fuse", name="rrf", input={"lists": len(lists), "rrf_k": self.rrf_k})
+        t_fuse = time.perf_counter()
+        fused = fuse(lists, k=self.rrf_k) if lists else []
+        fuse_step.seconds = time.perf_counter() - t_fuse
+        fuse_step.output = {"ids": [d.id for d in fused], "before_dedupe": sum(len(x) for x in lists)}
+        trace.append(fuse_step)
+
+        ranked = fused
+        if self.ranker is not None and len(fused) > 1:
+            pool = fused[: self.pool_depth]
+            ranking = await self.ranker.arank(question, pool)
+            rerank_step = Step(
+                kind="rerank",
+                name=getattr(self.ranker, "name", "ranker"),
+                input={"query": question, "ids": [d.id for d in pool]},
+                output={"ids": ranking.ids, "fallbacks": ranking.fallbacks},
+                usage=ranking.usage,
+                seconds=ranking.usage.seconds,
+                fallback=ranking.fallbacks > 0,
+            )
+            trace.extend(ranking.trace)
+            trace.append(rerank_step)
+            usage = usage + ranking.usage.model_copy(update={"seconds": 0.0})
+            ranked = list(ranking.documents) + fused[self.pool_depth :]
+
+        usage = usage.model_copy(update={"seconds": time.perf_counter() - t0})
+        return PipelineResult(
+            question=question,
+            sub_questions=sub_questions,
+            queries=queries,
+            evidence=ranked[: self.top_k],
+            ranked=ranked,
+            fallback=fallback,
+            usage=usage,
+            trace=trace,
+        )
+
+    async def arun_many(self, questions: Sequence[str], *, concurrency: int = 1) -> list[PipelineResult]:
+        """Run several questions, at most ``concurrency`` at a time, in order."""
+        return await gather_bounded((self.arun(q) for q in questions), concurrency)
+
+    def run(self, question: str) -> PipelineResult:
+        """Sync facade of :meth:`arun`."""
+        return run_sync(self.arun(question))

@@ -1,0 +1,275 @@
+"""Agent layer, scripted engine: pipeline and multi-hop agent control flow."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from agents_fakes import FakeRetriever, ReverseRanker
+
+from hoprank.agents import (
+    AgentResult,
+    Budget,
+    Decomposer,
+    DecomposeRetrieveRerank,
+    MultiHopAgent,
+    PipelineResult,
+    Rewriter,
+)
+from hoprank.errors import EngineError, RetrievalError
+from hoprank.llm.base import Completion, Message
+from hoprank.llm.scripted import ScriptedEngine
+
+Q = "What government position was held by the woman who portrayed Corliss Archer in the film Kiss and Tell?"
+
+
+def act(**kw: Any) -> str:
+    """An agent reply as the continuation of the prefill ``{"notes": "``."""
+    notes = kw.pop("notes", "")
+    return json.dumps({"notes": notes, **kw})[len('{"notes": "') :]
+
+
+# -- pipeline -------------------------------------------------------------------------
+async def test_pipeline_dedupes_across_subquestions_and_reranks_against_original() -> None:
+    eng = ScriptedEngine(
+        ['"Who portrayed Corliss Archer in Kiss and Tell?", "Shirley Temple Chief of Protocol?"]}']
+    )
+    retr = FakeRetriever()
+    ranker = ReverseRanker()
+    pipe = DecomposeRetrieveRerank(
+        retr, decomposer=Decomposer(eng), ranker=ranker, k=3, pool_depth=4, top_k=2
+    )
+    res = await pipe.arun(Q)
+    assert res.queries == [
+        Q,
+        "Who portrayed Corliss Archer in Kiss and Tell?",
+        "Shirley Temple Chief of Protocol?",
+    ]
+    assert sorted(retr.queries) == sorted(res.queries)
+    fused = next(s for s in res.trace if s.kind == "fuse")
+    ids = fused.output["ids"]
+    assert len(ids) == len(set(ids)) and fused.output["before_dedupe"] > len(ids)  # duplicates fused once
+    assert ranker.queries == [Q]  # the ORIGINAL question
+    assert ranker.pools == [ids[:4]]
+    assert [d.id for d in res.ranked] == list(reversed(ids[:4])) + ids[4:]
+    assert res.ids == [d.id for d in res.ranked[:2]]
+    assert [s.kind for s in res.trace] == ["decompose", "retrieve", "retrieve", "retrieve", "fuse", "rerank"]
+    assert res.usage.llm_calls == 1
+    again = PipelineResult.model_validate_json(res.model_dump_json())
+    assert again == res
+
+
+async def test_pipeline_minimal_and_empty_retrieval() -> None:
+    retr = FakeRetriever()
+    res = await DecomposeRetrieveRerank(retr, top_k=3).arun("Shirley Temple protocol")
+    assert res.queries == ["Shirley Temple protocol"] and res.sub_questions == []
+    assert res.ids[0] == "d2" and len(res.evidence) <= 3
+    ranker = ReverseRanker()
+    empty = await DecomposeRetrieveRerank(retr, ranker=ranker).arun("zzz qqq")
+    assert empty.evidence == [] and empty.ranked == [] and ranker.queries == []
+
+
+async def test_pipeline_with_rewriter_and_fallback_decomposer() -> None:
+    eng = ScriptedEngine(["garbage", "garbage", '"Shirley Temple", "Corliss Archer radio"]}'])
+    pipe = DecomposeRetrieveRerank(FakeRetriever(), decomposer=Decomposer(eng), rewriter=Rewriter(eng, n=2))
+    res = await pipe.arun(Q)
+    assert res.fallback and res.queries == [Q, "Shirley Temple", "Corliss Archer radio"]
+    assert any(s.fallback for s in res.trace)
+
+
+async def test_pipeline_retrieval_is_concurrent_but_bounded() -> None:
+    subs = ", ".join(f'"Corliss Archer {i}?"' for i in range(6)) + "]}"
+    retr = FakeRetriever(delay=0.05)
+    pipe = DecomposeRetrieveRerank(
+        retr, decomposer=Decomposer(ScriptedEngine([subs]), max_sub_questions=6), concurrency=3
+    )
+    res = await pipe.arun(Q)
+    assert len(res.queries) == 7 and retr.max_in_flight == 3
+
+
+async def test_pipeline_retriever_error_propagates_and_cancels_siblings() -> None:
+    subs = '"Corliss slow 1?", "Corliss slow 2?", "boom?"]}'
+    retr = FakeRetriever(fail={"boom": RetrievalError("index gone")}, delay=0.05)
+    pipe = DecomposeRetrieveRerank(retr, decomposer=Decomposer(ScriptedEngine([subs])), concurrency=4)
+    with pytest.raises(RetrievalError):
+        await pipe.arun(Q)
+    assert retr.in_flight == 0
+
+
+async def test_pipeline_cancellation_propagates() -> None:
+    retr = FakeRetriever(delay=10)
+    pipe = DecomposeRetrieveRerank(retr, decomposer=Decomposer(ScriptedEngine(['"a?", "b?"]}'])))
+    task = asyncio.create_task(pipe.arun(Q))
+    await asyncio.sleep(0.05)
+    assert retr.in_flight == 3
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert retr.in_flight == 0 and len(retr.cancelled) == 3
+
+
+# -- multi-hop agent ------------------------------------------------------------------
+async def test_agent_answers_with_valid_citations() -> None:
+    eng = ScriptedEngine(
+        [
+            act(
+                notes="Shirley Temple played Corliss Archer [d1].",
+                action="search",
+                query="Shirley Temple position",
+            ),
+            act(
+                notes="She was Chief of Protocol [d2].",
+                action="answer",
+                answer="Chief of Protocol",
+                citations=["d2", "d1", "d99"],
+            ),
+        ]
+    )
+    retr = FakeRetriever()
+    res = await MultiHopAgent(eng, retr, k=2).arun(Q)
+    assert res.state == "answered" and res.answer == "Chief of Protocol"
+    assert res.citations == ["d2", "d1"] and res.invalid_citations == ["d99"]
+    retrieved = {i for s in res.trace if s.kind == "retrieve" for i in s.output["ids"]}
+    assert set(res.citations) <= retrieved and {d.id for d in res.evidence} == retrieved
+    assert [d.id for d in res.evidence[:2]] == ["d2", "d1"]
+    assert retr.queries == [Q, "Shirley Temple position"] and res.queries == retr.queries
+    assert res.notes == ["Shirley Temple played Corliss Archer [d1].", "She was Chief of Protocol [d2]."]
+    assert res.steps == 2 and res.usage.llm_calls == 2
+    kinds = [s.kind for s in res.trace]
+    assert kinds == ["retrieve", "agent", "retrieve", "agent"]
+    step = res.trace[1]
+    assert step.prompt is not None and step.prompt.startswith("agent-step@1#")
+    assert step.output["action"] == "search" and step.usage.total_tokens > 0
+    # the second step saw the new passages, newest first, and the notes
+    second = eng.calls[1]["messages"][-1]["content"]
+    assert "Shirley Temple played Corliss Archer [d1]." in second and "[d2] Shirley Temple:" in second
+    again = AgentResult.model_validate_json(res.model_dump_json())
+    assert again == res
+
+
+async def test_agent_tool_errors_are_observations() -> None:
+    eng = ScriptedEngine(
+        [
+            act(action="search", query="explode now"),
+            act(action="search", query="Shirley Temple"),
+            act(action="answer", answer="Chief of Protocol", citations=["d2"]),
+        ]
+    )
+    retr = FakeRetriever(fail={"explode": RuntimeError("index unavailable")})
+    res = await MultiHopAgent(eng, retr, initial_search=False).arun(Q)
+    assert res.state == "answered"
+    failed = next(s for s in res.trace if s.kind == "retrieve" and s.error)
+    assert "index unavailable" in failed.error
+    assert "index unavailable" in eng.calls[1]["messages"][-1]["content"]
+
+
+async def test_agent_invalid_arguments_and_unparseable_replies_are_fed_back() -> None:
+    eng = ScriptedEngine(
+        [
+            act(action="search", query=""),  # invalid arguments
+            "I will now think very hard.",  # not JSON
+            act(action="answer", answer="Chief of Protocol", citations=["d2"]),
+        ]
+    )
+    res = await MultiHopAgent(eng, FakeRetriever()).arun(Q)
+    assert res.state == "answered" and res.steps == 3
+    assert "non-empty" in eng.calls[1]["messages"][-1]["content"]
+    assert "could not be used" in eng.calls[2]["messages"][-1]["content"]
+    assert [bool(s.error) for s in res.trace if s.kind == "agent"] == [True, True, False]
+
+
+async def test_agent_fails_after_repeated_bad_replies() -> None:
+    res = await MultiHopAgent(ScriptedEngine(["?"] * 10), FakeRetriever(), max_bad_replies=3).arun(Q)
+    assert (
+        res.state == "failed" and res.steps == 3 and res.answer is None and "unusable" in (res.reason or "")
+    )
+    assert res.trace[-1].kind == "stop"
+
+
+async def test_agent_detects_repeated_queries() -> None:
+    eng = ScriptedEngine(
+        [act(action="search", query="Shirley  temple!")] + [act(action="search", query="shirley temple")] * 5
+    )
+    retr = FakeRetriever()
+    res = await MultiHopAgent(eng, retr, max_bad_replies=2, budget=Budget(max_steps=10)).arun(Q)
+    assert retr.queries == [Q, "Shirley  temple!"]  # the repeat was never executed
+    assert res.state == "failed" and "repeated" in (res.reason or "")
+    assert "already searched" in eng.calls[2]["messages"][-1]["content"]
+
+
+async def test_agent_budget_steps_and_tokens() -> None:
+    queries = iter(f"Corliss Archer {i}" for i in range(100))
+    eng = ScriptedEngine(lambda msgs: act(action="search", query=next(queries)))
+    res = await MultiHopAgent(eng, FakeRetriever(), budget=Budget(max_steps=3)).arun(Q)
+    assert res.state == "budget_exhausted" and res.steps == 3 and "max_steps" in (res.reason or "")
+    assert res.answer is None and res.evidence  # what was found is still returned
+    res2 = await MultiHopAgent(eng, FakeRetriever(), budget=Budget(max_steps=50, max_tokens=1500)).arun(Q)
+    assert res2.state == "budget_exhausted" and "max_tokens" in (res2.reason or "")
+    per_step = res2.usage.total_tokens / res2.steps
+    assert res2.usage.total_tokens >= 1500 and res2.usage.total_tokens < 1500 + per_step + 1
+    assert 1 < res2.steps < 50
+
+
+class SlowEngine(ScriptedEngine):
+    def __init__(self, delay: float, outputs: Sequence[str] | None = None) -> None:
+        super().__init__(outputs or [])
+        self.delay = delay
+
+    async def generate(self, messages: Sequence[Message], **kw: Any) -> Completion:
+        await asyncio.sleep(self.delay)
+        return await super().generate(messages, **kw)
+
+
+async def test_agent_budget_seconds_interrupts_a_slow_call() -> None:
+    eng = SlowEngine(5.0, [act(action="answer", answer="x")])
+    res = await MultiHopAgent(eng, FakeRetriever(), budget=Budget(max_seconds=0.2)).arun(Q)
+    assert res.state == "budget_exhausted" and "max_seconds" in (res.reason or "")
+    assert res.usage.seconds < 2.0
+
+
+async def test_agent_empty_retrieval() -> None:
+    eng = ScriptedEngine(
+        [act(action="search", query="nothing matches"), act(action="answer", answer="unknown")]
+    )
+    res = await MultiHopAgent(eng, FakeRetriever(docs=[])).arun("xyz?")
+    assert res.state == "answered" and res.evidence == [] and res.citations == []
+    assert "no passages" in eng.calls[0]["messages"][-1]["content"]
+
+
+async def test_agent_engine_errors_propagate() -> None:
+    with pytest.raises(EngineError):
+        await MultiHopAgent(ScriptedEngine([EngineError("down")]), FakeRetriever()).arun(Q)
+
+
+async def test_agent_cancellation_propagates() -> None:
+    eng = SlowEngine(30.0)
+    task = asyncio.create_task(MultiHopAgent(eng, FakeRetriever()).arun(Q))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # cancelled during a slow search too, with a time budget active (wait_for path)
+    retr = FakeRetriever(delay=30.0)
+    task2 = asyncio.create_task(MultiHopAgent(eng, retr, budget=Budget(max_seconds=60)).arun(Q))
+    await asyncio.sleep(0.05)
+    task2.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task2
+    assert retr.cancelled == [Q]
+
+
+async def test_agent_ranker_orders_evidence_and_run_many() -> None:
+    eng = ScriptedEngine(lambda msgs: act(action="answer", answer="Chief of Protocol", citations=["d1"]))
+    ranker = ReverseRanker()
+    agent = MultiHopAgent(eng, FakeRetriever(), ranker=ranker, k=4)
+    out = await agent.arun_many([Q, "Shirley Temple?"])
+    assert [r.state for r in out] == ["answered", "answered"]
+    assert ranker.queries == [Q, "Shirley Temple?"]
+    assert out[0].citations == ["d1"] and out[0].evidence[0].id == "d1"  # cited first
+    fused_tail = [d.id for d in out[0].evidence[1:]]
+    assert fused_tail == [i for i in reversed(ranker.pools[0]) if i != "d1"]  # then the ranker's order
+    res = agent.run(Q)  # sync facade
+    assert res.state == "answered"

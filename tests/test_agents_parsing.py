@@ -1,0 +1,205 @@
+"""Agent layer, scripted engine: JSON repair, Decomposer, Rewriter, Answerer."""
+
+from __future__ import annotations
+
+import pytest
+from agents_fakes import DOCS
+
+from hoprank.agents import (
+    Answerer,
+    Decomposer,
+    Decomposition,
+    Rewriter,
+    clean_short_answer,
+    parse_citations,
+)
+from hoprank.agents._json import extract_json, numbered_list, parse_model
+from hoprank.agents.decompose import SubQuestions
+from hoprank.errors import EngineError, InvalidInput, ParseError
+from hoprank.llm.scripted import ScriptedEngine
+from hoprank.prompts import load_prompt
+
+Q = "What government position was held by the woman who portrayed Corliss Archer in the film Kiss and Tell?"
+PREFILL = '{"sub_questions": ['
+
+
+# -- JSON repair ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"sub_questions": ["a?", "b?"]}',
+        'Sure! Here it is:\n```json\n{"sub_questions": ["a?", "b?"],}\n```\nHope it helps.',
+        '{"sub_questions": ["a?", "b?",],}',
+        "{'sub_questions': ['a?', 'b?']}",
+        '["a?", "b?"]',
+        "1. a?\n2. b?",
+        '{"sub_questions": ["a?", "b?"',  # cut off by max_tokens
+        '{"questions": [{"question": "a?"}, {"question": "b?"}]}',
+    ],
+)
+def test_parse_model_repairs(raw: str) -> None:
+    assert parse_model(raw, SubQuestions, list_field="sub_questions").sub_questions == ["a?", "b?"]
+
+
+@pytest.mark.parametrize("raw", ["", "I cannot help with that.", '{"sub_questions": "a?"}', '{"x": 1}'])
+def test_parse_model_rejects(raw: str) -> None:
+    with pytest.raises(ParseError) as ei:
+        parse_model(raw, SubQuestions, list_field="sub_questions")
+    assert ei.value.raw == raw
+
+
+def test_extract_json_first_value_and_lists() -> None:
+    assert extract_json('noise {"a": [1, 2]} more {"b": 2}') == {"a": [1, 2]}
+    assert extract_json('{"a": "x}y"}') == {"a": "x}y"}
+    assert numbered_list("Steps:\n1) first\n- second\nnot an item") == ["first", "second"]
+
+
+# -- Decomposer -----------------------------------------------------------------------
+async def test_decomposer_clean_output_with_prefill() -> None:
+    eng = ScriptedEngine(
+        ['"Who portrayed Corliss Archer in Kiss and Tell?", "What position did she hold?"]}']
+    )
+    dec = await Decomposer(eng).adecompose(Q)
+    assert dec.sub_questions == [
+        "Who portrayed Corliss Archer in Kiss and Tell?",
+        "What position did she hold?",
+    ]
+    assert not dec.fallback and not dec.reasked
+    assert eng.calls[0]["prefill"] == PREFILL
+    step = dec.trace[0]
+    assert step.prompt == load_prompt("decompose").ref
+    assert step.raw is not None and step.raw.startswith(PREFILL)
+    assert step.output["repaired"] is False
+    assert step.usage.llm_calls == 1 and step.usage.total_tokens > 0
+    assert dec.queries[0] == Q and len(dec.queries) == 3
+
+
+async def test_decomposer_repairs_without_reask() -> None:
+    # The model ignored the prefill and wrapped everything in a fence with a trailing comma.
+    raw = '```json\n{"sub_questions": ["Who played Corliss Archer?", "What job did she have?",]}\n```'
+    eng = ScriptedEngine([raw])
+    dec = await Decomposer(eng).adecompose(Q)
+    assert dec.sub_questions == ["Who played Corliss Archer?", "What job did she have?"]
+    assert len(eng.calls) == 1
+    assert dec.trace[0].output["repaired"] is True
+
+
+async def test_decomposer_reasks_once_with_the_error() -> None:
+    eng = ScriptedEngine(
+        ["I think this is hard.", '"Who played Corliss Archer?", "What job did she have?"]}']
+    )
+    dec = await Decomposer(eng).adecompose(Q)
+    assert dec.reasked and not dec.fallback
+    assert dec.sub_questions == ["Who played Corliss Archer?", "What job did she have?"]
+    assert len(eng.calls) == 2
+    second = eng.calls[1]["messages"]
+    assert second[-2]["role"] == "assistant" and "I think this is hard" in second[-2]["content"]
+    assert second[-1]["role"] == "user" and "could not be used" in second[-1]["content"]
+    assert [s.name for s in dec.trace] == ["decompose", "decompose.reask"]
+    assert dec.trace[0].error and not dec.trace[0].fallback
+    assert dec.usage.llm_calls == 2
+
+
+async def test_decomposer_falls_back_to_the_question() -> None:
+    eng = ScriptedEngine(["no idea", "still no idea"])
+    dec = await Decomposer(eng).adecompose(Q)
+    assert dec.fallback and dec.sub_questions == [Q] and dec.queries == [Q]
+    assert dec.trace[-1].fallback and dec.trace[-1].error
+    assert len(eng.calls) == 2
+    eng2 = ScriptedEngine(["no idea"])
+    dec2 = await Decomposer(eng2, reask=False).adecompose(Q)
+    assert dec2.fallback and len(eng2.calls) == 1
+
+
+async def test_decomposer_caps_and_dedupes_and_propagates_engine_errors() -> None:
+    eng = ScriptedEngine(['"a?", "A?", "b?", "c?", "d?"]}'])
+    dec = await Decomposer(eng, max_sub_questions=2).adecompose(Q)
+    assert dec.sub_questions == ["a?", "b?"]
+    with pytest.raises(EngineError):
+        await Decomposer(ScriptedEngine([EngineError("boom", retryable=False)])).adecompose(Q)
+    with pytest.raises(InvalidInput):
+        await Decomposer(ScriptedEngine([])).adecompose("  ")
+
+
+async def test_decomposer_without_prefill_capability_and_custom_prompt(tmp_path) -> None:
+    from hoprank.llm.base import Capability
+
+    eng = ScriptedEngine(['{"sub_questions": []}'], capabilities=frozenset({Capability.GENERATE}))
+    dec = await Decomposer(eng).adecompose("When was Shirley Temple born?")
+    assert eng.calls[0]["prefill"] == ""
+    assert dec.sub_questions == [] and dec.queries == ["When was Shirley Temple born?"]
+    p = tmp_path / "my-decompose@1.yaml"
+    p.write_text(
+        "name: my-decompose\nversion: 1\nvariables: [question, max_sub_questions]\n"
+        "messages:\n  - role: user\n    content: 'Split: {{ question }} (max {{ max_sub_questions }})'\n"
+    )
+    eng2 = ScriptedEngine(['["x?", "y?"]'])
+    dec2 = await Decomposer(eng2, prompt=p).adecompose("q?")
+    assert dec2.sub_questions == ["x?", "y?"]
+    assert dec2.trace[0].prompt is not None and dec2.trace[0].prompt.startswith("my-decompose@1#")
+    assert eng2.calls[0]["messages"][0]["content"] == "Split: q? (max 4)"
+
+
+async def test_decompose_many_bounded_and_ordered() -> None:
+    eng = ScriptedEngine(lambda msgs: '"' + msgs[-1]["content"][10:] + ' part?"]}')
+    out = await Decomposer(eng, concurrency=2).adecompose_many(["one?", "two?", "three?"])
+    assert [d.sub_questions[0] for d in out] == ["one? part?", "two? part?", "three? part?"]
+
+
+def test_decomposition_json_roundtrip_and_sync_facade() -> None:
+    eng = ScriptedEngine(["nope", "nope"])
+    dec = Decomposer(eng).decompose(Q)
+    again = Decomposition.model_validate_json(dec.model_dump_json())
+    assert again == dec and again.trace[-1].fallback
+
+
+# -- Rewriter -------------------------------------------------------------------------
+async def test_rewriter_strategies() -> None:
+    mq = await Rewriter(ScriptedEngine(['"corliss archer actress", "Kiss and Tell cast"]}'])).arewrite(Q)
+    assert mq.queries == [Q, "corliss archer actress", "Kiss and Tell cast"] and not mq.fallback
+    kw = await Rewriter(
+        ScriptedEngine(["Keywords: Corliss Archer Kiss and Tell actress\nextra"]), "keywords"
+    ).arewrite(Q)
+    assert kw.queries == [Q, "Corliss Archer Kiss and Tell actress"]
+    hy = await Rewriter(
+        ScriptedEngine(["Shirley Temple played Corliss Archer.\nShe was Chief of Protocol."]),
+        "hyde",
+        include_original=False,
+    ).arewrite(Q)
+    assert hy.queries == ["Shirley Temple played Corliss Archer. She was Chief of Protocol."]
+    assert hy.trace[0].prompt is not None and hy.trace[0].prompt.startswith("rewrite-hyde@1#")
+
+
+async def test_rewriter_fallback_and_validation() -> None:
+    rw = await Rewriter(ScriptedEngine(["   "]), "keywords", include_original=False).arewrite(Q)
+    assert rw.fallback and rw.queries == [Q] and rw.trace[0].fallback
+    with pytest.raises(InvalidInput):
+        Rewriter(ScriptedEngine([]), "nonsense")  # type: ignore[arg-type]
+    out = await Rewriter(ScriptedEngine(['"a", "b"]}', '"c"]}']), n=1).arewrite_many(["x", "y"])
+    assert [r.queries for r in out] == [["x", "a"], ["y", "c"]]
+
+
+# -- Answerer -------------------------------------------------------------------------
+def test_parse_citations_and_clean_short() -> None:
+    valid, invalid = parse_citations(
+        "Shirley Temple [d1][d2, d9] was Chief [d2] of Protocol ['d5'].", {"d1", "d2", "d5"}
+    )
+    assert valid == ["d1", "d2", "d5"] and invalid == ["d9"]
+    assert clean_short_answer('Answer: "Chief of Protocol" [d2].\nBecause ...') == "Chief of Protocol"
+    assert clean_short_answer("") == ""
+
+
+async def test_answerer_long_and_short() -> None:
+    eng = ScriptedEngine(["She was Chief of Protocol [d2], after playing Corliss Archer [d1] [hpdev-1]."])
+    ans = await Answerer(eng).aanswer(Q, DOCS[:3])
+    assert ans.citations == ["d2", "d1"] and ans.invalid_citations == ["hpdev-1"]
+    assert ans.mode == "long" and "Chief of Protocol" in ans.answer
+    user = eng.calls[0]["messages"][-1]["content"]
+    assert "[d1] Kiss and Tell:" in user and "[d4]" not in user
+    assert ans.trace[0].input["evidence"] == ["d1", "d2", "d3"]
+    short = await Answerer(ScriptedEngine(["Chief of Protocol [d2]"]), mode="short").aanswer(Q, DOCS)
+    assert short.answer == "Chief of Protocol" and short.citations == ["d2"]
+    empty = await Answerer(ScriptedEngine(["[d2]"]), mode="short").aanswer(Q, DOCS)
+    assert empty.fallback and empty.answer == "" and empty.trace[0].fallback
+    none = await Answerer(ScriptedEngine(["unknown"]), mode="short").aanswer(Q, [])
+    assert none.answer == "unknown" and none.citations == []
