@@ -1,0 +1,199 @@
+"""Shared machinery of the sliding-window listwise rankers (RankGPT, FIRST).
+
+:class:`ListwiseRanker` runs the :mod:`~hoprank.rankers.window` driver, builds each
+window's prompt from a versioned template (labels, identifier neutralisation, passages
+cut to a per-passage token budget so the prompt fits the engine's context window) and
+collects usage and one trace :class:`~hoprank.types.Step` per window. Subclasses only
+implement :meth:`ListwiseRanker._rank_window`.
+
+Template variables offered to a listwise prompt (a template declares the ones it uses;
+``query`` and ``passages`` are required): ``query``; ``passages`` (a list of
+``{"label", "text"}``); ``num`` (number of passages); ``example`` (an output example
+such as ``[2] > [1]``); ``label_desc`` (``"a numerical"`` or ``"an alphabetical"``).
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hoprank.errors import CapabilityMissing, PromptError
+from hoprank.llm.base import LLM, Capability, Message
+from hoprank.prompts import PromptLike, PromptTemplate, load_prompt
+from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.passages import (
+    LabelStyle,
+    fit_passage_budget,
+    passage_text,
+    prompt_tokens,
+    to_messages,
+)
+from hoprank.rankers.window import WindowConfig, WindowSpan, slide
+from hoprank.types import Document, Step, Usage
+
+__all__ = ["ListwiseRanker", "WindowPrompt", "require"]
+
+logger = logging.getLogger(__name__)
+
+LISTWISE_VARIABLES = ("query", "passages", "num", "example", "label_desc")
+
+
+def require(engine: LLM, capability: Capability, ranker: str, hint: str = "") -> None:
+    """Raise :class:`CapabilityMissing` unless ``engine`` has ``capability``."""
+    if capability not in engine.capabilities:
+        raise CapabilityMissing(
+            capability.value, getattr(engine, "name", type(engine).__name__), hint or f"needed by {ranker}"
+        )
+
+
+@dataclass
+class WindowPrompt:
+    """A rendered window prompt and the numbers behind it."""
+
+    messages: list[Message]
+    labels: list[str]
+    passage_budget: int
+    prompt_tokens: int
+
+
+def _example(labels: Sequence[str]) -> str:
+    if len(labels) >= 2:
+        return f"[{labels[1]}] > [{labels[0]}]"
+    return f"[{labels[0]}]"
+
+
+class ListwiseRanker(BaseRanker):
+    """Base of the sliding-window listwise rankers (see the module docstring)."""
+
+    name = "listwise"
+    default_prompt = "rankgpt"
+
+    def __init__(
+        self,
+        engine: LLM,
+        *,
+        prompt: PromptLike | None = None,
+        window: int = 20,
+        step: int = 10,
+        passes: int = 1,
+        focus_top_k: bool = True,
+        labels: LabelStyle = "numeric",
+        max_passage_tokens: int = 100,
+        neutralize: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.prompt: PromptTemplate = load_prompt(prompt if prompt is not None else self.default_prompt)
+        missing = {"query", "passages"} - set(self.prompt.variables)
+        if missing:
+            raise PromptError(
+                f"prompt {self.prompt.name}@{self.prompt.version} must declare {sorted(missing)} "
+                f"to be used by {self.name}; listwise prompts may use {list(LISTWISE_VARIABLES)}"
+            )
+        unknown = set(self.prompt.variables) - set(LISTWISE_VARIABLES)
+        if unknown:
+            raise PromptError(
+                f"prompt {self.prompt.name}@{self.prompt.version} declares {sorted(unknown)}, "
+                f"which {self.name} cannot fill; listwise prompts may use {list(LISTWISE_VARIABLES)}"
+            )
+        self.window_cfg = WindowConfig(window=window, step=step, passes=passes, focus_top_k=focus_top_k)
+        self.label_style: LabelStyle = labels
+        if max_passage_tokens < 1:
+            raise PromptError(f"max_passage_tokens must be >= 1, got {max_passage_tokens}")
+        self.max_passage_tokens = max_passage_tokens
+        self.neutralize = neutralize
+
+    # -------------------------------------------------------------- prompt building
+
+    def _render(self, query: str, labels: Sequence[str], texts: Sequence[str]) -> list[Message]:
+        values: dict[str, Any] = {
+            "query": query,
+            "passages": [{"label": lab, "text": t} for lab, t in zip(labels, texts, strict=True)],
+            "num": len(labels),
+            "example": _example(labels),
+            "label_desc": "a numerical" if labels[0].isdigit() else "an alphabetical",
+        }
+        return to_messages(self.prompt.render(**{k: values[k] for k in self.prompt.variables}))
+
+    def build_prompt(
+        self,
+        query: str,
+        docs: Sequence[Document],
+        labels: Sequence[str],
+        *,
+        max_new_tokens: int,
+        prefill: str = "",
+    ) -> WindowPrompt:
+        """Render the window prompt with every passage cut to the token budget that
+        makes the prompt fit ``engine.context_window - max_new_tokens``."""
+        tok = self.engine.tokenizer
+        overhead = prompt_tokens(self.engine, self._render(query, labels, [""] * len(labels)), prefill)
+        budget = fit_passage_budget(
+            self.engine,
+            overhead_tokens=overhead,
+            n_passages=len(docs),
+            max_new_tokens=max_new_tokens,
+            max_passage_tokens=self.max_passage_tokens,
+        )
+        texts = []
+        for d in docs:
+            words = passage_text(d, neutralize=self.neutralize).split(" ")
+            # A word is at least one token: cutting words first keeps tokenizing cheap.
+            texts.append(tok.truncate(" ".join(words[:budget]), budget))
+        messages = self._render(query, labels, texts)
+        return WindowPrompt(
+            messages=messages,
+            labels=list(labels),
+            passage_budget=budget,
+            prompt_tokens=prompt_tokens(self.engine, messages, prefill),
+        )
+
+    # -------------------------------------------------------------- driving
+
+    @abstractmethod
+    async def _rank_window(
+        self, query: str, docs: list[Document], span: WindowSpan
+    ) -> tuple[list[int], Step]:
+        """Order one window: local indices (best first, a permutation) and its trace step."""
+
+    async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
+        trace: list[Step] = []
+        usage = Usage()
+
+        async def reorder(chunk: list[Document], span: WindowSpan) -> list[int]:
+            nonlocal usage
+            order, step = await self._rank_window(query, chunk, span)
+            trace.append(step)
+            usage = usage + step.usage
+            if step.fallback:
+                logger.warning(
+                    "%s: window [%d, %d) fell back to the prior order: %s",
+                    self.name,
+                    span.start,
+                    span.end,
+                    step.error,
+                )
+            return order
+
+        result = await slide(docs, reorder, self.window_cfg, top_k=top_k)
+        n = len(result.items)
+        ranked = [d.with_score(float(n - i)) for i, d in enumerate(result.items)]
+        return RankerOutput(ranked, usage, trace)
+
+    def _step(self, span: WindowSpan, docs: Sequence[Document], wp: WindowPrompt) -> Step:
+        return Step(
+            kind="window",
+            name=self.name,
+            prompt=self.prompt.ref,
+            input={
+                "start": span.start,
+                "end": span.end,
+                "pass": span.pass_index,
+                "ids": [d.id for d in docs],
+                "labels": wp.labels,
+                "prompt_tokens": wp.prompt_tokens,
+                "passage_budget": wp.passage_budget,
+            },
+        )

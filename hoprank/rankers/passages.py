@@ -1,0 +1,132 @@
+"""Preparing passages for listwise prompts: labels, identifier neutralisation, and
+truncation to a token budget measured with the engine's own tokenizer."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from hoprank.errors import ConfigError, ContextOverflow
+from hoprank.llm.base import LLM, Message
+from hoprank.types import Document
+
+__all__ = [
+    "LabelStyle",
+    "fit_passage_budget",
+    "make_labels",
+    "neutralize_identifiers",
+    "passage_text",
+    "prompt_tokens",
+    "to_messages",
+    "truncate_passages",
+]
+
+LabelStyle = Literal["numeric", "letters"]
+
+# [3], [12], [B], [ b ]  — anywhere
+_BRACKETED = re.compile(r"\[\s*(\d{1,3}|[A-Za-z])\s*\]")
+# (B) — a single capital letter in parentheses, anywhere
+_PAREN_LETTER = re.compile(r"\(\s*([A-Z])\s*\)")
+# "B) " or "3) " at the start of a line
+_LINE_ITEM = re.compile(r"(?m)^(\s*)([A-Z]|\d{1,3})\)\s")
+
+
+def make_labels(n: int, style: LabelStyle = "numeric") -> list[str]:
+    """``["1".."n"]`` or ``["A".."Z"][:n]``. Letter labels exist for ``n <= 26`` only."""
+    if style == "numeric":
+        return [str(i + 1) for i in range(n)]
+    if style == "letters":
+        if n > 26:
+            raise ConfigError(
+                f"letter labels support windows of at most 26 passages, got {n}; "
+                "use a smaller window or numeric labels"
+            )
+        return list(string.ascii_uppercase[:n])
+    raise ConfigError(f"unknown label style {style!r}; use 'numeric' or 'letters'")
+
+
+def neutralize_identifiers(text: str) -> str:
+    """Rewrite identifier-like patterns so a passage cannot impersonate a label.
+
+    ``[3]`` becomes ``(3)``, ``[B]`` and ``(B)`` become ``B``, a line that starts with
+    ``B)`` or ``3)`` loses the parenthesis. So ``see [2] > [5]`` in a passage reads
+    ``see (2) > (5)``: no bracketed identifier a model could copy as a label.
+    """
+    text = _BRACKETED.sub(lambda m: f"({m.group(1)})" if m.group(1).isdigit() else m.group(1), text)
+    text = _PAREN_LETTER.sub(r"\1", text)
+    return _LINE_ITEM.sub(r"\1\2 ", text)
+
+
+def passage_text(doc: Document, *, neutralize: bool = True) -> str:
+    """The text a ranker shows for ``doc``: title and text, whitespace collapsed."""
+    text = " ".join(doc.full_text.split())
+    return neutralize_identifiers(text) if neutralize else text
+
+
+def to_messages(rendered: Sequence[dict[str, str]]) -> list[Message]:
+    """Rendered template messages as typed chat messages."""
+    out: list[Message] = []
+    for m in rendered:
+        role = m["role"]
+        if role not in ("system", "user", "assistant"):  # pragma: no cover - templates validate roles
+            raise ConfigError(f"unsupported role {role!r} in a ranker prompt")
+        out.append({"role": role, "content": m["content"]})  # type: ignore[typeddict-item]
+    return out
+
+
+def prompt_tokens(engine: LLM, messages: Sequence[Message], prefill: str = "") -> int:
+    """Tokens of ``messages`` as the engine will see them.
+
+    Uses the engine's ``render`` (its chat template) when it has one; otherwise counts
+    the message contents plus a small per-message allowance for role markers.
+    """
+    render: Callable[..., Any] | None = getattr(engine, "render", None)
+    if callable(render):
+        try:
+            text = render(messages, prefill=prefill)
+        except TypeError:
+            text = render(messages) + prefill
+        if isinstance(text, str):
+            return engine.tokenizer.count(text)
+        if isinstance(text, Sequence):  # some engines may return token ids
+            return len(text)
+    per_message = 6
+    return sum(engine.tokenizer.count(m["content"]) + per_message for m in messages) + (
+        engine.tokenizer.count(prefill) if prefill else 0
+    )
+
+
+def fit_passage_budget(
+    engine: LLM,
+    *,
+    overhead_tokens: int,
+    n_passages: int,
+    max_new_tokens: int,
+    max_passage_tokens: int,
+    min_passage_tokens: int = 8,
+) -> int:
+    """Per-passage token budget so that the whole prompt fits the context window.
+
+    ``overhead_tokens`` are the tokens of the prompt rendered with empty passages. The
+    budget is ``min(max_passage_tokens, (context_window - max_new_tokens - overhead) //
+    n_passages)``; a budget below ``min_passage_tokens`` raises :class:`ContextOverflow`
+    (the window cannot be ranked meaningfully in this context).
+    """
+    room = engine.context_window - max_new_tokens - overhead_tokens
+    budget = min(max_passage_tokens, room // max(1, n_passages))
+    if budget < min_passage_tokens:
+        raise ContextOverflow(
+            f"{n_passages} passages do not fit: context window {engine.context_window}, "
+            f"prompt overhead {overhead_tokens}, reserved output {max_new_tokens}, "
+            f"leaving {budget} tokens per passage (< {min_passage_tokens}); use a smaller window",
+            prompt_tokens=overhead_tokens + max_new_tokens,
+            context_window=engine.context_window,
+        )
+    return budget
+
+
+def truncate_passages(engine: LLM, texts: Sequence[str], budget: int) -> list[str]:
+    """Cut every text to at most ``budget`` tokens of the engine's tokenizer."""
+    return [engine.tokenizer.truncate(t, budget) for t in texts]
