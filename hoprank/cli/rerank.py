@@ -1,0 +1,285 @@
+"""``hoprank rerank``: rank documents for queries from JSONL, print ranked JSONL or tables.
+
+Input (a file or ``-`` for stdin), one JSON value per line:
+
+* without ``--query``: ``{"query": ..., "documents": [...], "id"?: ...}`` per line, each
+  document a string or ``{"text", "id"?, "title"?}``;
+* with ``--query TEXT``: one document per line (a JSON string or such an object).
+
+Exit codes: 0 ok, 2 bad input (unreadable file, bad JSON, invalid arguments, a ranker the
+engine cannot run), 1 engine failure (model load, engine errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import typer
+
+from hoprank.adapters.scoring import relevance_scores
+from hoprank.errors import (
+    CapabilityMissing,
+    ConfigError,
+    DatasetError,
+    HoprankError,
+    InvalidInput,
+)
+from hoprank.types import Document, Ranking
+
+__all__ = ["Item", "parse_documents", "parse_items", "ranking_record", "register"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ENGINE, EXIT_INPUT = 0, 1, 2
+_SNIPPET = 90
+
+
+@dataclass
+class Item:
+    """One query and its candidate documents, read from one input line (or the file)."""
+
+    query: str
+    documents: list[Document]
+    query_id: str | None = None
+
+
+def _document(value: Any, index: int, where: str) -> Document:
+    if isinstance(value, str):
+        return Document(id=str(index), text=value)
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        doc_id = value.get("id", value.get("docid"))
+        title = value.get("title")
+        meta = {k: v for k, v in value.items() if k not in ("id", "docid", "text", "title")}
+        return Document(
+            id=str(doc_id) if doc_id is not None else str(index),
+            text=value["text"],
+            title=str(title) if title is not None else None,
+            metadata=meta,
+        )
+    raise InvalidInput(f"{where}: a document must be a string or an object with a 'text' string")
+
+
+def _lines(stream: TextIO, name: str) -> Iterator[tuple[str, Any]]:
+    for n, line in enumerate(stream, 1):
+        if not line.strip():
+            continue
+        where = f"{name}:{n}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: not valid JSON ({exc.msg})") from exc
+
+
+def parse_items(stream: TextIO, name: str = "<stdin>") -> Iterator[Item]:
+    """Items from ``{"query", "documents"}`` lines (lazily, one per line)."""
+    for where, obj in _lines(stream, name):
+        if not isinstance(obj, dict) or not isinstance(obj.get("query"), str):
+            raise InvalidInput(f"{where}: expected an object with a 'query' string (or use --query)")
+        docs = obj.get("documents")
+        if not isinstance(docs, list):
+            raise InvalidInput(f"{where}: 'documents' must be a list")
+        qid = obj.get("id", obj.get("query_id"))
+        yield Item(
+            query=obj["query"],
+            documents=[_document(d, i, f"{where} document {i}") for i, d in enumerate(docs)],
+            query_id=str(qid) if qid is not None else None,
+        )
+
+
+def parse_documents(stream: TextIO, name: str = "<stdin>") -> list[Document]:
+    """Documents from one-per-line JSONL (used with ``--query``)."""
+    return [_document(obj, i, where) for i, (where, obj) in enumerate(_lines(stream, name))]
+
+
+def ranking_record(item: Item, ranking: Ranking, ranker: str, with_text: bool = True) -> dict[str, Any]:
+    """The JSON line printed for one ranked item."""
+    positions = {d.id: i for i, d in enumerate(item.documents)}
+    scores, kind = relevance_scores(ranking.documents)
+    results = []
+    for rank, (doc, score) in enumerate(zip(ranking.documents, scores, strict=True), 1):
+        row: dict[str, Any] = {"rank": rank, "index": positions[doc.id], "id": doc.id, "score": score}
+        if doc.title is not None:
+            row["title"] = doc.title
+        if with_text:
+            row["text"] = doc.text
+        results.append(row)
+    record: dict[str, Any] = {}
+    if item.query_id is not None:
+        record["query_id"] = item.query_id
+    u = ranking.usage
+    record.update(
+        query=item.query,
+        ranker=ranker,
+        score_kind=kind,
+        fallbacks=ranking.fallbacks,
+        results=results,
+        usage={
+            "prompt_tokens": u.prompt_tokens,
+            "completion_tokens": u.completion_tokens,
+            "llm_calls": u.llm_calls,
+            "seconds": round(u.seconds, 4),
+        },
+    )
+    return record
+
+
+def _print_table(record: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"{record.get('query_id', '')} {record['query']}".strip()
+    table = Table(title=title, title_justify="left")
+    for col in ("rank", "index", "id", "score"):
+        table.add_column(col, justify="right" if col != "id" else "left", no_wrap=True)
+    table.add_column("text")
+    for r in record["results"]:
+        text = " ".join(str(r.get("text", "")).split())
+        text = text if len(text) <= _SNIPPET else text[: _SNIPPET - 1] + "…"
+        table.add_row(str(r["rank"]), str(r["index"]), r["id"], f"{r['score']:.4f}", text)
+    u = record["usage"]
+    table.caption = (
+        f"{record['ranker']} · {record['score_kind']} · {u['llm_calls']} LLM calls · "
+        f"{u['prompt_tokens']} prompt tokens · {u['seconds']:.2f} s"
+    )
+    Console(soft_wrap=False).print(table)
+
+
+def _engine_spec(model: str | None, base_url: str | None) -> str:
+    from hoprank.llm.packs import DEFAULT_MODEL
+
+    spec = model or DEFAULT_MODEL
+    if base_url and not spec.startswith("openai:"):
+        spec = f"openai:{spec}"
+    return spec
+
+
+def build_ranker(
+    name: str,
+    *,
+    model: str | None,
+    base_url: str | None,
+    api_key: str | None,
+    threads: int | None,
+    params: dict[str, Any],
+) -> Any:
+    """The ranker ``name`` on the engine ``model`` names (no engine for ``identity``)."""
+    from hoprank.rankers import make_ranker  # type: ignore[attr-defined]
+
+    engine = None
+    if name != "identity":
+        from hoprank.llm import load_engine
+
+        kwargs: dict[str, Any] = {}
+        spec = _engine_spec(model, base_url)
+        if spec.startswith("openai:"):
+            if base_url:
+                kwargs["base_url"] = base_url
+            if api_key:
+                kwargs["api_key"] = api_key
+        elif threads:
+            kwargs["threads"] = threads
+        engine = load_engine(spec, **kwargs)
+    return make_ranker(name, engine=engine, **params)
+
+
+def _parse_params(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"--param expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def _open(path: str) -> tuple[TextIO, str]:
+    if path == "-":
+        return sys.stdin, "<stdin>"
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"input file not found: {path}")
+    return p.open(encoding="utf-8"), str(p)
+
+
+async def _run(ranker: Any, items: list[Item], top_k: int | None, as_json: bool, name: str) -> int:
+    count = 0
+    for item in items:
+        ranking = await ranker.arank(item.query, item.documents, top_k=top_k)
+        record = ranking_record(item, ranking, name)
+        if as_json:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.flush()
+        else:
+            _print_table(record)
+        count += 1
+    return count
+
+
+def rerank_cmd(
+    input_path: str = typer.Argument("-", metavar="INPUT", help="JSONL file, or - for stdin."),
+    query: str | None = typer.Option(
+        None, "--query", "-q", help="Rank INPUT's documents (one per line) for this query."
+    ),
+    ranker: str = typer.Option("first", "--ranker", "-r", help="identity, first, rankgpt, pointwise or icr."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Engine spec: a pack name, a folder, openai:<model>."
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible endpoint (implies openai:<model>)."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="Env var holding the endpoint's key."
+    ),
+    top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Keep the best k documents."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per query (machine-readable)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Ranker parameter key=value (JSON values)."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for a local model."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+) -> None:
+    """Rerank documents with an LLM ranker; read JSONL, write ranked JSONL (--json) or tables."""
+    import os
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
+    try:
+        params = _parse_params(param)
+        stream, name = _open(input_path)
+        try:
+            if query is not None:
+                if not query.strip():
+                    raise InvalidInput("--query must not be empty")
+                items = [Item(query=query, documents=parse_documents(stream, name))]
+            else:
+                items = list(parse_items(stream, name))  # fail on bad input before loading a model
+            built = build_ranker(
+                ranker,
+                model=model,
+                base_url=base_url,
+                api_key=os.environ.get(api_key_env) or None,
+                threads=threads,
+                params=params,
+            )
+            n = asyncio.run(_run(built, items, top_k, as_json, ranker))
+        finally:
+            if stream is not sys.stdin:
+                stream.close()
+    except (InvalidInput, DatasetError, ConfigError, CapabilityMissing, OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    except HoprankError as exc:
+        typer.echo(f"engine error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(EXIT_ENGINE) from None
+    logger.info("ranked %d queries", n)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("rerank", no_args_is_help=False)(rerank_cmd)

@@ -1,0 +1,195 @@
+"""What the service holds between requests: the shared engine, cached rankers, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
+from hoprank.llm.base import LLM
+from hoprank.rankers.base import Ranker
+from hoprank.server.limits import ConcurrencyLimiter
+from hoprank.server.logs import Redactor
+from hoprank.server.metrics import Metrics
+from hoprank.server.settings import ServerSettings
+from hoprank.types import Document, Usage
+
+__all__ = ["AskOutcome", "Asker", "RankerFactory", "RequestTimeout", "ServiceState"]
+
+logger = logging.getLogger("hoprank.server")
+
+T = TypeVar("T")
+
+RankerFactory = Callable[..., Ranker]
+"""``factory(name, engine=engine, **params) -> Ranker`` (default: :func:`hoprank.rankers.make_ranker`)."""
+
+
+class RequestTimeout(Exception):
+    """The request did not finish within ``request_timeout_s`` (answered with 504)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"request did not finish within {seconds:g} s")
+        self.seconds = seconds
+
+
+@dataclass
+class AskOutcome:
+    """What ``/v1/ask`` returns: the answer and the evidence documents it cites."""
+
+    answer: str
+    citations: list[Document]
+    evidence: list[Document] = field(default_factory=list)
+    sub_questions: list[str] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+
+class Asker(Protocol):
+    """Answers a question over the configured corpus."""
+
+    async def __call__(self, question: str, *, top_k: int) -> AskOutcome: ...
+
+
+def default_ranker_factory(name: str, engine: LLM | None = None, **params: Any) -> Ranker:
+    from hoprank.rankers import make_ranker  # type: ignore[attr-defined]
+
+    ranker: Ranker = make_ranker(name, engine=engine, **params)
+    return ranker
+
+
+def load_engine_from_settings(settings: ServerSettings) -> LLM:
+    """Load the engine named by ``settings.model`` (blocking; run it in a thread)."""
+    from hoprank.llm import load_engine
+
+    if not settings.model:
+        raise ConfigError("no model configured")
+    kwargs: dict[str, Any] = dict(settings.engine_options)
+    if settings.base_url:
+        kwargs["base_url"] = settings.base_url
+    if settings.api_key is not None:
+        kwargs["api_key"] = settings.api_key.get_secret_value()
+    engine: LLM = load_engine(settings.model, **kwargs)
+    return engine
+
+
+class ServiceState:
+    """The engine (loaded once), rankers built per name on demand and cached, the
+    concurrency limiter, metrics and the redactor."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        *,
+        engine: LLM | None = None,
+        rankers: Mapping[str, Ranker] | None = None,
+        ranker_factory: RankerFactory | None = None,
+        decomposer: Any | None = None,
+        asker: Asker | None = None,
+        metrics: Metrics,
+        redactor: Redactor,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self._owns_engine = False
+        self._rankers: dict[str, Ranker] = dict(rankers or {})
+        self._factory = ranker_factory or default_ranker_factory
+        self._ranker_lock = asyncio.Lock()
+        self.decomposer = decomposer
+        self.asker = asker
+        self.metrics = metrics
+        self.redactor = redactor
+        self.limiter = ConcurrencyLimiter(settings.max_concurrency, settings.max_queue)
+
+    @property
+    def ranker_names(self) -> list[str]:
+        return list(dict.fromkeys([*self.settings.rankers, *self._rankers]))
+
+    async def startup(self) -> None:
+        """Load the engine once (in a worker thread) unless one was given."""
+        if self.engine is None and self.settings.model:
+            logger.info("loading engine", extra={"model": self.settings.model})
+            self.engine = await asyncio.to_thread(load_engine_from_settings, self.settings)
+            self._owns_engine = True
+            logger.info("engine ready", extra={"model": self.settings.model})
+
+    async def shutdown(self) -> None:
+        if self._owns_engine and self.engine is not None:
+            for meth in ("aclose", "close"):
+                fn = getattr(self.engine, meth, None)
+                if callable(fn):
+                    result = fn()
+                    if inspect.isawaitable(result):
+                        await result
+                    break
+        self._rankers.clear()
+
+    def resolve_ranker_name(self, ranker: str | None, model: str | None) -> str:
+        """The explicit ``ranker``, else ``model`` when it names a ranker, else the default."""
+        names = self.ranker_names
+        if ranker is not None:
+            if ranker not in names:
+                raise InvalidInput(f"unknown ranker {ranker!r}; enabled: {', '.join(names)}")
+            return ranker
+        if model:
+            short = model.removeprefix("hoprank-")
+            if short in names:
+                return short
+        return self.settings.resolved_default_ranker
+
+    async def get_ranker(self, name: str) -> Ranker:
+        """The cached ranker ``name``, built on first use on the shared engine."""
+        if name in self._rankers:
+            return self._rankers[name]
+        async with self._ranker_lock:
+            if name in self._rankers:
+                return self._rankers[name]
+            if name not in self.settings.rankers:
+                raise InvalidInput(f"unknown ranker {name!r}; enabled: {', '.join(self.ranker_names)}")
+            if name != "identity" and self.engine is None:
+                raise CapabilityMissing(
+                    "generate", "none", f"ranker {name!r} needs a model; start the server with --model"
+                )
+            params = dict(self.settings.ranker_params.get(name, {}))
+            try:
+                ranker = self._factory(name, engine=self.engine, **params)
+            except TypeError as exc:
+                raise ConfigError(f"cannot build ranker {name!r}: {exc}") from exc
+            self._rankers[name] = ranker
+            logger.info("ranker ready", extra={"ranker": name})
+            return ranker
+
+    def get_decomposer(self) -> Any:
+        """The configured decomposer, or :class:`hoprank.agents.Decomposer` on the engine."""
+        if self.decomposer is None:
+            if self.engine is None:
+                raise CapabilityMissing("generate", "none", "/v1/decompose needs a model (--model)")
+            from hoprank.agents.decompose import Decomposer
+
+            self.decomposer = Decomposer(self.engine)
+        return self.decomposer
+
+    async def run_limited(self, work: Callable[[], Awaitable[T]]) -> T:
+        """Run ``work`` in a concurrency slot under the request timeout.
+
+        Raises :class:`~hoprank.server.limits.Overloaded` at once when every running and
+        queued place is taken, and :class:`RequestTimeout` when queueing plus running takes
+        longer than ``request_timeout_s`` (the work is cancelled).
+        """
+        self.limiter.admit()
+        self.metrics.queued.set(self.limiter.queued)
+
+        async def in_slot() -> T:
+            async with self.limiter.running_slot():
+                self.metrics.queued.set(self.limiter.queued)
+                return await work()
+
+        try:
+            return await asyncio.wait_for(in_slot(), timeout=self.settings.request_timeout_s)
+        except asyncio.TimeoutError as exc:
+            raise RequestTimeout(self.settings.request_timeout_s) from exc
+        finally:
+            self.limiter.leave()
+            self.metrics.queued.set(self.limiter.queued)
