@@ -1,0 +1,398 @@
+"""An engine for any OpenAI-compatible chat-completions endpoint.
+
+Works with OpenAI itself, a vLLM server (or a fleet of them: pass several base URLs and
+requests are balanced client-side) and the llama.cpp server. The official
+``openai.AsyncOpenAI`` client is built with ``max_retries=0``; retries happen once, in
+:mod:`hoprank.llm.retry`. The API key never appears in reprs, ``describe()``, logs or
+error messages.
+
+Prefill (continuing a partial assistant turn such as ``"["``) depends on the server:
+
+- ``server="vllm"``: the prefix is sent as a final assistant message with
+  ``extra_body={"continue_final_message": True, "add_generation_prompt": False}``;
+- ``server="llamacpp"``: the llama.cpp server continues a trailing assistant message by
+  itself (and echoes it, which is stripped from the returned text);
+- ``server="openai"``: the OpenAI API cannot continue a message, so the prefill is *not
+  sent* and ``PREFILL`` is not among the capabilities. For labels, read
+  :meth:`next_token_logprobs` tolerates the ``[X`` form a model writes without prefill.
+
+:meth:`OpenAIEngine.next_token_logprobs` asks for ``max_tokens=1, logprobs=True,
+top_logprobs=K`` and reads each candidate ``X`` from the returned top tokens in the forms
+``X``, `` X`` and ``[X`` (the max log-probability over the forms; Qwen's BPE merges ``[``
+with a capital letter). A response without usable ``logprobs`` is an error, never an
+empty result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hoprank._sync import run_sync
+from hoprank.errors import ConfigError, InvalidInput
+from hoprank.llm._endpoints import Balance, EndpointPool
+from hoprank.llm._openai_parse import parse_completion, parse_top_logprobs, score_candidates
+from hoprank.llm.base import Capability, Completion, LogprobRequest, Message, Tokenizer, TokenLogprobs
+from hoprank.llm.retry import RetryPolicy, RetryStats, retry_async
+from hoprank.types import Usage
+
+__all__ = ["EngineStats", "OpenAIEngine"]
+
+logger = logging.getLogger(__name__)
+
+Server = Literal["openai", "vllm", "llamacpp"]
+_DUMMY_KEY = "sk-no-key-required"
+_OPENAI_URL = "https://api.openai.com/v1"
+_MAX_TOP_LOGPROBS = 20
+
+
+@dataclass
+class EngineStats:
+    """Counters over the engine's lifetime: logical calls, HTTP attempts, retries, failures."""
+
+    calls: int = 0
+    attempts: int = 0
+    retries: int = 0
+    failures: int = 0
+
+    def add(self, stats: RetryStats, *, failed: bool) -> None:
+        self.calls += 1
+        self.attempts += stats.count
+        self.retries += stats.retries
+        self.failures += int(failed)
+
+
+def _as_tokenizer(tokenizer: Any, model: str) -> Tokenizer:
+    if tokenizer is None:
+        from hoprank.llm.tiktoken_offline import TiktokenTokenizer
+
+        try:
+            return TiktokenTokenizer.for_model(model)
+        except KeyError:
+            logger.warning(
+                "no tokenizer given for %r and tiktoken does not know it: counting tokens with "
+                "o200k_base (approximate; pass tokenizer=HFTokenizer(...) for a served open model)",
+                model,
+            )
+            return TiktokenTokenizer("o200k_base")
+    if isinstance(tokenizer, Tokenizer):
+        return tokenizer
+    if hasattr(tokenizer, "apply_chat_template") or hasattr(tokenizer, "convert_tokens_to_ids"):
+        from hoprank.llm.hf_tokenizer import HFTokenizer
+
+        return HFTokenizer(tokenizer)
+    raise ConfigError(f"tokenizer {type(tokenizer).__name__} implements neither Tokenizer nor an HF API")
+
+
+class OpenAIEngine:
+    """An OpenAI-compatible chat-completions endpoint (OpenAI, vLLM server, llama.cpp server).
+
+    ``base_url`` may be a list: requests then go to the endpoint with the fewest requests
+    in flight (``balance="least_in_flight"``, ties round-robin) or strictly in turn
+    (``"round_robin"``); a retry picks again, so a failing endpoint is routed around.
+    ``api_key`` falls back to ``OPENAI_API_KEY``; local servers get a dummy key.
+    ``logit_bias`` (OpenAI models, tokenizer known) adds that bias to every single-token
+    form of the candidates so they show up in ``top_logprobs``: the returned values are
+    then relative among candidates, not full-vocabulary. ``restrict_candidates`` sends
+    vLLM's ``allowed_token_ids`` (needs the served model's tokenizer).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | Sequence[str] | None = None,
+        api_key: str | None = None,
+        server: Server = "openai",
+        timeout: float = 60.0,
+        max_concurrency: int = 8,
+        context_window: int = 32768,
+        tokenizer: Any = None,
+        supports_prefill: bool | None = None,
+        retry: RetryPolicy | None = None,
+        balance: Balance = "least_in_flight",
+        top_logprobs: int = _MAX_TOP_LOGPROBS,
+        logit_bias: float | None = None,
+        restrict_candidates: bool = False,
+        extra_body: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if server not in ("openai", "vllm", "llamacpp"):
+            raise ConfigError(f"server must be 'openai', 'vllm' or 'llamacpp', got {server!r}")
+        if max_concurrency < 1 or timeout <= 0 or context_window < 1:
+            raise ConfigError("max_concurrency, timeout and context_window must be positive")
+        if balance not in ("least_in_flight", "round_robin"):
+            raise ConfigError(f"unknown balance strategy {balance!r}")
+        if base_url is None:
+            base_url = os.environ.get("OPENAI_BASE_URL") or None
+        urls = [base_url] if base_url is None or isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ConfigError("base_url list is empty")
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if urls == [None]:
+                raise ConfigError("no API key: pass api_key= or set OPENAI_API_KEY")
+            key = _DUMMY_KEY
+        self.model = model
+        self.name = name or model
+        self.server: Server = server
+        self.timeout = float(timeout)
+        self.max_concurrency = max_concurrency
+        self.context_window = context_window
+        self.retry_policy = retry or RetryPolicy()
+        self.balance = balance
+        self.top_logprobs = max(1, min(_MAX_TOP_LOGPROBS, top_logprobs))
+        self.logit_bias = logit_bias
+        self.restrict_candidates = restrict_candidates
+        self.extra_body = dict(extra_body or {})
+        self.tokenizer: Tokenizer = _as_tokenizer(tokenizer, model)
+        prefill = supports_prefill if supports_prefill is not None else server in ("vllm", "llamacpp")
+        caps = {Capability.GENERATE, Capability.TOKEN_LOGPROBS}
+        if prefill:
+            caps.add(Capability.PREFILL)
+        self.capabilities: frozenset[Capability] = frozenset(caps)
+        self.stats = EngineStats()
+        self._api_key = key
+        self._pool = EndpointPool(
+            [u or _OPENAI_URL for u in urls],
+            api_key=key,
+            timeout=self.timeout,
+            max_concurrency=max_concurrency,
+            balance=balance,
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def __repr__(self) -> str:
+        hosts = ",".join(self._pool.hosts())
+        return f"OpenAIEngine(model={self.model!r}, server={self.server!r}, endpoints={hosts!r})"
+
+    def describe(self) -> dict[str, Any]:
+        """Model, server kind and endpoint hosts (never the API key or URL credentials)."""
+        return {
+            "engine": "openai",
+            "model": self.model,
+            "server": self.server,
+            "hosts": self._pool.hosts(),
+            "context_window": self.context_window,
+            "tokenizer": self.tokenizer.name,
+            "top_logprobs": self.top_logprobs,
+        }
+
+    def _redact(self, text: str) -> str:
+        key = self._api_key
+        if key and key != _DUMMY_KEY and len(key) >= 6:
+            text = text.replace(key, "***")
+        return text
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of the current event loop."""
+        await self._pool.aclose()
+
+    def endpoint_requests(self) -> dict[str, int]:
+        """How many requests each endpoint has been sent (for load-balancing checks)."""
+        return self._pool.requests()
+
+    # ------------------------------------------------------------------ requests
+
+    def _messages(
+        self, messages: Sequence[Message], prefill: str
+    ) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        if not messages:
+            raise InvalidInput("messages must not be empty")
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        extra: dict[str, Any] = {}
+        if prefill and Capability.PREFILL in self.capabilities:
+            msgs.append({"role": "assistant", "content": prefill})
+            if self.server == "vllm":
+                extra = {"continue_final_message": True, "add_generation_prompt": False}
+        elif prefill:
+            logger.debug("%s: server cannot continue a prefill; sending without %r", self.name, prefill)
+        return msgs, extra
+
+    async def _post(
+        self, what: str, body: dict[str, Any], extra_body: dict[str, Any]
+    ) -> tuple[dict[str, Any], RetryStats]:
+        stats = RetryStats()
+        merged = {**self.extra_body, **extra_body}
+
+        async def attempt(remaining: float) -> dict[str, Any]:
+            async with self._pool.lease() as client:
+                raw = await client.chat.completions.with_raw_response.create(
+                    **body,
+                    extra_body=merged or None,
+                    timeout=max(0.001, min(self.timeout, remaining)),
+                )
+                text: str = raw.text
+            return parse_completion(text, what=what)
+
+        try:
+            data = await retry_async(attempt, self.retry_policy, stats=stats, what=what, redact=self._redact)
+        except BaseException:
+            self.stats.add(stats, failed=True)
+            raise
+        self.stats.add(stats, failed=False)
+        return data, stats
+
+    def _usage(
+        self, data: dict[str, Any], messages: Sequence[dict[str, str]], completion: str, t0: float
+    ) -> Usage:
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        if usage is not None and isinstance(usage.get("prompt_tokens"), int):
+            prompt = int(usage["prompt_tokens"])
+            done = int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details")
+            cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+        else:  # the server sent no usage: count in our own tokenizer
+            prompt = sum(self.tokenizer.count(m["content"]) for m in messages)
+            done = self.tokenizer.count(completion)
+            cached = 0
+        return Usage(
+            prompt_tokens=prompt,
+            completion_tokens=done,
+            llm_calls=1,
+            seconds=time.perf_counter() - t0,
+            cached_tokens=cached,
+        )
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        prefill: str = "",
+    ) -> Completion:
+        """A chat completion; the text returned is what follows the ``prefill``."""
+        if max_tokens < 1:
+            raise InvalidInput("max_tokens must be >= 1")
+        t0 = time.perf_counter()
+        msgs, extra = self._messages(messages, prefill)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": msgs,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        if stop:
+            body["stop"] = list(stop)
+        data, _ = await self._post(f"{self.name} generate", body, extra)
+        choice = data["choices"][0]
+        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+        content = message.get("content")
+        text = content if isinstance(content, str) else ""
+        if (
+            self.server == "llamacpp"
+            and prefill
+            and msgs[-1]["role"] == "assistant"
+            and text.startswith(prefill)
+        ):
+            text = text[len(prefill) :]
+        finish = choice.get("finish_reason")
+        return Completion(
+            text=text,
+            finish_reason=finish if isinstance(finish, str) else None,
+            usage=self._usage(data, msgs, text, t0),
+            model=str(data.get("model") or self.model),
+        )
+
+    def _candidate_token_ids(self, candidates: Sequence[str]) -> dict[int, str]:
+        ids: dict[int, str] = {}
+        for c in candidates:
+            for form in (c, f" {c}", f"[{c}"):
+                enc = self.tokenizer.encode(form)
+                if len(enc) == 1:
+                    ids.setdefault(enc[0], c)
+        return ids
+
+    async def next_token_logprobs(
+        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+    ) -> TokenLogprobs:
+        """Log-probabilities of each candidate as the next token (from ``top_logprobs``)."""
+        if not candidates:
+            raise InvalidInput("candidates must not be empty")
+        t0 = time.perf_counter()
+        msgs, extra = self._messages(messages, prefill)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": msgs,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": min(self.top_logprobs, _MAX_TOP_LOGPROBS),
+        }
+        if self.logit_bias is not None or (self.restrict_candidates and self.server == "vllm"):
+            ids = self._candidate_token_ids(candidates)
+            if not ids:
+                logger.warning(
+                    "%s: no candidate maps to a single token of %s", self.name, self.tokenizer.name
+                )
+            elif self.logit_bias is not None:
+                body["logit_bias"] = {str(i): self.logit_bias for i in ids}
+            if ids and self.restrict_candidates and self.server == "vllm":
+                extra = {**extra, "allowed_token_ids": sorted(ids)}
+        data, _ = await self._post(f"{self.name} next_token_logprobs", body, extra)
+        top = parse_top_logprobs(data, what=f"{self.name} next_token_logprobs")
+        scores, missing = score_candidates(top, candidates)
+        choice = data["choices"][0]
+        content = (choice.get("message") or {}).get("content") if isinstance(choice, dict) else None
+        return TokenLogprobs(
+            logprobs=scores,
+            missing=missing,
+            raw_top=top,
+            usage=self._usage(data, msgs, content if isinstance(content, str) else "", t0),
+        )
+
+    async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+        """Concurrent :meth:`next_token_logprobs` (bounded by ``max_concurrency``); the first
+        failure cancels the rest and is raised."""
+        tasks = [
+            asyncio.ensure_future(
+                self.next_token_logprobs(r.messages, candidates=r.candidates, prefill=r.prefill)
+            )
+            for r in requests
+        ]
+        if not tasks:
+            return []
+        _done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for t in tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                assert exc is not None
+                raise exc
+        return [t.result() for t in tasks]
+
+    # ------------------------------------------------------------------ sync facade
+
+    def generate_sync(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        prefill: str = "",
+    ) -> Completion:
+        return run_sync(
+            self.generate(
+                messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
+            )
+        )
+
+    def next_token_logprobs_sync(
+        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+    ) -> TokenLogprobs:
+        return run_sync(self.next_token_logprobs(messages, candidates=candidates, prefill=prefill))
+
+    def next_token_logprobs_batch_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+        return run_sync(self.next_token_logprobs_batch(requests))
