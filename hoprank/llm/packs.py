@@ -24,19 +24,28 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
-import json
 import logging
 import os
-import shutil
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-from filelock import FileLock
+from typing import Literal
 
 from hoprank.errors import ModelPackError
+from hoprank.llm._convert import (
+    _CHUNK,
+    MANIFEST,
+    cache_dir,
+    convert_gguf,
+    ensure_converted,
+    file_lock,
+    fsync_dir,
+    manifest_ok,
+    read_json,
+    remove_stale_tmp,
+    sha256_file,
+    write_json_atomic,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -56,9 +65,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"
-MANIFEST = "hoprank-manifest.json"
-_MANIFEST_FORMAT = 1
-_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -150,34 +156,12 @@ class ResolvedModel:
 # ----------------------------------------------------------------------------- helpers
 
 
-def cache_dir() -> Path:
-    """The cache root: ``$HOPRANK_CACHE`` or ``~/.cache/hoprank``."""
-    env = os.environ.get("HOPRANK_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "hoprank"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _spec(name: str) -> PackSpec:
     try:
         return PACKS[name]
     except KeyError:
         known = ", ".join(sorted(PACKS))
         raise ModelPackError(f"unknown model pack {name!r}; known packs: {known}") from None
-
-
-@contextlib.contextmanager
-def _lock(key: str) -> Iterator[None]:
-    locks = cache_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(locks / f"{key}.lock")):
-        yield
 
 
 def _missing(spec: PackSpec, what: str) -> ModelPackError:
@@ -215,40 +199,12 @@ def _is_installed(spec: PackSpec) -> bool:
     return True
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 # ----------------------------------------------------------------------------- GGUF
 
 
 def _marker_ok(path: Path, spec: PackSpec) -> bool:
     """Cheap check: the marker written after verification still matches the file."""
-    marker = _read_json(path.with_name(path.name + ".json"))
+    marker = read_json(path.with_name(path.name + ".json"))
     if marker is None or not path.is_file():
         return False
     st = path.stat()
@@ -261,7 +217,7 @@ def _marker_ok(path: Path, spec: PackSpec) -> bool:
 
 def _write_marker(path: Path, spec: PackSpec) -> None:
     st = path.stat()
-    _write_json_atomic(
+    write_json_atomic(
         path.with_name(path.name + ".json"),
         {"pack": spec.name, "sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
     )
@@ -295,7 +251,7 @@ def _assemble(spec: PackSpec, parts: list[Path], dest: Path) -> None:
                 f"reinstall with: {spec.install_command}"
             )
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -303,16 +259,17 @@ def _assemble(spec: PackSpec, parts: list[Path], dest: Path) -> None:
     logger.info("assembled %s in %.1f s: %s", spec.name, time.perf_counter() - t0, dest)
 
 
-def gguf_path(name: str) -> Path:
+def gguf_path(name: str, *, verify: bool = False) -> Path:
     """The verified GGUF file of pack ``name``, assembling it into the cache if needed.
 
-    For a single-file pack (SmolLM2) the file inside the installed package is verified and
-    returned; chunked packs are concatenated into ``<cache>/gguf/<name>.gguf``.
+    For a single-file pack (SmolLM2) the file inside the installed package is hashed and
+    returned. Chunked packs are concatenated into ``<cache>/gguf/<name>.gguf``; a cached
+    copy is trusted while its marker (sha256, size, mtime) matches, or re-hashed in full
+    with ``verify=True``. A mismatching file is rebuilt.
     """
     spec = _spec(name)
-    parts = _source_files(spec)
     if spec.kind == "file":
-        path = parts[0]
+        path = _source_files(spec)[0]
         size = path.stat().st_size
         digest = sha256_file(path) if size == spec.size else f"(size {size})"
         if digest != spec.sha256:
@@ -322,113 +279,26 @@ def gguf_path(name: str) -> Path:
             )
         return path
     dest = cache_dir() / "gguf" / spec.filename
-    if _marker_ok(dest, spec):
+    if not verify and _marker_ok(dest, spec):
         return dest
-    with _lock(f"gguf-{spec.name}"):
-        if _marker_ok(dest, spec):
+    with file_lock(f"gguf-{spec.name}"):
+        if not verify and _marker_ok(dest, spec):
             return dest
+        remove_stale_tmp(dest)
         if dest.is_file() and dest.stat().st_size == spec.size and sha256_file(dest) == spec.sha256:
             logger.info("re-verified cached GGUF %s", dest)
             _write_marker(dest, spec)
             return dest
         if dest.exists():
             logger.warning("cached GGUF %s is incomplete or corrupted; rebuilding", dest)
-        _assemble(spec, parts, dest)
+        for stale in (dest, dest.with_name(dest.name + ".json")):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+        _assemble(spec, _source_files(spec), dest)
     return dest
 
 
 # ----------------------------------------------------------------------------- conversion
-
-
-def _manifest_ok(folder: Path) -> dict[str, Any] | None:
-    """The manifest of a complete converted folder, or None if anything is off."""
-    manifest = _read_json(folder / MANIFEST)
-    if manifest is None or manifest.get("format") != _MANIFEST_FORMAT:
-        return None
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        return None
-    for fname, size in files.items():
-        p = folder / fname
-        if not p.is_file() or p.stat().st_size != size:
-            return None
-    return manifest
-
-
-def _convert(gguf: Path, dest: Path, *, name: str, sha256: str, source: str) -> None:
-    """Dequantize ``gguf`` with transformers and save a bf16 safetensors folder at ``dest``."""
-    try:
-        import torch
-        import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        from hoprank.errors import MissingExtra
-
-        raise MissingExtra("local", e.name) from e
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    t0 = time.perf_counter()
-    logger.info("converting %s to a transformers folder (takes 30-60 s)", gguf)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16, local_files_only=True
-        )
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.to(torch.bfloat16)
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.save_pretrained(str(tmp))
-        del model
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        manifest = {
-            "format": _MANIFEST_FORMAT,
-            "name": name,
-            "source": source,
-            "gguf_file": str(gguf),
-            "gguf_sha256": sha256,
-            "gguf_size": gguf.stat().st_size,
-            "dtype": "bfloat16",
-            "transformers_version": transformers.__version__,
-            "torch_version": torch.__version__,
-            "created": time.time(),
-            "files": files,
-        }
-        for p in tmp.iterdir():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        _write_json_atomic(tmp / MANIFEST, manifest)
-        if dest.exists():
-            logger.warning("replacing incomplete converted folder %s", dest)
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
-    except ModelPackError:
-        raise
-    except Exception as e:
-        raise ModelPackError(f"converting {gguf} with transformers failed: {e}") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("converted %s in %.1f s: %s", name, time.perf_counter() - t0, dest)
-
-
-def _ensure_converted(dest: Path, key: str, build: Callable[[], None]) -> dict[str, Any]:
-    manifest = _manifest_ok(dest)
-    if manifest is not None:
-        return manifest
-    with _lock(key):
-        manifest = _manifest_ok(dest)
-        if manifest is None:
-            if dest.exists():
-                logger.warning("converted folder %s is incomplete; rebuilding", dest)
-            build()
-            manifest = _manifest_ok(dest)
-            if manifest is None:  # pragma: no cover - _convert guarantees it
-                raise ModelPackError(f"conversion into {dest} did not produce a complete folder")
-    return manifest
 
 
 def pull(name: str) -> Path:
@@ -437,14 +307,14 @@ def pull(name: str) -> Path:
     dest = cache_dir() / "hf" / spec.name
 
     def build() -> None:
-        _convert(gguf_path(spec.name), dest, name=spec.name, sha256=spec.sha256, source="pack")
+        convert_gguf(gguf_path(spec.name), dest, name=spec.name, sha256=spec.sha256, source="pack")
 
-    _ensure_converted(dest, f"hf-{spec.name}", build)
+    ensure_converted(dest, f"hf-{spec.name}", build)
     return dest
 
 
 def _is_cached(spec: PackSpec) -> bool:
-    return _manifest_ok(cache_dir() / "hf" / spec.name) is not None
+    return manifest_ok(cache_dir() / "hf" / spec.name) is not None
 
 
 def list_packs() -> list[PackInfo]:
@@ -473,7 +343,7 @@ def resolve(name_or_path: str | os.PathLike[str]) -> ResolvedModel:
     key = os.fspath(name_or_path)
     if key in PACKS:
         folder = pull(key)
-        manifest = _manifest_ok(folder) or {}
+        manifest = manifest_ok(folder) or {}
         return ResolvedModel(
             name=key, path=folder, source="pack", gguf_sha256=manifest.get("gguf_sha256"), pack=key
         )
@@ -481,7 +351,7 @@ def resolve(name_or_path: str | os.PathLike[str]) -> ResolvedModel:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelPackError(f"{path} is not a transformers model folder (no config.json)")
-        manifest = _read_json(path / MANIFEST) or {}
+        manifest = read_json(path / MANIFEST) or {}
         return ResolvedModel(
             name=str(manifest.get("name") or path.name),
             path=path,
@@ -494,9 +364,9 @@ def resolve(name_or_path: str | os.PathLike[str]) -> ResolvedModel:
         dest = cache_dir() / "hf" / f"gguf-{digest[:16]}"
 
         def build() -> None:
-            _convert(path.resolve(), dest, name=path.stem, sha256=digest, source="gguf")
+            convert_gguf(path.resolve(), dest, name=path.stem, sha256=digest, source="gguf")
 
-        _ensure_converted(dest, f"hf-gguf-{digest[:16]}", build)
+        ensure_converted(dest, f"hf-gguf-{digest[:16]}", build)
         return ResolvedModel(name=path.stem, path=dest, source="gguf", gguf_sha256=digest)
     known = ", ".join(sorted(PACKS))
     raise ModelPackError(
