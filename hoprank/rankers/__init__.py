@@ -1,1 +1,91 @@
-"""hoprank.rankers."""
+"""hoprank.rankers: one ``rank(query, docs)`` API over every reranker.
+
+- :class:`Identity` — the first-stage order (no model);
+- :class:`PointwiseLLM` — yes/no log-probability per passage;
+- :class:`RankGPT` — sliding-window permutation generation;
+- :class:`FIRST` — sliding-window single-token logits;
+- ``ICR`` — attention-based in-context reranking (:mod:`hoprank.rankers.icr`, loaded lazily);
+- :class:`CrossEncoderRanker` — a sentence-transformers cross-encoder (``local`` extra).
+
+:func:`make_ranker` builds one by name. Importing this package never imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from hoprank.errors import ConfigError
+from hoprank.llm.base import LLM
+from hoprank.rankers.base import BaseRanker, Ranker, RankerOutput, check_permutation
+from hoprank.rankers.baselines import CrossEncoder, CrossEncoderRanker, Identity
+from hoprank.rankers.first import FIRST
+from hoprank.rankers.parsing import ParseResult, parse_permutation
+from hoprank.rankers.pointwise import PointwiseLLM
+from hoprank.rankers.rankgpt import RankGPT
+from hoprank.rankers.window import WindowConfig, WindowSpan, slide, window_spans
+
+__all__ = [
+    "FIRST",
+    "RANKERS",
+    "BaseRanker",
+    "CrossEncoder",
+    "CrossEncoderRanker",
+    "Identity",
+    "ParseResult",
+    "PointwiseLLM",
+    "RankGPT",
+    "Ranker",
+    "RankerOutput",
+    "WindowConfig",
+    "WindowSpan",
+    "check_permutation",
+    "make_ranker",
+    "parse_permutation",
+    "slide",
+    "window_spans",
+]
+
+#: Names accepted by :func:`make_ranker`.
+RANKERS = ("identity", "rankgpt", "first", "pointwise", "icr", "cross-encoder")
+
+_ICR_CLASS_NAMES = ("ICR", "ICRRanker", "InContextReranker")
+
+
+def _icr_class() -> Any:
+    module = importlib.import_module("hoprank.rankers.icr")
+    for attr in _ICR_CLASS_NAMES:
+        cls = getattr(module, attr, None)
+        if cls is not None:
+            return cls
+    raise ConfigError(f"hoprank.rankers.icr defines none of {_ICR_CLASS_NAMES}")
+
+
+def make_ranker(name: str, engine: LLM | None = None, **params: Any) -> BaseRanker:
+    """Build a ranker by name: ``identity``, ``rankgpt``, ``first``, ``pointwise``,
+    ``icr`` (all but ``identity`` and ``cross-encoder`` need ``engine``) or
+    ``cross-encoder`` (``model=`` a local cross-encoder folder). ``params`` go to the
+    ranker's constructor; unknown names raise :class:`ConfigError`."""
+    key = name.strip().lower().replace("_", "-")
+    if key == "identity":
+        if params:
+            raise ConfigError(f"identity takes no parameters, got {sorted(params)}")
+        return Identity()
+    if key in ("cross-encoder", "crossencoder"):
+        if "model" not in params:
+            raise ConfigError("cross-encoder needs model=<path or name of a cross-encoder>")
+        return CrossEncoderRanker(**params)
+    classes: dict[str, Any] = {"rankgpt": RankGPT, "first": FIRST, "pointwise": PointwiseLLM}
+    if key == "icr":
+        cls = _icr_class()
+    elif key in classes:
+        cls = classes[key]
+    else:
+        raise ConfigError(f"unknown ranker {name!r}; known rankers: {', '.join(RANKERS)}")
+    if engine is None:
+        raise ConfigError(f"ranker {key!r} needs an engine (engine=...)")
+    try:
+        ranker: BaseRanker = cls(engine, **params)
+    except TypeError as e:
+        raise ConfigError(f"bad parameters for ranker {key!r}: {e}") from e
+    return ranker

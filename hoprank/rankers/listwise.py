@@ -77,7 +77,7 @@ class ListwiseRanker(BaseRanker):
         *,
         prompt: PromptLike | None = None,
         window: int = 20,
-        step: int = 10,
+        step: int | None = None,
         passes: int = 1,
         focus_top_k: bool = True,
         labels: LabelStyle = "numeric",
@@ -98,7 +98,12 @@ class ListwiseRanker(BaseRanker):
                 f"prompt {self.prompt.name}@{self.prompt.version} declares {sorted(unknown)}, "
                 f"which {self.name} cannot fill; listwise prompts may use {list(LISTWISE_VARIABLES)}"
             )
-        self.window_cfg = WindowConfig(window=window, step=step, passes=passes, focus_top_k=focus_top_k)
+        self.window_cfg = WindowConfig(
+            window=window,
+            step=step if step is not None else max(1, window // 2),
+            passes=passes,
+            focus_top_k=focus_top_k,
+        )
         self.label_style: LabelStyle = labels
         if max_passage_tokens < 1:
             raise PromptError(f"max_passage_tokens must be >= 1, got {max_passage_tokens}")

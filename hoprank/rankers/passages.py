@@ -111,12 +111,12 @@ def fit_passage_budget(
 
     ``overhead_tokens`` are the tokens of the prompt rendered with empty passages. The
     budget is ``min(max_passage_tokens, (context_window - max_new_tokens - overhead) //
-    n_passages)``; a budget below ``min_passage_tokens`` raises :class:`ContextOverflow`
-    (the window cannot be ranked meaningfully in this context).
+    n_passages)``; when the room per passage is below ``min_passage_tokens`` (and the
+    cap), :class:`ContextOverflow` is raised: the window cannot be ranked meaningfully.
     """
     room = engine.context_window - max_new_tokens - overhead_tokens
-    budget = min(max_passage_tokens, room // max(1, n_passages))
-    if budget < min_passage_tokens:
+    budget = room // max(1, n_passages)
+    if budget < min(min_passage_tokens, max_passage_tokens):
         raise ContextOverflow(
             f"{n_passages} passages do not fit: context window {engine.context_window}, "
             f"prompt overhead {overhead_tokens}, reserved output {max_new_tokens}, "
@@ -124,7 +124,7 @@ def fit_passage_budget(
             prompt_tokens=overhead_tokens + max_new_tokens,
             context_window=engine.context_window,
         )
-    return budget
+    return min(budget, max_passage_tokens)
 
 
 def truncate_passages(engine: LLM, texts: Sequence[str], budget: int) -> list[str]:

@@ -1,0 +1,168 @@
+"""FIRST: listwise ranking from the logits of one token (Reddy et al., 2024).
+
+For each window the passages get letter labels ``A``..``T`` (one token each in the
+SmolLM2 and Qwen2.5 tokenizers; numbers like ``12`` split into several tokens, so
+numeric labels are not used), the assistant turn is prefilled with ``[`` and the engine
+is asked for the next-token log-probabilities of the labels: one
+``next_token_logprobs`` request per window, nothing is generated. The window is ordered
+by those log-probabilities renormalised over the window's labels (a log-softmax over the
+label logprobs). Windows of up to 26 passages are supported (``A``..``Z``); a larger
+window raises :class:`~hoprank.errors.ConfigError`.
+
+Labels the engine could not score (an API returns only its top-20 tokens) are placed
+after the scored ones, in their prior order, and listed in the trace step
+(``output["missing"]``).
+
+``calibrate=True`` also scores the same prompt with the content-free query ``"N/A"``
+and ranks by ``log p(label | query) - log p(label | "N/A")`` (both renormalised): it
+removes the label/position prior a small model puts on every list. The two requests of
+a window are independent and are sent together with ``next_token_logprobs_batch``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
+from hoprank.prompts import PromptLike
+from hoprank.rankers.listwise import ListwiseRanker, require
+from hoprank.rankers.passages import make_labels
+from hoprank.rankers.window import WindowSpan
+from hoprank.types import Document, Step, Usage, timed_step
+
+__all__ = ["FIRST", "LabelScores", "log_softmax", "rank_by_label_logprobs"]
+
+CALIBRATION_QUERY = "N/A"
+
+
+def log_softmax(logprobs: Mapping[str, float]) -> dict[str, float]:
+    """Renormalise log-probabilities over the given keys (log-sum-exp stable)."""
+    if not logprobs:
+        return {}
+    m = max(logprobs.values())
+    z = m + math.log(sum(math.exp(v - m) for v in logprobs.values()))
+    return {k: v - z for k, v in logprobs.items()}
+
+
+@dataclass
+class LabelScores:
+    """How one window was ordered from label log-probabilities."""
+
+    order: list[int]
+    scores: dict[str, float]
+    missing: list[str]
+
+
+def rank_by_label_logprobs(
+    labels: Sequence[str],
+    logprobs: Mapping[str, float],
+    calibration: Mapping[str, float] | None = None,
+) -> LabelScores:
+    """Order ``labels`` by their renormalised log-probabilities, best first.
+
+    With ``calibration`` the score is the difference of the two renormalised
+    distributions. Labels without a score (absent from ``logprobs`` or, when
+    calibrating, from ``calibration``) follow the scored ones in prior order. Ties keep
+    the prior order.
+    """
+    present = {lab: logprobs[lab] for lab in labels if lab in logprobs and math.isfinite(logprobs[lab])}
+    if calibration is not None:
+        present = {k: v for k, v in present.items() if k in calibration and math.isfinite(calibration[k])}
+    scores = log_softmax(present)
+    if calibration is not None and scores:
+        base = log_softmax({k: calibration[k] for k in scores})
+        scores = {k: v - base[k] for k, v in scores.items()}
+    index = {lab: i for i, lab in enumerate(labels)}
+    scored = sorted(scores, key=lambda lab: (-scores[lab], index[lab]))
+    missing = [lab for lab in labels if lab not in scores]
+    return LabelScores(order=[index[lab] for lab in scored + missing], scores=scores, missing=missing)
+
+
+class FIRST(ListwiseRanker):
+    """Single-token-logit listwise ranker. Needs ``Capability.TOKEN_LOGPROBS``.
+
+    Args:
+        engine: an engine with TOKEN_LOGPROBS (transformers, vLLM, an OpenAI-compatible
+            server with ``logprobs``); the ``[`` prefill is used where the engine has
+            ``Capability.PREFILL``.
+        prompt: prompt name, path or template (default ``first``).
+        window, step, passes, focus_top_k: sliding-window parameters (window <= 26).
+        max_passage_tokens: cap per passage in the engine's tokens.
+        calibrate: subtract the label distribution of the content-free query "N/A".
+        neutralize: rewrite label-like patterns inside passages (``[B]`` -> ``B``).
+    """
+
+    name = "first"
+    default_prompt = "first"
+
+    def __init__(
+        self,
+        engine: LLM,
+        *,
+        prompt: PromptLike | None = None,
+        window: int = 20,
+        step: int | None = None,
+        passes: int = 1,
+        focus_top_k: bool = True,
+        max_passage_tokens: int = 100,
+        calibrate: bool = False,
+        neutralize: bool = True,
+        prefill: str | None = None,
+    ) -> None:
+        require(engine, Capability.TOKEN_LOGPROBS, "FIRST", "FIRST reads next-token log-probabilities")
+        super().__init__(
+            engine,
+            prompt=prompt,
+            window=window,
+            step=step,
+            passes=passes,
+            focus_top_k=focus_top_k,
+            labels="letters",
+            max_passage_tokens=max_passage_tokens,
+            neutralize=neutralize,
+        )
+        make_labels(window, "letters")  # ConfigError for windows > 26
+        self.calibrate = calibrate
+        wanted = prefill if prefill is not None else str(self.prompt.params.get("prefill", "["))
+        self.prefill = wanted if Capability.PREFILL in engine.capabilities else ""
+
+    async def _score(self, requests: list[LogprobRequest]) -> list[TokenLogprobs]:
+        if len(requests) == 1:
+            r = requests[0]
+            return [
+                await self.engine.next_token_logprobs(r.messages, candidates=r.candidates, prefill=r.prefill)
+            ]
+        return list(await self.engine.next_token_logprobs_batch(requests))
+
+    async def _rank_window(
+        self, query: str, docs: list[Document], span: WindowSpan
+    ) -> tuple[list[int], Step]:
+        labels = make_labels(len(docs), "letters")
+        wp = self.build_prompt(query, docs, labels, max_new_tokens=1, prefill=self.prefill)
+        requests = [LogprobRequest(messages=wp.messages, candidates=labels, prefill=self.prefill)]
+        if self.calibrate:
+            calib = self.build_prompt(CALIBRATION_QUERY, docs, labels, max_new_tokens=1, prefill=self.prefill)
+            requests.append(LogprobRequest(messages=calib.messages, candidates=labels, prefill=self.prefill))
+        step = self._step(span, docs, wp)
+        step.input.update({"prefill": self.prefill, "calibrate": self.calibrate})
+        with timed_step(step):
+            results = await self._score(requests)
+        usage = Usage()
+        for r in results:
+            usage = usage + r.usage
+        step.usage = usage
+        ranked = rank_by_label_logprobs(
+            labels, results[0].logprobs, results[1].logprobs if self.calibrate else None
+        )
+        step.output = {
+            "order": [docs[i].id for i in ranked.order],
+            "scores": {k: round(v, 4) for k, v in ranked.scores.items()},
+            "missing": ranked.missing,
+            "raw_top": {k: round(v, 4) for k, v in list(results[0].raw_top.items())[:10]},
+        }
+        if not ranked.scores:
+            step.fallback = True
+            step.error = "the engine returned no log-probability for any label; kept the prior order"
+        return ranked.order, step

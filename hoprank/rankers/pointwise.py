@@ -1,0 +1,130 @@
+"""Pointwise LLM relevance scoring: ``score = log P("Yes") - log P("No")``.
+
+Each passage is judged on its own ("Does the passage answer the query?") and the first
+answer token's log-probabilities of the yes/no tokens give the score. All passages of a
+query are sent as ``next_token_logprobs_batch`` requests (in chunks of ``batch_size``).
+Small models judge one passage far better than they order a list (see
+``models.md``), which makes this the strongest offline baseline.
+"""
+
+from __future__ import annotations
+
+from hoprank.errors import ConfigError, EngineError, PromptError
+from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
+from hoprank.prompts import PromptLike, PromptTemplate, load_prompt
+from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.listwise import require
+from hoprank.rankers.passages import passage_text, to_messages
+from hoprank.types import Document, Step, Usage, timed_step
+
+__all__ = ["PointwiseLLM", "yes_no_score"]
+
+
+def yes_no_score(result: TokenLogprobs, yes: str, no: str) -> float | None:
+    """``log P(yes) - log P(no)``; ``None`` when the engine scored neither.
+
+    When only one of the two was scored (an API's top-k list), the lowest log-probability
+    the engine reported stands in for the other: an upper bound on the unseen token.
+    Without any reported floor the present one alone decides (+/- 30).
+    """
+    lp_yes = result.logprobs.get(yes)
+    lp_no = result.logprobs.get(no)
+    if lp_yes is None and lp_no is None:
+        return None
+    floor = min(result.raw_top.values()) if result.raw_top else None
+    if lp_yes is None:
+        return (floor - lp_no) if floor is not None and lp_no is not None else -30.0
+    if lp_no is None:
+        return (lp_yes - floor) if floor is not None else 30.0
+    return lp_yes - lp_no
+
+
+class PointwiseLLM(BaseRanker):
+    """Scores every passage independently with yes/no log-probabilities.
+
+    Args:
+        engine: an engine with ``Capability.TOKEN_LOGPROBS``.
+        prompt: prompt name, path or template (default ``pointwise``; variables
+            ``query`` and ``passage``; ``params.yes_token`` / ``params.no_token`` name the
+            answer tokens, default ``Yes`` / ``No``).
+        max_passage_tokens: passages are cut to this many of the engine's tokens (120).
+        batch_size: requests per ``next_token_logprobs_batch`` call.
+
+    Documents come back with ``score`` set to the yes/no margin (``None`` when the engine
+    scored neither token; those follow the scored ones). Ties keep the prior order.
+    """
+
+    name = "pointwise"
+
+    def __init__(
+        self,
+        engine: LLM,
+        *,
+        prompt: PromptLike | None = None,
+        max_passage_tokens: int = 120,
+        batch_size: int = 10,
+        neutralize: bool = False,
+    ) -> None:
+        require(engine, Capability.TOKEN_LOGPROBS, "PointwiseLLM", "pointwise scoring reads log P(yes/no)")
+        self.engine = engine
+        self.prompt: PromptTemplate = load_prompt(prompt if prompt is not None else "pointwise")
+        if set(self.prompt.variables) != {"query", "passage"}:
+            raise PromptError(
+                f"prompt {self.prompt.name}@{self.prompt.version} must declare exactly "
+                f"['passage', 'query'] for PointwiseLLM, got {self.prompt.variables}"
+            )
+        if max_passage_tokens < 1 or batch_size < 1:
+            raise ConfigError("max_passage_tokens and batch_size must be >= 1")
+        self.max_passage_tokens = max_passage_tokens
+        self.batch_size = batch_size
+        self.neutralize = neutralize
+        self.yes = str(self.prompt.params.get("yes_token", "Yes"))
+        self.no = str(self.prompt.params.get("no_token", "No"))
+
+    def _request(self, query: str, doc: Document) -> LogprobRequest:
+        words = passage_text(doc, neutralize=self.neutralize).split(" ")
+        text = self.engine.tokenizer.truncate(
+            " ".join(words[: self.max_passage_tokens]), self.max_passage_tokens
+        )
+        messages = to_messages(self.prompt.render(query=query, passage=text))
+        return LogprobRequest(messages=messages, candidates=[self.yes, self.no])
+
+    async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
+        requests = [self._request(query, d) for d in docs]
+        results: list[TokenLogprobs] = []
+        trace: list[Step] = []
+        usage = Usage()
+        for b in range(0, len(requests), self.batch_size):
+            chunk = requests[b : b + self.batch_size]
+            ids = [d.id for d in docs[b : b + self.batch_size]]
+            step = Step(
+                kind="batch",
+                name=self.name,
+                prompt=self.prompt.ref,
+                input={"start": b, "end": b + len(chunk), "ids": ids},
+            )
+            with timed_step(step):
+                got = list(await self.engine.next_token_logprobs_batch(chunk))
+            if len(got) != len(chunk):
+                raise EngineError(
+                    f"engine returned {len(got)} results for {len(chunk)} requests (an engine bug)"
+                )
+            for r in got:
+                step.usage = step.usage + r.usage
+            scores = [yes_no_score(r, self.yes, self.no) for r in got]
+            step.output = {
+                "scores": {
+                    i: (round(s, 4) if s is not None else None) for i, s in zip(ids, scores, strict=True)
+                },
+                "unscored": [i for i, s in zip(ids, scores, strict=True) if s is None],
+            }
+            usage = usage + step.usage
+            results.extend(got)
+            trace.append(step)
+        scores = [yes_no_score(r, self.yes, self.no) for r in results]
+        order = sorted(
+            range(len(docs)),
+            key=lambda i: (scores[i] is None, -(scores[i] or 0.0) if scores[i] is not None else 0.0, i),
+        )
+        ranked = [docs[i].with_score(scores[i]) for i in order]
+        return RankerOutput(ranked, usage, trace)

@@ -1,0 +1,77 @@
+"""Identity, the cross-encoder plumbing (tiny random BERT), and the ranker factory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hoprank.errors import ConfigError
+from hoprank.llm.scripted import ScriptedEngine
+from hoprank.rankers import RANKERS, CrossEncoderRanker, Identity, make_ranker
+from hoprank.types import Document
+
+
+def docs(n: int) -> list[Document]:
+    return [Document(id=f"d{i}", text=f"text number {i}", score=float(n - i)) for i in range(n)]
+
+
+async def test_identity_keeps_order_and_top_k() -> None:
+    ds = docs(5)
+    r = await Identity().arank("q", ds)
+    assert r.ids == [d.id for d in ds] and r.usage.llm_calls == 0 and r.trace == []
+    assert Identity().rank("q", ds, top_k=2).ids == ["d0", "d1"]
+    assert make_ranker("identity").rank("q", ds).ids == [d.id for d in ds]
+
+
+def test_factory_errors() -> None:
+    assert set(RANKERS) >= {"identity", "rankgpt", "first", "pointwise", "icr", "cross-encoder"}
+    with pytest.raises(ConfigError, match="unknown ranker"):
+        make_ranker("nope")
+    with pytest.raises(ConfigError, match="engine"):
+        make_ranker("rankgpt")
+    with pytest.raises(ConfigError, match="bad parameters"):
+        make_ranker("rankgpt", ScriptedEngine(["x"]), windw=3)
+    with pytest.raises(ConfigError, match="model"):
+        make_ranker("cross-encoder")
+
+
+@pytest.fixture(scope="module")
+def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised 2-layer BERT with a 1-logit head and a word-level vocab
+    (no real cross-encoder weights exist offline): tests the plumbing only."""
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-ce")
+    words = sorted({w for d in docs(6) for w in d.text.split()} | {"q", "query", "what"})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *[str(i) for i in range(10)]]
+    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n", encoding="utf-8")
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(str(folder))
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=1,
+    )
+    BertForSequenceClassification(cfg).save_pretrained(str(folder))
+    json.loads((folder / "config.json").read_text())
+    return folder
+
+
+async def test_cross_encoder_plumbing(tiny_cross_encoder: Path) -> None:
+    ranker = make_ranker("cross-encoder", model=tiny_cross_encoder, max_length=64, device="cpu")
+    assert isinstance(ranker, CrossEncoderRanker)
+    ds = docs(6)
+    r = await ranker.arank("what query", ds)
+    assert sorted(r.ids) == sorted(d.id for d in ds)
+    scores = [d.score for d in r.documents]
+    assert all(isinstance(s, float) for s in scores)
+    assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+    # the scores are the model's, not the first-stage ones
+    direct = ranker._predict([("what query", d.text) for d in ds])
+    assert sorted(direct, reverse=True) == pytest.approx(scores)
+    assert r.trace[0].kind == "cross-encoder"

@@ -1,0 +1,130 @@
+"""FIRST on the scripted engine: one logprob request per window, labels, calibration."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Sequence
+
+import pytest
+
+from hoprank.errors import CapabilityMissing, ConfigError
+from hoprank.llm.base import Capability, Message
+from hoprank.llm.scripted import ScriptedEngine
+from hoprank.prompts import load_prompt
+from hoprank.rankers import FIRST, make_ranker
+from hoprank.rankers.first import log_softmax, rank_by_label_logprobs
+from hoprank.types import Document
+
+LINE = re.compile(r"^\[(\w+)\] .*?rel(\d+)", re.M)
+
+
+def make_docs(n: int, seed: int = 0) -> list[Document]:
+    rels = list(range(n))
+    random.Random(seed).shuffle(rels)
+    return [Document(id=f"d{i}", text=f"passage {i} rel{r} end") for i, r in enumerate(rels)]
+
+
+def rel(d: Document) -> int:
+    return int(re.search(r"rel(\d+)", d.text).group(1))  # type: ignore[union-attr]
+
+
+def relevance_logprobs(
+    messages: Sequence[Message], candidates: Sequence[str], prefill: str
+) -> dict[str, float]:
+    found = dict(LINE.findall(messages[-1]["content"]))
+    return {lab: -10.0 + 0.3 * int(found[lab]) for lab in candidates}
+
+
+async def test_one_logprob_request_per_window_with_labels_and_prefill() -> None:
+    """Fails if FIRST ever stops requesting next-token logprobs (or starts generating)."""
+    docs = make_docs(25)
+    eng = ScriptedEngine(logprobs_fn=relevance_logprobs)
+    ranking = await FIRST(eng, window=10, step=5).arank("q", docs)
+    assert sorted(ranking.ids) == sorted(d.id for d in docs)
+    assert [rel(d) for d in ranking.documents[:5]] == [24, 23, 22, 21, 20]
+    methods = [c["method"] for c in eng.calls]
+    assert methods == ["next_token_logprobs"] * 4  # one per window, nothing generated
+    spans = [(s.input["start"], s.input["end"]) for s in ranking.trace]
+    assert spans == [(15, 25), (10, 20), (5, 15), (0, 10)]
+    for call, step in zip(eng.calls, ranking.trace, strict=True):
+        assert call["candidates"] == list("ABCDEFGHIJ")
+        assert call["prefill"] == "["
+        assert "[A] passage" in call["messages"][-1]["content"]
+        assert step.prompt == load_prompt("first").ref
+        assert step.input["prefill"] == "[" and step.input["calibrate"] is False
+        assert set(step.output["scores"]) == set("ABCDEFGHIJ")
+        assert step.output["missing"] == []
+    assert ranking.usage.llm_calls == 4
+    assert ranking.usage.completion_tokens == 0
+
+
+async def test_missing_labels_go_last_in_prior_order() -> None:
+    docs = make_docs(6)
+
+    def partial(messages: Sequence[Message], candidates: Sequence[str], prefill: str) -> dict[str, float]:
+        return {"E": -1.0, "B": -2.0, "A": -float("inf")}  # only E and B are scored
+
+    eng = ScriptedEngine(logprobs_fn=partial)
+    ranking = await FIRST(eng).arank("q", docs)
+    assert ranking.ids == ["d4", "d1", "d0", "d2", "d3", "d5"]
+    step = ranking.trace[0]
+    assert step.output["missing"] == ["A", "C", "D", "F"]
+    assert not step.fallback
+
+
+async def test_no_label_scored_is_a_recorded_fallback() -> None:
+    eng = ScriptedEngine(logprobs_fn=lambda m, c, p: {})
+    docs = make_docs(4)
+    ranking = await FIRST(eng).arank("q", docs)
+    assert ranking.ids == [d.id for d in docs]
+    assert ranking.trace[0].fallback and ranking.trace[0].error
+    assert ranking.fallbacks == 1
+
+
+async def test_calibration_removes_a_label_prior() -> None:
+    """The fake model prefers label A strongly whatever the query; with the "N/A"
+    calibration the relevance signal wins."""
+    docs = [Document(id=f"d{i}", text=f"passage {i} rel{r}") for i, r in enumerate([0, 5, 1, 2])]
+
+    def biased(messages: Sequence[Message], candidates: Sequence[str], prefill: str) -> dict[str, float]:
+        content = messages[-1]["content"]
+        found = dict(LINE.findall(content))
+        signal = 0.0 if "search query: N/A" in content else 0.5
+        return {lab: (4.0 if lab == "A" else 0.0) + signal * int(found[lab]) for lab in candidates}
+
+    eng = ScriptedEngine(logprobs_fn=biased)
+    plain = await FIRST(eng).arank("which passage", docs)
+    assert plain.ids[0] == "d0"  # the prior wins without calibration
+    eng = ScriptedEngine(logprobs_fn=biased)
+    calibrated = await FIRST(eng, calibrate=True).arank("which passage", docs)
+    assert calibrated.ids == ["d1", "d3", "d2", "d0"]
+    assert len(eng.calls) == 2  # two forwards for the single window
+    assert "search query: N/A" in eng.calls[1]["messages"][-1]["content"]
+    assert calibrated.trace[0].input["calibrate"] is True
+    assert calibrated.usage.llm_calls == 2
+
+
+def test_rank_by_label_logprobs() -> None:
+    r = rank_by_label_logprobs(["A", "B", "C"], {"A": -3.0, "B": -1.0, "C": -1.0})
+    assert r.order == [1, 2, 0]  # tie B/C keeps prior order
+    assert math.isclose(sum(math.exp(v) for v in r.scores.values()), 1.0)
+    r = rank_by_label_logprobs(["A", "B", "C"], {"A": -3.0, "B": -1.0}, {"A": -5.0, "B": -0.5})
+    assert r.order == [0, 1, 2] and r.missing == ["C"]
+    assert log_softmax({}) == {}
+
+
+def test_capabilities_and_label_limits() -> None:
+    with pytest.raises(CapabilityMissing, match="token_logprobs"):
+        FIRST(ScriptedEngine(["x"]))
+    eng = ScriptedEngine(logprobs_fn=relevance_logprobs)
+    with pytest.raises(ConfigError, match="26"):
+        FIRST(eng, window=30)
+    no_prefill = ScriptedEngine(
+        logprobs_fn=relevance_logprobs, capabilities=frozenset({Capability.TOKEN_LOGPROBS})
+    )
+    ranker = make_ranker("first", no_prefill, window=4)
+    assert isinstance(ranker, FIRST) and ranker.prefill == ""
+    ranker.rank("q", make_docs(3))
+    assert no_prefill.calls[0]["prefill"] == ""
