@@ -1,0 +1,264 @@
+"""``hoprank eval`` (run an experiment into a run folder) and ``hoprank compare`` (runs
+side by side with paired significance tests).
+
+Exit codes: 0 ok; 2 usage or input errors (bad options, dataset/config/prompt errors,
+a missing optional extra); 1 runtime failures (engine errors, anything else).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hoprank.errors import (
+    CapabilityMissing,
+    ConfigError,
+    DatasetError,
+    HoprankError,
+    InvalidInput,
+    MissingExtra,
+    PromptError,
+)
+
+__all__ = ["parse_params", "register"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+_INPUT_ERRORS = (ConfigError, DatasetError, InvalidInput, PromptError, CapabilityMissing, MissingExtra)
+
+
+def parse_params(pairs: list[str] | None, option: str = "--param") -> dict[str, Any]:
+    """``key=value`` pairs; values are parsed as JSON when they can be (numbers, bools, lists)."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"{option} expects key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except ValueError:
+            out[key.strip()] = raw
+    return out
+
+
+def _fail(e: BaseException) -> typer.Exit:
+    code = EXIT_USAGE if isinstance(e, _INPUT_ERRORS) else EXIT_RUNTIME
+    typer.echo(f"error: {type(e).__name__}: {e}", err=True)
+    return typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _default_out(dataset: str, label: str) -> Path:
+    import time
+
+    ds = Path(dataset).name or dataset
+    safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in label)
+    return Path("runs") / f"{ds}__{safe}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def eval_cmd(
+    dataset: str = typer.Option(
+        ..., "--dataset", "-d", help="Dataset folder/file or sample name (sample-dl19, sample-hotpotqa)."
+    ),
+    ranker: str = typer.Option(
+        "identity", "--ranker", "-r", help="identity, rankgpt, first, pointwise, icr."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Engine spec: pack name, folder, .gguf, openai:<model>."
+    ),
+    first_stage: str | None = typer.Option(
+        None, "--first-stage", help="Run name in the dataset, TREC run file, or retriever:bm25."
+    ),
+    depth: int = typer.Option(100, "--depth", min=1, help="Candidates per query to rerank."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N queries."),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Run folder (resumes when it holds the same experiment)."
+    ),
+    prompt: str | None = typer.Option(None, "--prompt", help="Prompt name, name@version or YAML path."),
+    param: list[str] | None = typer.Option(
+        None, "--param", "-p", help="Ranker parameter key=value (repeatable)."
+    ),
+    engine_param: list[str] | None = typer.Option(
+        None, "--engine-param", help="Engine parameter key=value (repeatable)."
+    ),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Queries in flight."),
+    base_url: list[str] | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible endpoint(s) (repeatable)."
+    ),
+    executor: str = typer.Option("local", "--executor", help="local or ray."),
+    cache: Path | None = typer.Option(
+        None, "--cache", help="LLM-call cache folder (default $HOPRANK_CACHE/llm-calls)."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache LLM calls."),
+    metric: list[str] | None = typer.Option(
+        None, "--metric", help="Metrics to report (repeatable), e.g. ndcg@10."
+    ),
+    name: str | None = typer.Option(None, "--name", help="Display name of this run."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a run folder holding another experiment."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar (on a terminal)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Rerank a dataset's first stage with a ranker and score it; writes a run folder."""
+    _setup_logging(verbose)
+    from hoprank.evals.config import ExperimentConfig
+    from hoprank.evals.runner import run_experiment
+
+    try:
+        if executor not in ("local", "ray"):
+            raise InvalidInput(f"--executor must be local or ray, got {executor!r}")
+        if cache is not None and no_cache:
+            raise InvalidInput("--cache and --no-cache exclude each other")
+        engine_params = parse_params(engine_param, "--engine-param")
+        spec = model
+        if base_url:
+            engine_params["base_url"] = base_url if len(base_url) > 1 else base_url[0]
+            if spec is not None and not spec.startswith("openai:"):
+                spec = f"openai:{spec}"
+        config = ExperimentConfig(
+            dataset=dataset,
+            first_stage=first_stage,
+            depth=depth,
+            ranker=ranker,
+            ranker_params=parse_params(param),
+            model=spec,
+            engine_params=engine_params,
+            prompt=prompt,
+            limit=limit,
+            metrics=metric or None,
+            concurrency=concurrency,
+            executor=executor,  # type: ignore[arg-type]
+            name=name,
+        )
+        run_dir = out or _default_out(dataset, config.label)
+        result = run_experiment(
+            config,
+            run_dir,
+            cache=False if no_cache else (cache if cache is not None else True),
+            progress=progress and not as_json and sys.stderr.isatty(),
+            overwrite=overwrite,
+        )
+    except HoprankError as e:
+        raise _fail(e) from e
+    except ValueError as e:  # pydantic validation of the config
+        raise _fail(InvalidInput(str(e))) from e
+    except Exception as e:
+        raise _fail(e) from e
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "run_dir": str(result.run_dir),
+                    "n_queries": result.n_queries,
+                    "resumed": result.resumed,
+                    "metrics": result.metrics,
+                    "first_stage": result.first_stage_metrics,
+                },
+                indent=2,
+            )
+        )
+        return
+    _print_run(result)
+
+
+def _print_run(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = json.loads((result.run_dir / "metrics.json").read_text(encoding="utf-8"))
+    table = Table(
+        title=f"{m['label']}: {m['n_queries']} queries ({m['n_judged']} judged)", title_justify="left"
+    )
+    table.add_column("metric")
+    table.add_column("first stage", justify="right")
+    table.add_column("reranked", justify="right")
+    table.add_column("Δ", justify="right")
+    for metric in m["metrics"]:
+        a, b = m["aggregate"].get(metric), m["first_stage"].get(metric)
+        d = "" if a is None or b is None else f"{a - b:+.4f}"
+        table.add_row(metric, "" if b is None else f"{b:.4f}", "" if a is None else f"{a:.4f}", d)
+    lat, use = m["latency"], m["usage"]
+    table.caption = (
+        f"{lat['mean_s']:.2f} s/query · {use['tokens_per_query']:.0f} tokens/query · "
+        f"{use['llm_calls']} LLM calls · {use['fallbacks']} fallbacks · resumed {result.resumed} · {result.run_dir}"
+    )
+    Console().print(table)
+
+
+def compare_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run folders; the first is the baseline."),
+    metric: list[str] | None = typer.Option(
+        None, "--metric", help="Metrics to compare (default: all shared)."
+    ),
+    strict: bool = typer.Option(False, "--strict", help="Refuse runs over different query sets."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write comparison.json/.md and plots here."),
+    resamples: int = typer.Option(10000, "--resamples", min=100, help="Permutation-test resamples."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Compare run folders side by side with paired significance tests."""
+    _setup_logging(verbose)
+    from hoprank.evals.compare import compare, write_comparison
+
+    try:
+        comp = compare(runs, metrics=metric or None, strict=strict, n_resamples=resamples)
+        if out is not None:
+            write_comparison(comp, out)
+    except HoprankError as e:
+        raise _fail(e) from e
+    except Exception as e:
+        raise _fail(e) from e
+    if as_json:
+        typer.echo(comp.model_dump_json(indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for note in comp.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    labels = [r.label for r in comp.runs]
+    table = Table(
+        title=f"baseline: {comp.baseline} · {len(comp.queries)} shared queries", title_justify="left"
+    )
+    table.add_column("metric")
+    table.add_column("n", justify="right")
+    for lab in labels:
+        table.add_column(lab, justify="right")
+    for mc in comp.metrics:
+        cells = []
+        for lab in labels:
+            cell = f"{mc.means[lab]:.4f}"
+            if lab in mc.delta:
+                p = mc.p_permutation.get(lab)
+                mark = (
+                    "[green]*[/green]"
+                    if p is not None and p < 0.05 and mc.delta[lab] > 0
+                    else ("[red]*[/red]" if p is not None and p < 0.05 else "")
+                )
+                ptxt = "n/a" if p is None else f"{p:.3g}"
+                cell += f" {mc.delta[lab]:+.4f}{mark} p={ptxt} {mc.wins[lab]}/{mc.losses[lab]}/{mc.ties[lab]}"
+            cells.append(cell)
+        table.add_row(mc.metric, str(mc.n), *cells)
+    table.add_row("s/query", "", *[f"{r.latency_mean_s:.3f}" for r in comp.runs])
+    table.add_row("tokens/query", "", *[f"{r.tokens_per_query:.0f}" for r in comp.runs])
+    table.caption = "Δ vs baseline, paired permutation p-value, wins/losses/ties; * p < 0.05"
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)
+    app.command("compare")(compare_cmd)

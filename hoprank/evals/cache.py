@@ -1,0 +1,217 @@
+"""A disk cache of LLM calls, as an engine wrapper: ``CachedEngine(engine, cache_dir)``.
+
+The key of a call is the sha256 of everything that can change its output: the wrapped
+engine's ``describe()`` (model, sha256 of the weights, dtype, ...), the method, the
+messages, ``prefill``, ``candidates``, ``max_tokens``, ``temperature`` and ``stop``.
+Entries are one JSON file per key (``<dir>/<key[:2]>/<key>.json``), written to a
+temporary file, fsync'd and moved into place with ``os.replace``, so a crash never
+leaves a torn entry and concurrent writers of the same key are harmless. An unreadable
+entry counts as a miss and is rewritten.
+
+Hits return the stored value with ``usage.cached_tokens = prompt_tokens`` and
+``usage.seconds = 0`` (no compute was spent now); ``hits``/``misses`` count them.
+Sampled outputs (``temperature > 0``) are cached too: a rerun replays the first sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from hoprank.errors import CapabilityMissing
+from hoprank.llm.base import (
+    LLM,
+    AttentionRows,
+    Capability,
+    Completion,
+    LogprobRequest,
+    Message,
+    Tokenizer,
+    TokenLogprobs,
+)
+from hoprank.types import Usage
+
+__all__ = ["CachedEngine", "default_cache_dir"]
+
+logger = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """``$HOPRANK_CACHE/llm-calls`` (default ``~/.cache/hoprank/llm-calls``)."""
+    root = os.environ.get("HOPRANK_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "hoprank")
+    return Path(root) / "llm-calls"
+
+
+def _engine_identity(engine: Any) -> dict[str, Any]:
+    desc = dict(engine.describe())
+    # A local path does not change outputs when the weights are pinned by a hash.
+    if any("sha256" in k and v for k, v in desc.items()):
+        desc.pop("path", None)
+    return desc
+
+
+class CachedEngine:
+    """An :class:`~hoprank.llm.base.LLM` that answers repeated calls from disk.
+
+    Everything it does not cache (tokenizer, render, model internals) is forwarded to
+    the wrapped engine.
+    """
+
+    def __init__(self, engine: LLM, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        self.inner = engine
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._identity = _engine_identity(engine)
+        self.name: str = engine.name
+        self.capabilities: frozenset[Capability] = engine.capabilities
+        self.tokenizer: Tokenizer = engine.tokenizer
+        self.context_window: int = engine.context_window
+        self.hits = 0
+        self.misses = 0
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def __getattr__(self, item: str) -> Any:
+        if item == "inner":  # not set yet (e.g. during unpickling)
+            raise AttributeError(item)
+        return getattr(self.inner, item)
+
+    def stats(self) -> dict[str, Any]:
+        return {"dir": str(self.cache_dir), "hits": self.hits, "misses": self.misses}
+
+    # ------------------------------------------------------------------ storage
+    def key(self, method: str, **request: Any) -> str:
+        """The cache key of one call (hex sha256)."""
+        material = {"format": _FORMAT, "engine": self._identity, "method": method, **request}
+        blob = json.dumps(material, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.json"
+
+    def _load(self, key: str, model: type[M]) -> M | None:
+        path = self._path(key)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            return model.model_validate(data["value"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.warning("ignoring unreadable cache entry %s: %s", path, e)
+            return None
+
+    def _store(self, key: str, method: str, value: BaseModel) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(value):x}.tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"format": _FORMAT, "method": method, "value": value.model_dump(mode="json")}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @staticmethod
+    def _as_hit(usage: Usage) -> Usage:
+        return usage.model_copy(update={"cached_tokens": usage.prompt_tokens, "seconds": 0.0})
+
+    # ------------------------------------------------------------------ cached calls
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        prefill: str = "",
+    ) -> Completion:
+        key = self.key(
+            "generate",
+            messages=list(messages),
+            max_tokens=max_tokens,
+            temperature=temperature,
+            stop=list(stop) if stop is not None else None,
+            prefill=prefill,
+        )
+        hit = self._load(key, Completion)
+        if hit is not None:
+            self.hits += 1
+            return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
+        self.misses += 1
+        out = await self.inner.generate(
+            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
+        )
+        self._store(key, "generate", out)
+        return out
+
+    def _logprob_key(self, messages: Sequence[Message], candidates: Sequence[str], prefill: str) -> str:
+        return self.key(
+            "next_token_logprobs", messages=list(messages), candidates=list(candidates), prefill=prefill
+        )
+
+    async def next_token_logprobs(
+        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+    ) -> TokenLogprobs:
+        key = self._logprob_key(messages, candidates, prefill)
+        hit = self._load(key, TokenLogprobs)
+        if hit is not None:
+            self.hits += 1
+            return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
+        self.misses += 1
+        out = await self.inner.next_token_logprobs(messages, candidates=candidates, prefill=prefill)
+        self._store(key, "next_token_logprobs", out)
+        return out
+
+    async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+        """Answers hits from disk and sends only the misses, as one batch, to the engine."""
+        keys = [self._logprob_key(r.messages, r.candidates, r.prefill) for r in requests]
+        results: list[TokenLogprobs | None] = []
+        for k in keys:
+            hit = self._load(k, TokenLogprobs)
+            results.append(hit.model_copy(update={"usage": self._as_hit(hit.usage)}) if hit else None)
+        todo = [i for i, r in enumerate(results) if r is None]
+        self.hits += len(requests) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            fresh = await self.inner.next_token_logprobs_batch([requests[i] for i in todo])
+            for i, out in zip(todo, fresh, strict=True):
+                self._store(keys[i], "next_token_logprobs", out)
+                results[i] = out
+        return [r for r in results if r is not None]
+
+    async def attention_rows(
+        self, prefix: str, suffixes: Sequence[str], *, layers: Sequence[int] | None = None
+    ) -> AttentionRows:
+        """Cached attention rows (engines with the ATTENTION capability)."""
+        fn = getattr(self.inner, "attention_rows", None)
+        if fn is None or Capability.ATTENTION not in self.inner.capabilities:
+            raise CapabilityMissing(
+                "attention", self.inner.name, "ICR needs an in-process transformers engine"
+            )
+        key = self.key(
+            "attention_rows",
+            prefix=prefix,
+            suffixes=list(suffixes),
+            layers=list(layers) if layers is not None else None,
+        )
+        hit = self._load(key, AttentionRows)
+        if hit is not None:
+            self.hits += 1
+            return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
+        self.misses += 1
+        out: AttentionRows = await fn(prefix, suffixes, layers=layers)
+        self._store(key, "attention_rows", out)
+        return out
+
+    def __repr__(self) -> str:
+        return f"CachedEngine({self.inner!r}, {str(self.cache_dir)!r})"

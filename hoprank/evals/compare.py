@@ -1,0 +1,250 @@
+"""Side-by-side comparison of run folders with paired significance tests.
+
+For every metric: the mean of each run over the queries all runs share, and for each
+run against the first (the baseline): the mean per-query delta, wins/losses/ties, and
+p-values of a paired permutation test (``scipy.stats.permutation_test`` with
+``permutation_type="samples"``, the mean difference as statistic, exact when the
+number of sign flips is small), the Wilcoxon signed-rank test and the paired t-test.
+
+Runs over different query sets are compared on their intersection, and the
+comparison says so in ``notes`` (``strict=True`` refuses instead). Runs over datasets
+with different content hashes are refused unless ``allow_different_datasets``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from hoprank.errors import ConfigError
+
+__all__ = ["Comparison", "MetricComparison", "RunSummary", "compare", "paired_tests"]
+
+
+class RunSummary(BaseModel):
+    """One compared run."""
+
+    label: str
+    path: str
+    dataset_hash: str | None
+    n_queries: int
+    latency_mean_s: float
+    tokens_per_query: float
+    first_stage: dict[str, float] = Field(default_factory=dict)
+
+
+class MetricComparison(BaseModel):
+    """One metric across runs. Dicts are keyed by run label; the baseline has no delta."""
+
+    metric: str
+    n: int
+    means: dict[str, float]
+    delta: dict[str, float] = Field(default_factory=dict)
+    wins: dict[str, int] = Field(default_factory=dict)
+    losses: dict[str, int] = Field(default_factory=dict)
+    ties: dict[str, int] = Field(default_factory=dict)
+    p_permutation: dict[str, float | None] = Field(default_factory=dict)
+    p_wilcoxon: dict[str, float | None] = Field(default_factory=dict)
+    p_ttest: dict[str, float | None] = Field(default_factory=dict)
+
+
+class Comparison(BaseModel):
+    """The result of :func:`compare`."""
+
+    baseline: str
+    runs: list[RunSummary]
+    queries: list[str]
+    metrics: list[MetricComparison]
+    notes: list[str] = Field(default_factory=list)
+
+    def to_markdown(self, *, alpha: float = 0.05) -> str:
+        labels = [r.label for r in self.runs]
+        lines = [f"# comparison (baseline: {self.baseline})", ""]
+        lines += [f"> {n}" for n in self.notes]
+        if self.notes:
+            lines.append("")
+        lines.append("| metric | n | " + " | ".join(labels) + " |")
+        lines.append("|---|---:|" + "---:|" * len(labels))
+        for mc in self.metrics:
+            cells = []
+            for lab in labels:
+                cell = f"{mc.means[lab]:.4f}"
+                if lab in mc.delta:
+                    p = mc.p_permutation.get(lab)
+                    star = "*" if p is not None and p < alpha else ""
+                    cell += f" ({mc.delta[lab]:+.4f}{star}, p={_p(p)}, W/L/T {mc.wins[lab]}/{mc.losses[lab]}/{mc.ties[lab]})"
+                cells.append(cell)
+            lines.append(f"| {mc.metric} | {mc.n} | " + " | ".join(cells) + " |")
+        lines += ["", "| run | queries | s/query | tokens/query |", "|---|---:|---:|---:|"]
+        for r in self.runs:
+            lines.append(f"| {r.label} | {r.n_queries} | {r.latency_mean_s:.3f} | {r.tokens_per_query:.1f} |")
+        lines += ["", f"`*`: paired permutation test p < {alpha} against {self.baseline}."]
+        return "\n".join(lines) + "\n"
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else (f"{p:.3g}")
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def paired_tests(
+    a: Sequence[float], b: Sequence[float], *, n_resamples: int = 10000, seed: int = 0
+) -> dict[str, float | None]:
+    """Two-sided paired tests of ``b`` against ``a``: permutation, Wilcoxon, t-test.
+
+    p-values are None where a test is undefined (fewer than 2 pairs; Wilcoxon and t-test
+    when every difference is zero, where the permutation test gives 1.0).
+    """
+    import numpy as np
+    from scipy import stats
+
+    x, y = np.asarray(b, dtype=float), np.asarray(a, dtype=float)
+    if len(x) < 2:
+        return {"permutation": None, "wilcoxon": None, "ttest": None}
+
+    def mean_diff(u: Any, v: Any, axis: int) -> Any:
+        return np.mean(u - v, axis=axis)
+
+    perm = stats.permutation_test(
+        (x, y),
+        mean_diff,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=n_resamples,
+        alternative="two-sided",
+        random_state=seed,
+    )
+    out: dict[str, float | None] = {"permutation": _finite(perm.pvalue)}
+    if np.all(x == y):
+        out.update(wilcoxon=None, ttest=None)
+        return out
+    out["wilcoxon"] = _finite(stats.wilcoxon(x, y).pvalue)
+    out["ttest"] = _finite(stats.ttest_rel(x, y).pvalue)
+    return out
+
+
+def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+        manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ConfigError(f"{run_dir} is not a finished hoprank run (missing {Path(e.filename).name})") from e
+    except ValueError as e:
+        raise ConfigError(f"{run_dir}: unreadable run files: {e}") from e
+    return metrics, manifest
+
+
+def compare(
+    run_dirs: Sequence[str | os.PathLike[str]],
+    *,
+    metrics: Sequence[str] | None = None,
+    strict: bool = False,
+    allow_different_datasets: bool = False,
+    n_resamples: int = 10000,
+    seed: int = 0,
+) -> Comparison:
+    """Compare run folders (the first is the baseline). See the module docstring."""
+    if len(run_dirs) < 2:
+        raise ConfigError("compare needs at least two run folders")
+    loaded = [(_load(Path(d)), Path(d)) for d in run_dirs]
+    raw = [str(man.get("label") or m.get("label") or d.name) for (m, man), d in loaded]
+    labels = [
+        lab if raw.count(lab) == 1 else f"{lab} ({d.name})" for lab, (_, d) in zip(raw, loaded, strict=True)
+    ]
+    labels = [lab if labels.count(lab) == 1 else f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
+    notes: list[str] = []
+    hashes = {man.get("dataset", {}).get("hash") for (_, man), _ in loaded}
+    if len(hashes) > 1:
+        msg = f"runs are over different datasets (content hashes {sorted(map(str, hashes))})"
+        if not allow_different_datasets:
+            raise ConfigError(msg)
+        notes.append(msg)
+    qsets = [set(m["per_query"]) for (m, _), _ in loaded]
+    common = set.intersection(*qsets)
+    if any(s != qsets[0] for s in qsets):
+        dropped = {lab: len(s - common) for lab, s in zip(labels, qsets, strict=True)}
+        msg = f"runs cover different queries: compared on the {len(common)} they share (dropped per run: {dropped})"
+        if strict:
+            raise ConfigError(msg)
+        notes.append(msg)
+    if not common:
+        raise ConfigError("the runs share no queries")
+    order = [q for q in loaded[0][0][0]["per_query"] if q in common]
+    if metrics is None:
+        metrics = [
+            mt for mt in loaded[0][0][0]["metrics"] if all(mt in m["aggregate"] for (m, _), _ in loaded)
+        ]
+    out: list[MetricComparison] = []
+    for metric in metrics:
+        qs = [q for q in order if all(metric in m["per_query"][q] for (m, _), _ in loaded)]
+        if not qs:
+            notes.append(f"metric {metric}: no query has it in every run; skipped")
+            continue
+        vals = {
+            lab: [float(m["per_query"][q][metric]) for q in qs]
+            for lab, ((m, _), _) in zip(labels, loaded, strict=True)
+        }
+        mc = MetricComparison(
+            metric=metric, n=len(qs), means={lab: sum(v) / len(v) for lab, v in vals.items()}
+        )
+        base = vals[labels[0]]
+        for lab in labels[1:]:
+            diffs = [y - x for x, y in zip(base, vals[lab], strict=True)]
+            mc.delta[lab] = sum(diffs) / len(diffs)
+            mc.wins[lab] = sum(1 for d in diffs if d > 1e-12)
+            mc.losses[lab] = sum(1 for d in diffs if d < -1e-12)
+            mc.ties[lab] = len(diffs) - mc.wins[lab] - mc.losses[lab]
+            tests = paired_tests(base, vals[lab], n_resamples=n_resamples, seed=seed)
+            mc.p_permutation[lab], mc.p_wilcoxon[lab], mc.p_ttest[lab] = (
+                tests["permutation"],
+                tests["wilcoxon"],
+                tests["ttest"],
+            )
+        out.append(mc)
+    runs = [
+        RunSummary(
+            label=lab,
+            path=str(d),
+            dataset_hash=man.get("dataset", {}).get("hash"),
+            n_queries=int(m.get("n_queries", len(m["per_query"]))),
+            latency_mean_s=float(m.get("latency", {}).get("mean_s", 0.0)),
+            tokens_per_query=float(m.get("usage", {}).get("tokens_per_query", 0.0)),
+            first_stage=m.get("first_stage", {}),
+        )
+        for lab, ((m, man), d) in zip(labels, loaded, strict=True)
+    ]
+    return Comparison(baseline=labels[0], runs=runs, queries=order, metrics=out, notes=notes)
+
+
+def write_comparison(comp: Comparison, out_dir: str | os.PathLike[str], *, plots: bool = True) -> list[Path]:
+    """comparison.json, comparison.md and (with matplotlib) the two comparison plots."""
+    from hoprank.evals.build import write_json_atomic
+    from hoprank.evals.report import plot_metric_bars, plot_quality_latency
+
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(d / "comparison.json", comp.model_dump(mode="json"))
+    (d / "comparison.md").write_text(comp.to_markdown(), encoding="utf-8")
+    written = [d / "comparison.json", d / "comparison.md"]
+    if plots and comp.metrics:
+        systems = {r.label: {mc.metric: mc.means[r.label] for mc in comp.metrics} for r in comp.runs}
+        written.append(
+            plot_metric_bars(systems, [mc.metric for mc in comp.metrics], d / "comparison_metrics.png")
+        )
+        head = next((mc for mc in comp.metrics if mc.metric == "ndcg@10"), comp.metrics[0])
+        points = {r.label: (r.latency_mean_s, head.means[r.label]) for r in comp.runs}
+        written.append(plot_quality_latency(points, head.metric, d / "comparison_quality_latency.png"))
+    return written

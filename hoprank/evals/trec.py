@@ -1,0 +1,175 @@
+"""Reading and writing TREC qrels and run files.
+
+Accepted layouts (whitespace- or tab-separated, ``#`` comments and blank lines skipped):
+
+* qrels, 4 columns: ``qid iter docid rel`` (the official TREC layout, ``iter`` ignored);
+* qrels, 3 columns: ``qid docid rel`` (hoprank's common layout, BEIR's ``qrels/*.tsv``);
+  a header line (``query-id corpus-id score``) is recognised on line 1 and skipped;
+* runs, 6 columns: ``qid Q0 docid rank score tag``;
+* runs, 4 columns: ``qid docid rank score`` (hoprank's common layout).
+
+Run order follows trec_eval: by score descending, ties broken by docid **descending**
+(the rank column is read but, as in trec_eval, not used for ordering). Every error names
+the file and the line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+from hoprank.errors import DatasetError
+
+__all__ = [
+    "Qrels",
+    "Run",
+    "order_trec",
+    "read_qrels",
+    "read_run",
+    "write_run",
+]
+
+logger = logging.getLogger(__name__)
+
+Qrels = dict[str, dict[str, int]]
+"""qid -> docid -> graded relevance."""
+
+Run = dict[str, list[tuple[str, float]]]
+"""qid -> [(docid, score)] best first."""
+
+
+def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, 1):
+                s = line.strip()
+                if not s or s.startswith("#"):
+                    continue
+                yield lineno, s.split()
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{path}:{lineno + 1}: not UTF-8 text: {e}") from e
+
+
+def _int(path: Path, lineno: int, value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            f = float(value)
+        except ValueError:
+            raise DatasetError(f"{path}:{lineno}: {what} {value!r} is not a number") from None
+        if not f.is_integer():
+            raise DatasetError(f"{path}:{lineno}: {what} {value!r} is not an integer") from None
+        return int(f)
+
+
+def _float(path: Path, lineno: int, value: str, what: str) -> float:
+    try:
+        f = float(value)
+    except ValueError:
+        raise DatasetError(f"{path}:{lineno}: {what} {value!r} is not a number") from None
+    if math.isnan(f):
+        raise DatasetError(f"{path}:{lineno}: {what} is NaN")
+    return f
+
+
+def read_qrels(path: str | os.PathLike[str]) -> Qrels:
+    """Read a qrels file (3 or 4 columns, see the module docstring)."""
+    p = Path(path)
+    qrels: Qrels = {}
+    ncols: int | None = None
+    for lineno, parts in _lines(p):
+        if ncols is None and lineno == 1 and len(parts) == 3 and not _is_number(parts[2]):
+            continue  # BEIR header: query-id corpus-id score
+        if len(parts) not in (3, 4):
+            raise DatasetError(
+                f"{p}:{lineno}: expected 3 (qid docid rel) or 4 (qid iter docid rel) columns, got {len(parts)}"
+            )
+        if ncols is None:
+            ncols = len(parts)
+        elif len(parts) != ncols:
+            raise DatasetError(f"{p}:{lineno}: {len(parts)} columns where earlier lines have {ncols}")
+        qid, docid, rel = (parts[0], parts[1], parts[2]) if ncols == 3 else (parts[0], parts[2], parts[3])
+        q = qrels.setdefault(qid, {})
+        grade = _int(p, lineno, rel, "relevance")
+        if docid in q and q[docid] != grade:
+            raise DatasetError(f"{p}:{lineno}: conflicting judgments for ({qid}, {docid})")
+        q[docid] = grade
+    if not qrels:
+        raise DatasetError(f"{p}: no judgments found")
+    return qrels
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def order_trec(scored: Mapping[str, float] | Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Order ``(docid, score)`` pairs as trec_eval does: score desc, then docid desc."""
+    items = list(scored.items()) if isinstance(scored, Mapping) else list(scored)
+    items.sort(key=lambda x: x[0], reverse=True)
+    items.sort(key=lambda x: x[1], reverse=True)  # stable: ties keep docid-descending order
+    return items
+
+
+def read_run(path: str | os.PathLike[str]) -> Run:
+    """Read a TREC run (6 or 4 columns). Each query's list is ordered like trec_eval does."""
+    p = Path(path)
+    scores: dict[str, dict[str, float]] = {}
+    ncols: int | None = None
+    for lineno, parts in _lines(p):
+        if len(parts) not in (4, 6):
+            raise DatasetError(
+                f"{p}:{lineno}: expected 6 (qid Q0 docid rank score tag) or 4 (qid docid rank score) "
+                f"columns, got {len(parts)}"
+            )
+        if ncols is None:
+            ncols = len(parts)
+        elif len(parts) != ncols:
+            raise DatasetError(f"{p}:{lineno}: {len(parts)} columns where earlier lines have {ncols}")
+        if ncols == 6:
+            qid, docid, rank, score = parts[0], parts[2], parts[3], parts[4]
+        else:
+            qid, docid, rank, score = parts[0], parts[1], parts[2], parts[3]
+        _int(p, lineno, rank, "rank")
+        q = scores.setdefault(qid, {})
+        if docid in q:
+            raise DatasetError(f"{p}:{lineno}: document {docid!r} listed twice for query {qid!r}")
+        q[docid] = _float(p, lineno, score, "score")
+    if not scores:
+        raise DatasetError(f"{p}: no run lines found")
+    return {qid: order_trec(docs) for qid, docs in scores.items()}
+
+
+def write_run(
+    path: str | os.PathLike[str],
+    run: Mapping[str, Sequence[str] | Sequence[tuple[str, float]]],
+    *,
+    tag: str = "hoprank",
+) -> None:
+    """Write a 6-column TREC run. Lists are taken as ranked (best first).
+
+    Scores written are ``n - rank + 1`` (strictly decreasing), so trec_eval, which orders
+    by score, sees exactly the given order whatever scores the ranker produced.
+    """
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for qid, docs in run.items():
+            n = len(docs)
+            for i, d in enumerate(docs):
+                docid = d if isinstance(d, str) else d[0]
+                f.write(f"{qid} Q0 {docid} {i + 1} {n - i} {tag}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
