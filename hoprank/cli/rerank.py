@@ -170,8 +170,10 @@ def build_ranker(
     params: dict[str, Any],
 ) -> Any:
     """The ranker ``name`` on the engine ``model`` names (no engine for ``identity``)."""
-    from hoprank.rankers import make_ranker  # type: ignore[attr-defined]
+    from hoprank.rankers import RANKERS, make_ranker
 
+    if name.strip().lower() not in RANKERS:  # before loading any model
+        raise InvalidInput(f"unknown ranker {name!r}; known: {', '.join(RANKERS)}")
     engine = None
     if name != "identity":
         from hoprank.llm import load_engine

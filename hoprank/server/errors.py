@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import traceback
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -106,19 +107,16 @@ def error_response(
     if status >= 500 and not message:
         message = "internal server error" if kind == "internal_error" else kind.replace("_", " ")
     level = logging.ERROR if status >= 500 and status not in (502, 503, 504) else logging.WARNING
-    internal = status == 500 and kind == "internal_error"
-    logger.log(
-        level,
-        "request failed",
-        extra={
-            "status": status,
-            "error_type": kind,
-            "exception": type(exc).__name__,
-            "detail": redactor(str(exc)),
-            "request_id": request_id,
-        },
-        # The traceback of an unexpected error goes to the log (redacted by the handler
-        # filter of ``configure_logging``), never into the body.
-        exc_info=(type(exc), exc, exc.__traceback__) if internal else None,
-    )
+    extra: dict[str, Any] = {
+        "status": status,
+        "error_type": kind,
+        "exception": type(exc).__name__,
+        "detail": redactor(str(exc)),
+        "request_id": request_id,
+    }
+    if status == 500 and kind == "internal_error":
+        # The traceback of an unexpected error goes to the log, redacted, never into the body.
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        extra["traceback"] = redactor(tb)
+    logger.log(level, "request failed", extra=extra)
     return JSONResponse(_body(kind, message, details, request_id), status, headers=headers)

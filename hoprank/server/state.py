@@ -54,7 +54,7 @@ class Asker(Protocol):
 
 
 def default_ranker_factory(name: str, engine: LLM | None = None, **params: Any) -> Ranker:
-    from hoprank.rankers import make_ranker  # type: ignore[attr-defined]
+    from hoprank.rankers import make_ranker
 
     ranker: Ranker = make_ranker(name, engine=engine, **params)
     return ranker
