@@ -81,7 +81,9 @@ class Reply:
 
 @dataclass
 class RecordedRequest:
-    """What the server received (and, for proxied requests, what the upstream answered)."""
+    """What the server received (and, for proxied requests, what the upstream answered).
+
+    ``headers`` keys are lower-cased."""
 
     method: str
     path: str
@@ -338,7 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
         req = RecordedRequest(
             method=self.command,
             path=self.path,
-            headers={k: v for k, v in self.headers.items()},
+            headers={k.lower(): v for k, v in self.headers.items()},
             body=body,
             received_at=time.time(),
         )
