@@ -25,7 +25,7 @@ from servers.fault_server import (
     text,
 )
 
-from hoprank.errors import ConfigError, EngineError, InvalidInput
+from hoprank.errors import ConfigError, ContextOverflow, EngineError, InvalidInput
 from hoprank.llm.base import LLM, Capability, LogprobRequest
 from hoprank.llm.llamacpp_server import LlamaCppServer
 from hoprank.llm.openai_engine import OpenAIEngine
@@ -213,6 +213,13 @@ async def test_batch_failure_raises(fault: FaultServer) -> None:
         await make(fault.base_url, max_concurrency=1).next_token_logprobs_batch(reqs)
 
 
+async def test_async_context_manager_closes_clients(fault: FaultServer) -> None:
+    fault.default = chat_ok("hi")
+    async with make(fault.base_url) as eng:
+        assert (await eng.generate(MSGS, max_tokens=2)).text == "hi"
+    assert (await eng.generate(MSGS, max_tokens=2)).text == "hi"  # fresh clients after close
+
+
 def test_sync_facade_runs_on_fresh_loops(fault: FaultServer) -> None:
     fault.default = Reply(body=chat_body("A", logprobs=logprobs_block({"A": -0.1, "B": -2.0})))
     eng = make(fault.base_url)
@@ -270,6 +277,14 @@ async def test_llamacpp_generate(smol: OpenAIEngine) -> None:
     assert out.text.strip() and out.finish_reason in ("stop", "length")
     assert out.usage.prompt_tokens > 10 and 0 < out.usage.completion_tokens <= 8
     assert out.model == "smollm2-135m"
+
+
+async def test_llamacpp_context_overflow_is_typed(smol: OpenAIEngine) -> None:
+    with pytest.raises(ContextOverflow) as info:
+        await smol.generate([{"role": "user", "content": "word " * 3000}], max_tokens=4)
+    err = info.value
+    assert err.context_window == 2048 and err.prompt_tokens is not None and err.prompt_tokens > 2048
+    assert err.attempts == 1  # type: ignore[attr-defined]
 
 
 async def test_llamacpp_next_token_logprobs(smol: OpenAIEngine) -> None:

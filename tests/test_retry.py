@@ -15,6 +15,7 @@ from servers.fault_server import (
     hang,
     rate_limited,
     status,
+    text,
     truncated_json,
 )
 
@@ -90,6 +91,11 @@ def test_status_mapping() -> None:
         "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens "
         "(4000 in the messages, 1000 in the completion)."
     )
+    err = error_from_status(400, body=llama["error"])  # as openai hands it over: unwrapped
+    assert isinstance(err, ContextOverflow) and (err.prompt_tokens, err.context_window) == (5000, 4096)
+    newer = "request (3031 tokens) exceeds the available context size (1024 tokens), try increasing it"
+    err = error_from_status(400, body={"code": 400, "message": newer, "type": "exceed_context_size_error"})
+    assert isinstance(err, ContextOverflow) and (err.prompt_tokens, err.context_window) == (3031, 1024)
     err = error_from_status(400, body={"object": "error", "message": vllm})
     assert isinstance(err, ContextOverflow)
     assert (err.prompt_tokens, err.context_window) == (5000, 4096)
@@ -238,8 +244,8 @@ async def test_api_key_never_leaks(fault: FaultServer, caplog: pytest.LogCapture
         await eng.generate(MSGS, max_tokens=2)
     assert fault.requests[0].headers["authorization"] == f"Bearer {secret}"  # it was sent...
     rendered = "".join(traceback.format_exception(info.value))
-    for text in (str(info.value), repr(info.value), rendered, caplog.text):
-        assert secret not in text  # ...and never shown
+    for shown in (str(info.value), repr(info.value), rendered, caplog.text):
+        assert secret not in shown  # ...and never shown
     assert "***" in str(info.value)
     # 500s are retried and logged: the log lines must be clean too
     fault._fn = lambda req: status(500, f"echo {req.headers.get('authorization')}")
@@ -248,3 +254,8 @@ async def test_api_key_never_leaks(fault: FaultServer, caplog: pytest.LogCapture
     assert info.value.attempts == 4  # type: ignore[attr-defined]
     assert secret not in caplog.text and secret not in "".join(traceback.format_exception(info.value))
     assert "giving up" in caplog.text
+    # a 200 whose body is not JSON but echoes the key: the parse error is redacted as well
+    fault._fn = lambda req: text(f"<html>debug: {req.headers.get('authorization')}</html>")
+    with pytest.raises(EngineError) as info:
+        await eng.generate(MSGS, max_tokens=2)
+    assert "non-JSON" in str(info.value) and secret not in str(info.value) and secret not in caplog.text

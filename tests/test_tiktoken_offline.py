@@ -12,7 +12,7 @@ import tiktoken
 import tiktoken.load
 import tiktoken.registry
 
-from hoprank.errors import ConfigError
+from hoprank.errors import ConfigError, MissingExtra
 from hoprank.llm import tiktoken_offline as tko
 from hoprank.llm.base import Tokenizer
 
@@ -115,3 +115,15 @@ def test_tokenizer_protocol(offline: Path) -> None:
         cut = tok.truncate(party, n)
         assert party.startswith(cut) and "\ufffd" not in cut
     assert tko.TiktokenTokenizer.for_model("gpt-4o").name == "tiktoken:o200k_base"
+
+
+def test_without_quicktok_offline_is_a_missing_extra(
+    tmp_path: Path, offline: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
+    real = tko.importlib.util.find_spec
+    monkeypatch.setattr(
+        tko.importlib.util, "find_spec", lambda n, *a: None if n == "quicktok" else real(n, *a)
+    )
+    with pytest.raises(MissingExtra, match=r"hoprank\[tokenizers\]"):
+        tko.get_encoding("cl100k_base")

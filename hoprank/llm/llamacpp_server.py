@@ -110,7 +110,7 @@ class LlamaCppServer:
         try:
             import xllamacpp
         except ImportError as e:
-            raise MissingExtra("dev", "xllamacpp") from e
+            raise MissingExtra("llamacpp", "xllamacpp") from e
         params = xllamacpp.CommonParams()
         params.model.path = str(self.model_path)
         params.model_alias = {self.alias}

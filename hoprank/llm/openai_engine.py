@@ -73,7 +73,7 @@ def _as_tokenizer(tokenizer: Any, model: str) -> Tokenizer:
 
         try:
             return TiktokenTokenizer.for_model(model)
-        except KeyError:
+        except (KeyError, ConfigError):  # unknown model, or an encoding not available offline
             logger.warning(
                 "no tokenizer given for %r and tiktoken does not know it: counting tokens with "
                 "o200k_base (approximate; pass tokenizer=HFTokenizer(...) for a served open model)",
@@ -193,6 +193,12 @@ class OpenAIEngine:
     async def aclose(self) -> None:
         """Close the HTTP clients of the current event loop."""
         await self._pool.aclose()
+
+    async def __aenter__(self) -> OpenAIEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def endpoint_requests(self) -> dict[str, int]:
         """How many requests each endpoint has been sent (for load-balancing checks)."""

@@ -166,15 +166,19 @@ def _overflow(status: int, text: str, body: object, what: str) -> ContextOverflo
     if status not in (400, 413, 422) or not any(m in lowered for m in _OVERFLOW_MARKERS):
         return None
     prompt_tokens = context_window = None
-    err = body.get("error") if isinstance(body, dict) else None
-    if isinstance(err, dict):  # llama.cpp: n_prompt_tokens / n_ctx
+    err = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(err, dict):  # llama.cpp: n_prompt_tokens / n_ctx (openai unwraps "error")
         if isinstance(err.get("n_prompt_tokens"), int):
             prompt_tokens = err["n_prompt_tokens"]
         if isinstance(err.get("n_ctx"), int):
             context_window = err["n_ctx"]
-    if context_window is None and (m := re.search(r"maximum context length is (\d+)", text)):
+    if context_window is None and (
+        m := re.search(r"(?:maximum context length is|context size \() ?(\d+)", text)
+    ):
         context_window = int(m.group(1))
-    if prompt_tokens is None and (m := re.search(r"(?:requested|resulted in) (\d+) tokens", text)):
+    if prompt_tokens is None and (
+        m := re.search(r"(?:requested|resulted in|request \() ?(\d+) tokens", text)
+    ):
         prompt_tokens = int(m.group(1))
     return ContextOverflow(
         f"{what}: HTTP {status}: context length exceeded: {_snippet(text)}",
@@ -312,7 +316,7 @@ async def retry_async(
                     return await fn(max(0.0, policy.total_budget_s - (t0 - start)))
                 except BaseException as exc:
                     typed = to_engine_error(exc, what=what)
-                    if typed is None or typed is exc:
+                    if typed is None:
                         record.error = type(exc).__name__
                         raise
                     raw = str(typed)
@@ -320,6 +324,8 @@ async def retry_async(
                         typed.args = (clean,)
                     record.error = type(typed).__name__
                     record.status_code = getattr(typed, "status_code", None)
+                    if typed is exc:
+                        raise
                     # drop the raw cause when it carried something that had to be redacted
                     leaked = redact is not None and redact(str(exc)) != str(exc)
                     raise typed from (None if leaked else exc)

@@ -155,7 +155,15 @@ def get_encoding(name: str) -> tiktoken.Encoding:
         import tiktoken
     except ImportError as e:  # pragma: no cover - tiktoken is a core dependency
         raise MissingExtra("tokenizers", "tiktoken") from e
-    ensure_cached(name)
+    try:
+        ensure_cached(name)
+    except MissingExtra as missing:
+        # no quicktok tables: tiktoken may still download the file where there is network
+        logger.warning("%s; letting tiktoken fetch %s itself", missing, name)
+        try:
+            return tiktoken.get_encoding(name)
+        except Exception as e:
+            raise missing from e
     return tiktoken.get_encoding(name)
 
 
