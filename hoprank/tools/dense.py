@@ -46,6 +46,15 @@ def resolve_embedder(embedder: Embedder | str | os.PathLike[str] | None) -> Embe
     return embedder if isinstance(embedder, Embedder) else Embedder(embedder)
 
 
+def _unit(emb: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    emb = np.asarray(emb, dtype=np.float32)
+    if not emb.size:
+        return emb
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb / np.where(norms == 0, 1.0, norms)
+
+
 def _faiss_available() -> bool:
     try:
         import faiss  # noqa: F401
@@ -109,7 +118,7 @@ class DenseRetriever(BaseRetriever):
         if emb.ndim != 2 or emb.shape[0] != len(docs):
             raise InvalidInput(f"embeddings must have shape (n_docs={len(docs)}, dim), got {emb.shape}")
         self = cls(embedder, **kwargs)
-        self._set(docs, emb)
+        self._set(docs, _unit(emb))
         return self
 
     @classmethod
@@ -130,7 +139,7 @@ class DenseRetriever(BaseRetriever):
         emb = self.embedder.encode(
             [d.full_text for d in docs], batch_size=batch_size, show_progress=show_progress, progress=progress
         )
-        self._set(docs, emb)
+        self._set(docs, _unit(emb))
         logger.info("dense: indexed %d documents with %s", len(docs), self.embedder.name)
         return self
 
@@ -140,9 +149,6 @@ class DenseRetriever(BaseRetriever):
         return cls.from_documents(load_corpus(path), embedder, **kwargs)
 
     def _set(self, docs: list[Document], emb: np.ndarray[Any, Any]) -> None:
-        if emb.size:
-            norms = np.linalg.norm(emb, axis=1, keepdims=True)
-            emb = emb / np.where(norms == 0, 1.0, norms)
         self._docs = docs
         self._emb = np.ascontiguousarray(emb, dtype=np.float32)
         self._faiss = None
@@ -157,7 +163,7 @@ class DenseRetriever(BaseRetriever):
         """Encode ``docs`` and append them (ids must be new)."""
         new = list(docs)
         check_unique_ids([*self._docs, *new], where="index + new documents")
-        emb = self.embedder.encode([d.full_text for d in new], show_progress=show_progress)
+        emb = _unit(self.embedder.encode([d.full_text for d in new], show_progress=show_progress))
         all_emb = np.concatenate([self._emb, emb]) if self._emb.size else emb
         self._set([*self._docs, *new], all_emb)
 
@@ -276,5 +282,5 @@ class DenseRetriever(BaseRetriever):
             )
         kwargs.setdefault("name", m.get("name"))
         self = cls(embedder, **kwargs)
-        self._set(docs, emb)
+        self._set(docs, emb)  # saved vectors are unit already: kept bit-exact
         return self

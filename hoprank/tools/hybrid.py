@@ -69,7 +69,7 @@ def rrf_fuse(
 class HybridRetriever(BaseRetriever):
     """Runs several retrievers concurrently and fuses their results with :func:`rrf_fuse`.
 
-    Each retriever is asked for ``depth`` documents (default ``max(k, 50)``), the
+    Each retriever is asked for ``max(k, depth)`` documents (``depth`` defaults to 50), the
     lists are fused (``rrf_k = 60``, optional per-retriever ``weights``), and the top
     ``k`` fused documents are returned. ``metadata["rrf_ranks"]`` maps each result to
     its rank in every retriever's list (by retriever name).
@@ -122,11 +122,11 @@ class HybridRetriever(BaseRetriever):
         ]
 
     async def _search(self, query: str, k: int) -> list[Document]:
-        depth = self.depth or max(k, 50)
+        depth = max(k, self.depth or 50)
         lists = await asyncio.gather(*(r.search(query, depth) for r in self.retrievers))
         return self._fuse(lists, k)
 
     async def _search_batch(self, queries: list[str], k: int) -> list[list[Document]]:
-        depth = self.depth or max(k, 50)
+        depth = max(k, self.depth or 50)
         per_retriever = await asyncio.gather(*(r.search_many(queries, depth) for r in self.retrievers))
         return [self._fuse([lists[qi] for lists in per_retriever], k) for qi in range(len(queries))]

@@ -13,7 +13,8 @@ adds no duplicates.
 Full-text BM25 (``mode="bm25"``) needs an engine with BM25 functions (Milvus >= 2.5;
 Milvus Lite 3.x has them — checked with milvus-lite 3.2.2). An engine without them
 raises :class:`~hoprank.errors.CapabilityMissing` when the collection is created.
-Dense search uses the same :class:`~hoprank.tools.embedder.Embedder` as
+Full-text search returns only documents that share a term with the query, so it may
+return fewer than ``k`` (dense search returns ``min(k, count)``). Dense search uses the same :class:`~hoprank.tools.embedder.Embedder` as
 :class:`~hoprank.tools.dense.DenseRetriever` and returns the same ranking (up to
 floating-point ties).
 """
