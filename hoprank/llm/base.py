@@ -81,7 +81,10 @@ class AttentionRows(BaseModel):
     the prefix text; ``rows[s][t]`` is the attention from the tokens of suffix ``s``
     to prefix token ``t``, summed over the selected layers, heads and suffix tokens;
     ``tokens_encoded[s]`` is how many new tokens the pass for suffix ``s`` encoded
-    (the prefix is encoded once: ``prefix_tokens``).
+    (the prefix is encoded once: ``prefix_tokens``). Optional details: ``prefix_ids``
+    (the prefix token ids, to decode spans), ``prefix_seconds`` and ``suffix_seconds``
+    (wall time of the prefix pass and of each suffix pass) and ``method`` (how the rows
+    were computed, e.g. ``capture`` or ``eager``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -92,6 +95,10 @@ class AttentionRows(BaseModel):
     tokens_encoded: list[int]
     layers: list[int]
     usage: Usage = Field(default_factory=Usage)
+    prefix_ids: list[int] = Field(default_factory=list)
+    prefix_seconds: float = 0.0
+    suffix_seconds: list[float] = Field(default_factory=list)
+    method: str = ""
 
 
 @runtime_checkable

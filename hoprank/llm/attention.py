@@ -1,0 +1,406 @@
+"""Attention rows from a shared prefix: the primitive behind ICR.
+
+:func:`attention_rows` encodes a prefix once, keeps its KV cache, then encodes each
+suffix on that cache (only the suffix tokens) and returns, per suffix, the attention
+its tokens pay to every prefix token, summed over the selected layers, all heads and
+all suffix tokens.
+
+How the rows are obtained without materialising full attention matrices: while a
+suffix pass runs, the model's attention implementation is switched (for that pass
+only) to a registered wrapper, ``hoprank_capture``, which receives every layer's
+post-RoPE query states and the full (cache-updated) key states, computes
+``softmax(q k^T * scaling + mask)`` in float32 for just the suffix rows (GQA heads
+repeated, softcapping and sliding windows honoured), adds the column sums into an
+accumulator, and then delegates the actual attention to SDPA. Every transformers
+model that dispatches through ``AttentionInterface`` (Llama, Qwen2/3, Mistral, Gemma,
+Phi3, ...) works this way. Models that do not fall back to ``output_attentions=True``
+with eager attention for the suffix passes (``method="eager"`` forces that path).
+
+torch and transformers are imported lazily: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from hoprank.errors import EngineError, HoprankError, InvalidInput
+from hoprank.llm.base import AttentionRows, Capability, Message, Tokenizer
+from hoprank.types import Usage
+
+__all__ = ["CAPTURE_IMPLEMENTATION", "AttentionEngine", "HFModelHolder", "attention_rows"]
+
+logger = logging.getLogger(__name__)
+
+CAPTURE_IMPLEMENTATION = "hoprank_capture"
+Method = Literal["auto", "capture", "eager"]
+
+# Largest score block (heads x query rows x keys) computed at once, in elements (fp32).
+_BLOCK_ELEMENTS = 1 << 25
+
+_local = threading.local()
+_register_lock = threading.Lock()
+_registered = False
+
+
+class HFModelHolder(Protocol):
+    """What :func:`attention_rows` needs from an engine: an in-process HF causal LM."""
+
+    model: Any
+    hf_tokenizer: Any
+    device: Any
+    dtype: Any
+
+
+@runtime_checkable
+class AttentionEngine(Protocol):
+    """An engine that can render chat prompts and compute attention rows (ICR)."""
+
+    name: str
+    capabilities: frozenset[Capability]
+    tokenizer: Tokenizer
+    context_window: int
+
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str: ...
+
+    async def attention_rows(
+        self, prefix: str, suffixes: Sequence[str], *, layers: Sequence[int] | None = None
+    ) -> AttentionRows: ...
+
+
+# ----------------------------------------------------------------------------- capture
+
+
+class _Capture:
+    """Accumulates, for one suffix pass, the attention mass per key position."""
+
+    def __init__(self, layers: set[int]) -> None:
+        self.layers = layers
+        self.seen: set[int] = set()
+        self.acc: Any = None  # torch.Tensor (kv_len,) float32
+
+    def add(self, module: Any, query: Any, key: Any, mask: Any, scaling: Any, kwargs: dict[str, Any]) -> None:
+        import torch
+
+        layer = getattr(module, "layer_idx", None)
+        if layer is None or layer not in self.layers:
+            return
+        if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
+            raise _Unsupported("attention sinks")
+        self.seen.add(int(layer))
+        _b, n_heads, q_len, head_dim = query.shape
+        kv_heads, kv_len = key.shape[1], key.shape[2]
+        if n_heads % kv_heads:
+            raise _Unsupported(f"{n_heads} query heads over {kv_heads} key heads")
+        scale = float(scaling) if scaling is not None else head_dim**-0.5
+        softcap = kwargs.get("softcap")
+        window = kwargs.get("sliding_window")
+        k = key[0].float().repeat_interleave(n_heads // kv_heads, dim=0)  # (H, N, d)
+        q = query[0].float()  # (H, S, d)
+        if self.acc is None:
+            self.acc = torch.zeros(kv_len, dtype=torch.float32, device=query.device)
+        elif self.acc.shape[0] != kv_len:
+            raise HoprankError(f"attention capture: key length changed within a pass ({kv_len})")
+        keys_pos = torch.arange(kv_len, device=query.device)
+        block = max(1, _BLOCK_ELEMENTS // max(1, n_heads * kv_len))
+        for s0 in range(0, q_len, block):
+            s1 = min(q_len, s0 + block)
+            scores = torch.matmul(q[:, s0:s1], k.transpose(-1, -2)) * scale  # (H, s, N)
+            if softcap is not None:
+                scores = torch.tanh(scores / softcap) * softcap
+            if isinstance(mask, torch.Tensor) and mask.dim() == 4:
+                m = mask[0, :, s0:s1, :kv_len]
+                if m.dtype == torch.bool:
+                    scores = scores.masked_fill(~m, float("-inf"))
+                else:
+                    scores = scores + m.float()
+            else:  # no explicit mask: causal (and sliding window) from positions
+                q_pos = torch.arange(kv_len - q_len + s0, kv_len - q_len + s1, device=query.device)
+                allowed = keys_pos[None, :] <= q_pos[:, None]
+                if window is not None:
+                    allowed &= (q_pos[:, None] - keys_pos[None, :]) < int(window)
+                scores = scores.masked_fill(~allowed[None], float("-inf"))
+            self.acc += torch.softmax(scores, dim=-1).sum(dim=(0, 1))
+
+
+class _Unsupported(HoprankError):
+    """The generic capture path cannot handle this model: use the eager path."""
+
+
+def _capture_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> Any:
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cap: _Capture | None = getattr(_local, "capture", None)
+    if cap is not None:
+        cap.add(module, query, key, attention_mask, scaling, kwargs)
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+    )
+
+
+def _ensure_registered() -> None:
+    global _registered
+    with _register_lock:
+        if _registered:
+            return
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(CAPTURE_IMPLEMENTATION, _capture_attention)
+        AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, sdpa_mask)
+        _registered = True
+
+
+def _configs(model: Any) -> list[Any]:
+    """Every config object that a module of ``model`` reads at forward time."""
+    from transformers import PretrainedConfig
+
+    seen: dict[int, Any] = {id(model.config): model.config}
+    for mod in model.modules():
+        cfg = getattr(mod, "config", None)
+        if isinstance(cfg, PretrainedConfig):
+            seen.setdefault(id(cfg), cfg)
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def _attn_implementation(model: Any, name: str) -> Iterator[None]:
+    """Switch every config of ``model`` to attention implementation ``name`` for a block."""
+    configs = _configs(model)
+    saved = [getattr(c, "_attn_implementation_internal", c._attn_implementation) for c in configs]
+    try:
+        for c in configs:
+            if hasattr(c, "_attn_implementation_internal"):
+                c._attn_implementation_internal = name
+            else:  # pragma: no cover - older transformers
+                c._attn_implementation = name
+        yield
+    finally:
+        for c, old in zip(configs, saved, strict=True):
+            if hasattr(c, "_attn_implementation_internal"):
+                c._attn_implementation_internal = old
+            else:  # pragma: no cover
+                c._attn_implementation = old
+
+
+def _can_capture(model: Any) -> bool:
+    can = getattr(type(model), "_can_set_attn_implementation", None)
+    if not callable(can):
+        return False
+    try:
+        return bool(can())
+    except Exception:  # pragma: no cover - heuristic over source code
+        return False
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _num_layers(model: Any) -> int:
+    cfg = model.config
+    text = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+    n = getattr(text, "num_hidden_layers", None)
+    if not isinstance(n, int) or n < 1:
+        raise EngineError(f"cannot tell the number of layers of {type(model).__name__}")
+    return n
+
+
+def _select_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
+    if layers is None:
+        return list(range(n_layers))
+    out: list[int] = []
+    for layer in layers:
+        idx = layer + n_layers if layer < 0 else layer
+        if not 0 <= idx < n_layers:
+            raise InvalidInput(f"layer {layer} out of range for a model with {n_layers} layers")
+        if idx not in out:
+            out.append(idx)
+    if not out:
+        raise InvalidInput("layers must name at least one layer (or be None for all)")
+    return sorted(out)
+
+
+def _new_cache(model: Any) -> Any:
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # pragma: no cover - older signature
+        return DynamicCache()
+
+
+def _croppable(cache: Any) -> bool:
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return False
+    return all(getattr(ly, "is_croppable", False) and not getattr(ly, "is_sliding", False) for ly in layers)
+
+
+def _sync(device: Any) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def _run_suffix_eager(base: Any, model: Any, ids: Any, cache: Any, sel: list[int], n_prefix: int) -> Any:
+    with _attn_implementation(model, "eager"):
+        out = base(input_ids=ids, past_key_values=cache, use_cache=True, output_attentions=True)
+    attentions = getattr(out, "attentions", None)
+    if not attentions:
+        raise EngineError(f"{type(model).__name__} returned no attentions with eager attention")
+    total = None
+    for layer in sel:
+        a = attentions[layer][0].float().sum(dim=(0, 1))[:n_prefix]
+        total = a if total is None else total + a
+    return total
+
+
+def _run_suffix_capture(base: Any, model: Any, ids: Any, cache: Any, sel: list[int], n_prefix: int) -> Any:
+    cap = _Capture(set(sel))
+    _local.capture = cap
+    try:
+        with _attn_implementation(model, CAPTURE_IMPLEMENTATION):
+            base(input_ids=ids, past_key_values=cache, use_cache=True)
+    finally:
+        _local.capture = None
+    if cap.seen != set(sel) or cap.acc is None:
+        raise _Unsupported(f"captured layers {sorted(cap.seen)} instead of {sel}")
+    return cap.acc[:n_prefix]
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def attention_rows(
+    engine: HFModelHolder,
+    prefix: str,
+    suffixes: Sequence[str],
+    *,
+    layers: Sequence[int] | None = None,
+    method: Method = "auto",
+) -> AttentionRows:
+    """Attention from each suffix's tokens to the tokens of ``prefix`` (blocking).
+
+    The prefix is tokenized with offsets (no special tokens added: the text is expected
+    to be a rendered chat prompt) and encoded once; each suffix is then encoded alone on
+    the prefix's KV cache, which is cropped back to the prefix between suffixes (or
+    copied, for caches that cannot be cropped). ``rows[s][t]`` is the attention mass the
+    tokens of suffix ``s`` give prefix token ``t``, summed over the selected ``layers``
+    (default all), all heads and all suffix tokens; divide by ``tokens_encoded[s]`` for
+    the mean over suffix tokens. ``method``: ``"capture"`` (compute rows from the query
+    and key states, SDPA does the forward), ``"eager"`` (``output_attentions=True``), or
+    ``"auto"`` (capture, falling back to eager where the model does not support it).
+    """
+    import torch
+
+    if not prefix:
+        raise InvalidInput("attention_rows: the prefix must not be empty")
+    if not suffixes:
+        raise InvalidInput("attention_rows: give at least one suffix")
+    if method not in ("auto", "capture", "eager"):
+        raise InvalidInput(f"attention_rows: unknown method {method!r}")
+    model, tok = engine.model, engine.hf_tokenizer
+    sel = _select_layers(layers, _num_layers(model))
+    enc = tok(prefix, return_offsets_mapping=True, add_special_tokens=False)
+    prefix_ids = [int(i) for i in enc["input_ids"]]
+    offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    suffix_ids = [[int(i) for i in tok(s, add_special_tokens=False)["input_ids"]] for s in suffixes]
+    for i, ids in enumerate(suffix_ids):
+        if not ids:
+            raise InvalidInput(f"attention_rows: suffix {i} encodes to no tokens")
+    n_prefix = len(prefix_ids)
+    use = method
+    if use != "eager" and not _can_capture(model):
+        if use == "capture":
+            raise EngineError(
+                f"{type(model).__name__} does not dispatch through transformers' AttentionInterface; "
+                "use method='eager'"
+            )
+        use = "eager"
+    if use != "eager":
+        _ensure_registered()
+        use = "capture" if use == "auto" else use
+
+    base = getattr(model, "base_model", model)
+    device = engine.device
+    rows: list[list[float]] = []
+    suffix_seconds: list[float] = []
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        cache = _new_cache(model)
+        base(input_ids=torch.tensor([prefix_ids], device=device), past_key_values=cache, use_cache=True)
+        _sync(device)
+        prefix_seconds = time.perf_counter() - t0
+        if cache.get_seq_length() != n_prefix:
+            raise HoprankError(f"prefix cache holds {cache.get_seq_length()} tokens, expected {n_prefix}")
+        restore = _restorer(cache, n_prefix)
+        for ids in suffix_ids:
+            t1 = time.perf_counter()
+            x = torch.tensor([ids], device=device)
+            if use == "eager":
+                vec = _run_suffix_eager(base, model, x, restore(), sel, n_prefix)
+            else:
+                try:
+                    vec = _run_suffix_capture(base, model, x, restore(), sel, n_prefix)
+                except _Unsupported as e:
+                    if method == "capture":
+                        raise EngineError(
+                            f"attention capture unsupported for {type(model).__name__}: {e}"
+                        ) from e
+                    logger.warning("attention capture unsupported (%s); falling back to eager attention", e)
+                    use = "eager"
+                    vec = _run_suffix_eager(base, model, x, restore(), sel, n_prefix)
+            rows.append(vec.tolist())
+            _sync(device)
+            suffix_seconds.append(time.perf_counter() - t1)
+    seconds = prefix_seconds + sum(suffix_seconds)
+    return AttentionRows(
+        prefix_offsets=offsets,
+        rows=rows,
+        prefix_tokens=n_prefix,
+        tokens_encoded=[len(ids) for ids in suffix_ids],
+        layers=sel,
+        prefix_ids=prefix_ids,
+        prefix_seconds=prefix_seconds,
+        suffix_seconds=suffix_seconds,
+        method=use,
+        usage=Usage(
+            prompt_tokens=n_prefix + sum(len(ids) for ids in suffix_ids),
+            llm_calls=1 + len(suffix_ids),
+            seconds=seconds,
+            cached_tokens=n_prefix * len(suffix_ids),
+        ),
+    )
+
+
+def _restorer(cache: Any, n_prefix: int) -> Callable[[], Any]:
+    """A function returning a cache that holds exactly the prefix: the same cache cropped
+    back (dynamic full-attention caches) or a fresh copy of the prefix cache (others)."""
+    if not _croppable(cache):
+        pristine = copy.deepcopy(cache)
+        return lambda: copy.deepcopy(pristine)
+
+    def crop() -> Any:
+        extra = cache.get_seq_length() - n_prefix
+        if extra > 0:
+            cache.crop(-extra)
+        if cache.get_seq_length() != n_prefix:
+            raise HoprankError(f"cropping the KV cache left {cache.get_seq_length()} tokens, not {n_prefix}")
+        return cache
+
+    return crop
