@@ -1,0 +1,361 @@
+"""ICR: in-context reranking from attention (Chen et al., 2024).
+
+The passages are placed first in the prompt, then the instruction and the query. One
+forward pass encodes the shared prefix (chat header + passages); the query side (the
+instruction, the query and the end of the turn) is then encoded on the prefix's KV
+cache twice: once with the real query and once with the content-free query "N/A". A
+passage's score is the attention mass the query-side tokens pay to its tokens (mean
+over query-side tokens, summed over layers and heads, summed over the passage's
+tokens) minus the same mass under "N/A" (calibration). With ``mask_outliers`` the
+passage tokens whose calibrated score is below ``mean - 2 std`` (over that passage's
+tokens) are dropped before summing, as in the reference's default
+``masked_NA_calibration``. Scores are not length-normalised (neither are the
+reference's).
+
+Order: like the reference's BEIR runs (``--reverse_doc_order``), the passages are shown
+in the reverse of their prior order, so the best first-stage passage sits nearest the
+query (``best_near_query=False`` shows them best first).
+
+Long inputs: when the passages do not fit the context window (or ``chunk_docs`` caps
+the passages per pass), ICR runs over sliding windows from the back of the list to the
+front (window ``w`` documents, stride ``w // 2``), re-ordering each window by its ICR
+scores, as the reference's sliding-window mode does. Scores of different windows are
+not comparable, which is why windows overlap instead of being merged by score; the
+``score`` of each returned document is its calibrated score in the last window that
+ranked it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+
+from hoprank.errors import CapabilityMissing, ConfigError, ContextOverflow, HoprankError, PromptError
+from hoprank.llm.attention import AttentionEngine
+from hoprank.llm.base import LLM, AttentionRows, Capability, Message
+from hoprank.prompts.registry import PromptLike, load_prompt
+from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.types import Document, Step, Usage, timed_step
+
+__all__ = ["ICRRanker"]
+
+_DOC = "\ue000"  # private-use markers: wrap each passage / mark the prefix end
+_SPLIT = "\ue001"
+_MARKERS = re.compile(f"([{_DOC}{_SPLIT}])")
+_LABEL_TOKENS = 8  # per-passage allowance for the "\n\n[12] " around its text
+
+
+class _Layout:
+    """A rendered ICR prompt: prefix (chat header + passages), suffix (query side) and
+    each passage's character span in the prefix (presentation order)."""
+
+    __slots__ = ("prefix", "spans", "suffix")
+
+    def __init__(self, prefix: str, suffix: str, spans: list[tuple[int, int]]) -> None:
+        self.prefix = prefix
+        self.suffix = suffix
+        self.spans = spans
+
+
+def _clean(text: str) -> str:
+    return text.replace(_DOC, "").replace(_SPLIT, "")
+
+
+def _parse(rendered: str, n_docs: int, prompt: str) -> _Layout:
+    """Remove the markers from ``rendered``; find the passage spans and the split point."""
+    out: list[str] = []
+    pos = 0
+    open_at: int | None = None
+    split_at: int | None = None
+    spans: list[tuple[int, int]] = []
+    for part in _MARKERS.split(rendered):
+        if part == _DOC:
+            if open_at is None:
+                open_at = pos
+            else:
+                spans.append((open_at, pos))
+                open_at = None
+        elif part == _SPLIT:
+            if split_at is not None:
+                raise PromptError(f"ICR prompt {prompt} renders `split` more than once")
+            split_at = pos
+        else:
+            out.append(part)
+            pos += len(part)
+    if split_at is None:
+        raise PromptError(f"ICR prompt {prompt} must render the `split` variable once")
+    if open_at is not None or len(spans) != n_docs:
+        raise PromptError(f"ICR prompt {prompt} must render each passage exactly once ({n_docs} passages)")
+    if any(b > split_at for _, b in spans):
+        raise PromptError(f"ICR prompt {prompt} must place every passage before `split`")
+    text = "".join(out)
+    return _Layout(text[:split_at], text[split_at:], spans)
+
+
+def _token_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
+    """Indices [t0, t1) of the tokens whose character spans overlap [start, end)."""
+    idx = [t for t, (a, b) in enumerate(offsets) if b > start and a < end and b > a]
+    if not idx:
+        raise HoprankError(f"ICR: no prefix token covers characters [{start}, {end})")
+    return idx[0], idx[-1] + 1
+
+
+class ICRRanker(BaseRanker):
+    """In-context reranking from attention (ICR). Needs an engine with ``Capability.ATTENTION``.
+
+    ``layers``: which layers' attention to sum (default all); ``calibrate``: subtract the
+    "N/A" query's attention; ``mask_outliers``: the reference's masked calibration;
+    ``max_doc_tokens``: passages are cut to this many tokens; ``chunk_docs``: at most this
+    many passages per pass (sliding windows beyond it; default: as many as fit);
+    ``best_near_query``: show the best prior passage last, nearest the query.
+    """
+
+    name = "icr"
+
+    def __init__(
+        self,
+        engine: LLM | AttentionEngine,
+        *,
+        prompt: PromptLike = "icr",
+        layers: Sequence[int] | None = None,
+        calibrate: bool = True,
+        mask_outliers: bool = False,
+        max_doc_tokens: int | None = 300,
+        chunk_docs: int | None = None,
+        best_near_query: bool = True,
+        calibration_query: str | None = None,
+        margin_tokens: int = 32,
+    ) -> None:
+        caps: frozenset[Capability] = getattr(engine, "capabilities", frozenset())
+        if Capability.ATTENTION not in caps or not callable(getattr(engine, "attention_rows", None)):
+            raise CapabilityMissing(
+                "attention",
+                getattr(engine, "name", type(engine).__name__),
+                hint="ICR needs an in-process transformers engine",
+            )
+        if not callable(getattr(engine, "render", None)):
+            raise CapabilityMissing(
+                "render", engine.name, hint="ICR needs the engine's chat template (render)"
+            )
+        if mask_outliers and not calibrate:
+            raise ConfigError("mask_outliers needs calibrate=True (it masks calibrated token scores)")
+        if chunk_docs is not None and chunk_docs < 2:
+            raise ConfigError(f"chunk_docs must be >= 2 or None, got {chunk_docs}")
+        if max_doc_tokens is not None and max_doc_tokens < 1:
+            raise ConfigError(f"max_doc_tokens must be >= 1 or None, got {max_doc_tokens}")
+        if margin_tokens < 0:
+            raise ConfigError("margin_tokens must be >= 0")
+        self.engine = cast(AttentionEngine, engine)
+        self.template = load_prompt(prompt)
+        missing = {"passages", "query", "split"} - set(self.template.variables)
+        if missing:
+            raise PromptError(f"ICR prompt {self.template.ref} lacks variables {sorted(missing)}")
+        self.layers = list(layers) if layers is not None else None
+        self.calibrate = calibrate
+        self.mask_outliers = mask_outliers
+        self.max_doc_tokens = max_doc_tokens
+        self.chunk_docs = chunk_docs
+        self.best_near_query = best_near_query
+        cq = (
+            calibration_query
+            if calibration_query is not None
+            else self.template.params.get("calibration_query")
+        )
+        self.calibration_query = _clean(str(cq if cq is not None else "N/A"))
+        self.margin_tokens = margin_tokens
+
+    # ------------------------------------------------------------------ prompt
+
+    def _doc_text(self, doc: Document) -> str:
+        text = " ".join(_clean(doc.full_text).split())
+        if self.max_doc_tokens is not None:
+            text = self.engine.tokenizer.truncate(text, self.max_doc_tokens).strip()
+        return text
+
+    def _render(self, query: str, passages: Sequence[str]) -> str:
+        rendered = self.template.render(
+            passages=[f"{_DOC}{p}{_DOC}" for p in passages], query=_clean(query), split=_SPLIT
+        )
+        messages = [cast(Message, {"role": m["role"], "content": m["content"]}) for m in rendered]
+        return self.engine.render(messages)
+
+    def _layout(self, query: str, passages: Sequence[str]) -> _Layout:
+        return _parse(self._render(query, passages), len(passages), self.template.ref)
+
+    # ------------------------------------------------------------------ windows
+
+    def _window_size(self, query: str, texts: Sequence[str]) -> int:
+        """How many passages one pass may hold (all of them if they fit)."""
+        tok = self.engine.tokenizer
+        longer = max(_clean(query), self.calibration_query, key=len)
+        overhead = tok.count(_clean(self._render(longer, [])))
+        cost = [tok.count(t) + _LABEL_TOKENS for t in texts]
+        budget = self.engine.context_window - self.margin_tokens
+        cap = min(len(texts), self.chunk_docs or len(texts))
+        if overhead + sum(cost) <= budget:
+            return cap
+        total, k = overhead, 0
+        for c in sorted(cost, reverse=True)[:cap]:
+            if total + c > budget:
+                break
+            total, k = total + c, k + 1
+        if k < 2:
+            raise ContextOverflow(
+                f"ICR: two passages (max_doc_tokens={self.max_doc_tokens}) do not fit the context "
+                f"window of {self.engine.context_window} tokens",
+                prompt_tokens=overhead + sum(sorted(cost, reverse=True)[:2]),
+                context_window=self.engine.context_window,
+            )
+        return k
+
+    @staticmethod
+    def _windows(n: int, w: int) -> list[tuple[int, int]]:
+        """Back-to-front sliding windows [start, end) of size ``w``, stride ``w // 2``."""
+        if w >= n:
+            return [(0, n)]
+        stride = max(1, w // 2)
+        out: list[tuple[int, int]] = []
+        end = n
+        while True:
+            start = max(0, end - w)
+            out.append((start, end))
+            if start == 0:
+                return out
+            end -= stride
+
+    # ------------------------------------------------------------------ scoring
+
+    def _spans(self, rows: AttentionRows, layout: _Layout, passages: Sequence[str]) -> list[tuple[int, int]]:
+        """Token spans of the passages, verified by decoding them."""
+        if len(rows.prefix_offsets) != rows.prefix_tokens or any(
+            len(r) != rows.prefix_tokens for r in rows.rows
+        ):
+            raise HoprankError("ICR: attention rows do not match the prefix tokens")
+        out: list[tuple[int, int]] = []
+        for (a, b), text in zip(layout.spans, passages, strict=True):
+            t0, t1 = _token_span(rows.prefix_offsets, a, b)
+            if rows.prefix_ids:
+                decoded = self.engine.tokenizer.decode(rows.prefix_ids[t0:t1])
+                if decoded.strip() != text.strip():
+                    raise HoprankError(
+                        f"ICR: tokens [{t0}, {t1}) decode to {decoded[:80]!r}..., not the passage "
+                        f"{text[:80]!r}...: the token spans are wrong (a bug in hoprank)"
+                    )
+            out.append((t0, t1))
+        return out
+
+    def _score(
+        self, rows: AttentionRows, spans: list[tuple[int, int]]
+    ) -> tuple[list[float], list[float], list[float]]:
+        """Per-passage (score, raw query mass, calibration mass), presentation order."""
+        q = np.asarray(rows.rows[0], dtype=np.float64) / rows.tokens_encoded[0]
+        na = (
+            np.asarray(rows.rows[1], dtype=np.float64) / rows.tokens_encoded[1]
+            if self.calibrate
+            else np.zeros_like(q)
+        )
+        scores: list[float] = []
+        raw: list[float] = []
+        cal: list[float] = []
+        for t0, t1 in spans:
+            qs, ns = q[t0:t1], na[t0:t1]
+            raw.append(float(qs.sum()))
+            cal.append(float(ns.sum()))
+            c = qs - ns
+            if self.mask_outliers and c.size >= 2:
+                c = c[c > c.mean() - 2.0 * c.std(ddof=1)]
+            scores.append(float(c.sum()))
+        return scores, raw, cal
+
+    async def _score_window(
+        self, query: str, docs: Sequence[Document], texts: Sequence[str], window: tuple[int, int]
+    ) -> tuple[list[float], Step]:
+        """ICR scores of ``docs`` (prior order) and the trace step of this pass."""
+        shown = list(reversed(range(len(docs)))) if self.best_near_query else list(range(len(docs)))
+        passages = [texts[i] for i in shown]
+        layout = self._layout(query, passages)
+        suffixes = [layout.suffix]
+        if self.calibrate:
+            na_layout = self._layout(self.calibration_query, passages)
+            if na_layout.prefix != layout.prefix or na_layout.spans != layout.spans:
+                raise PromptError(f"ICR prompt {self.template.ref}: the query must come after `split`")
+            suffixes.append(na_layout.suffix)
+        tok = self.engine.tokenizer
+        needed = tok.count(layout.prefix) + max(tok.count(s) for s in suffixes)
+        if needed > self.engine.context_window:
+            raise ContextOverflow(
+                f"ICR prompt needs {needed} tokens, context window is {self.engine.context_window}",
+                prompt_tokens=needed,
+                context_window=self.engine.context_window,
+            )
+        step = Step(kind="icr", name=f"window {window[0]}-{window[1]}", prompt=self.template.ref)
+        with timed_step(step):
+            rows = await self.engine.attention_rows(layout.prefix, suffixes, layers=self.layers)
+            if len(rows.rows) != len(suffixes):
+                raise HoprankError(f"ICR: engine returned {len(rows.rows)} rows for {len(suffixes)} suffixes")
+            spans = self._spans(rows, layout, passages)
+            s_shown, raw_shown, cal_shown = self._score(rows, spans)
+        scores = [0.0] * len(docs)
+        for pos, i in enumerate(shown):
+            scores[i] = s_shown[pos]
+        ids_shown = [docs[i].id for i in shown]
+        step.input = {
+            "window": list(window),
+            "shown_order": ids_shown,
+            "prefix_tokens": rows.prefix_tokens,
+            "suffix_tokens_encoded": rows.tokens_encoded,
+            "doc_token_spans": [list(s) for s in spans],
+            "layers": rows.layers,
+            "calibrate": self.calibrate,
+            "mask_outliers": self.mask_outliers,
+            "calibration_query": self.calibration_query if self.calibrate else None,
+            "method": rows.method,
+        }
+        step.output = {
+            "scores": dict(zip(ids_shown, s_shown, strict=True)),
+            "query_mass": dict(zip(ids_shown, raw_shown, strict=True)),
+            "calibration_mass": dict(zip(ids_shown, cal_shown, strict=True)) if self.calibrate else {},
+            "prefix_seconds": rows.prefix_seconds,
+            "suffix_seconds": rows.suffix_seconds,
+        }
+        step.usage = rows.usage
+        return scores, step
+
+    async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
+        texts = [self._doc_text(d) for d in docs]
+        w = self._window_size(query, texts)
+        order = list(range(len(docs)))
+        final: dict[int, float] = {}
+        trace: list[Step] = []
+        usage = Usage()
+        for start, end in self._windows(len(docs), w):
+            idx = order[start:end]
+            scores, step = await self._score_window(
+                query, [docs[i] for i in idx], [texts[i] for i in idx], (start, end)
+            )
+            ranked = sorted(range(len(idx)), key=lambda j: (-scores[j], j))
+            order[start:end] = [idx[j] for j in ranked]
+            for j, i in enumerate(idx):
+                final[i] = scores[j]
+            step.output["order"] = [docs[i].id for i in order[start:end]]
+            trace.append(step)
+            usage = usage + step.usage
+        out = [docs[i].with_score(final[i]) for i in order]
+        return RankerOutput(out, usage=usage, trace=trace)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that identify this ranker's outputs."""
+        return {
+            "ranker": self.name,
+            "prompt": self.template.ref,
+            "layers": self.layers,
+            "calibrate": self.calibrate,
+            "mask_outliers": self.mask_outliers,
+            "max_doc_tokens": self.max_doc_tokens,
+            "chunk_docs": self.chunk_docs,
+            "best_near_query": self.best_near_query,
+            "calibration_query": self.calibration_query,
+        }
