@@ -48,6 +48,7 @@ T = TypeVar("T")
 
 _MAX_CONTEXT = 32768
 _RAW_TOP = 10
+_HEAD_CHUNK = 16384
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>")
 
 
@@ -56,7 +57,9 @@ class TransformersEngine:
 
     ``model`` is a pack name (default ``qwen2.5-coder-1.5b``), a transformers folder or a
     ``.gguf`` file. ``dtype="auto"`` picks bf16 on CUDA or on a CPU with native bf16, else
-    fp32. ``threads`` sets torch's CPU thread count (process-wide).
+    fp32. ``threads`` sets torch's CPU thread count (process-wide). With ``fp32_head`` (the
+    default) next-token logits come from the LM head recomputed in fp32 on the last hidden
+    state: bf16 logits are rounded to 0.125 steps, which ties close labels.
 
     Candidates for :meth:`next_token_logprobs` must each encode to exactly one token on
     their own (``"A"``, ``" Yes"``...); anything else raises :class:`InvalidInput` naming
@@ -73,6 +76,7 @@ class TransformersEngine:
         max_batch_size: int = 16,
         threads: int | None = None,
         max_context: int = _MAX_CONTEXT,
+        fp32_head: bool = True,
     ) -> None:
         try:
             import torch
@@ -110,6 +114,9 @@ class TransformersEngine:
         self._transformers_version: str = transformers.__version__
         self._torch_version: str = torch.__version__
         self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        self._decoder: Any = None
+        if fp32_head and self.dtype != torch.float32:
+            self._decoder = self._setup_fp32_head()
         self._end_ids = self._find_end_ids()
         pad = self.hf_tokenizer.pad_token_id
         self._pad_id: int = int(pad) if pad is not None else self._end_ids[0]
@@ -156,6 +163,7 @@ class TransformersEngine:
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device,
             "attn_implementation": self.attn_implementation,
+            "logits": "fp32 head" if self._decoder is not None else str(self.dtype).removeprefix("torch."),
             "context_window": self.context_window,
             "transformers_version": self._transformers_version,
             "torch_version": self._torch_version,
@@ -204,6 +212,11 @@ class TransformersEngine:
         attention_mask = torch.as_tensor(attention_mask, device=self.device)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._logits_to_keep else {}
+        if self._decoder is not None:
+            hidden = self._decoder(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            ).last_hidden_state[:, -1, :]
+            return self._head_fp32(hidden)
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -213,6 +226,45 @@ class TransformersEngine:
         )
         logits: torch.Tensor = out.logits[:, -1, :].float()
         return logits
+
+    def _head_fp32(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head in fp32, in row chunks (no persistent fp32 copy of the weights)."""
+        import torch
+
+        head = self.model.get_output_embeddings()
+        weight, bias = head.weight, getattr(head, "bias", None)
+        h = hidden.float()
+        out = torch.empty((h.shape[0], weight.shape[0]), dtype=torch.float32, device=h.device)
+        for i in range(0, weight.shape[0], _HEAD_CHUNK):
+            out[:, i : i + _HEAD_CHUNK] = h @ weight[i : i + _HEAD_CHUNK].float().T
+        if bias is not None:
+            out += bias.float()
+        return out
+
+    def _setup_fp32_head(self) -> Any:
+        """The decoder to run before an fp32 LM head, or None to use the model's own logits.
+
+        bf16 logits are rounded to steps of 0.125 around typical magnitudes, which ties
+        candidate labels; recomputing the head in fp32 costs one pass over its weights.
+        Enabled only when a probe shows it reproduces the model's logits (no softcapping
+        or logit scaling hidden in the model's forward).
+        """
+        import torch
+
+        head = self.model.get_output_embeddings()
+        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
+        if not isinstance(head, torch.nn.Linear) or decoder is None or decoder is self.model:
+            return None
+        probe = torch.tensor(
+            [self.tokenizer.encode("The answer to the question is") or [0]], device=self.device
+        )
+        with torch.inference_mode():
+            ref = self.model(input_ids=probe, use_cache=False).logits[0, -1].float()
+            mine = self._head_fp32(decoder(input_ids=probe, use_cache=False).last_hidden_state[:, -1])[0]
+        if int(ref.argmax()) != int(mine.argmax()) or float((ref - mine).abs().max()) > 1.0:
+            logger.info("%s: fp32 LM head does not match the model's logits; using model logits", self.name)
+            return None
+        return decoder
 
     def _candidate_ids(self, candidates: Sequence[str]) -> list[int]:
         if not candidates:
