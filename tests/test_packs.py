@@ -227,3 +227,20 @@ def test_gguf_file_is_converted_once_and_rebuilt_when_partial(
 def test_resolve_rejects_a_folder_without_config(tmp_path: Path) -> None:
     with pytest.raises(ModelPackError, match=r"no config\.json"):
         resolve(tmp_path)
+
+
+def test_cli_models_list_and_pull_failure(fresh_cache: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hoprank.cli import app
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    for name in PACKS:
+        assert name in listed.output
+    assert str(fresh_cache) in listed.output.replace("\n", "")
+    failed = runner.invoke(app, ["models", "pull", "nope"])
+    assert failed.exit_code == 1
+    assert "unknown model pack 'nope'" in failed.output
+    assert runner.invoke(app, ["models", "pull"]).exit_code == 2
