@@ -95,6 +95,11 @@ def test_layout_parse_and_template_checks() -> None:
     assert lay.suffix.startswith("Please find information") and lay.suffix.endswith("x?</user><assistant>")
     assert [lay.prefix[a:b] for a, b in lay.spans] == ["alpha beta", "gamma"]
     assert _DOC not in lay.prefix + lay.suffix and _SPLIT not in lay.prefix + lay.suffix
+    assert lay.prefix + lay.suffix == (  # snapshot of the rendered icr@1 prompt
+        "<user>Here are some paragraphs:\n\n[1] alpha beta\n\n[2] gamma\n\n"
+        "Please find information that are relevant to the following query in the paragraphs above."
+        "\n\nQuery: what is x?</user><assistant>"
+    )
     # a template that puts passages after `split` or lacks it is refused
     after = {
         "name": "bad",
