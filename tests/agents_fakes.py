@@ -95,3 +95,10 @@ class ReverseRanker(BaseRanker):
         self.queries.append(query)
         self.pools.append([d.id for d in docs])
         return RankerOutput(list(reversed(docs)))
+
+
+def dec_out(*subs: str, find_first: str = "") -> str:
+    """A decomposer reply as the continuation of the prefill ``{"find_first": "``."""
+    import json
+
+    return json.dumps({"find_first": find_first, "sub_questions": list(subs)})[len('{"find_first": "') :]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from agents_fakes import FakeRetriever, ReverseRanker
+from agents_fakes import FakeRetriever, ReverseRanker, dec_out
 
 from hoprank.agents import (
     AgentResult,
@@ -35,7 +35,7 @@ def act(**kw: Any) -> str:
 # -- pipeline -------------------------------------------------------------------------
 async def test_pipeline_dedupes_across_subquestions_and_reranks_against_original() -> None:
     eng = ScriptedEngine(
-        ['"Who portrayed Corliss Archer in Kiss and Tell?", "Shirley Temple Chief of Protocol?"]}']
+        [dec_out("Who portrayed Corliss Archer in Kiss and Tell?", "Shirley Temple Chief of Protocol?")]
     )
     retr = FakeRetriever()
     ranker = ReverseRanker()
@@ -81,7 +81,7 @@ async def test_pipeline_with_rewriter_and_fallback_decomposer() -> None:
 
 
 async def test_pipeline_retrieval_is_concurrent_but_bounded() -> None:
-    subs = ", ".join(f'"Corliss Archer {i}?"' for i in range(6)) + "]}"
+    subs = dec_out(*(f"Corliss Archer {i}?" for i in range(6)))
     retr = FakeRetriever(delay=0.05)
     pipe = DecomposeRetrieveRerank(
         retr, decomposer=Decomposer(ScriptedEngine([subs]), max_sub_questions=6), concurrency=3
@@ -91,7 +91,7 @@ async def test_pipeline_retrieval_is_concurrent_but_bounded() -> None:
 
 
 async def test_pipeline_retriever_error_propagates_and_cancels_siblings() -> None:
-    subs = '"Corliss slow 1?", "Corliss slow 2?", "boom?"]}'
+    subs = dec_out("Corliss slow 1?", "Corliss slow 2?", "boom?")
     retr = FakeRetriever(fail={"boom": RetrievalError("index gone")}, delay=0.05)
     pipe = DecomposeRetrieveRerank(retr, decomposer=Decomposer(ScriptedEngine([subs])), concurrency=4)
     with pytest.raises(RetrievalError):
@@ -101,7 +101,7 @@ async def test_pipeline_retriever_error_propagates_and_cancels_siblings() -> Non
 
 async def test_pipeline_cancellation_propagates() -> None:
     retr = FakeRetriever(delay=10)
-    pipe = DecomposeRetrieveRerank(retr, decomposer=Decomposer(ScriptedEngine(['"a?", "b?"]}'])))
+    pipe = DecomposeRetrieveRerank(retr, decomposer=Decomposer(ScriptedEngine([dec_out("a?", "b?")])))
     task = asyncio.create_task(pipe.arun(Q))
     await asyncio.sleep(0.05)
     assert retr.in_flight == 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from agents_fakes import DOCS
+from agents_fakes import DOCS, dec_out
 
 from hoprank.agents import (
     Answerer,
@@ -20,7 +20,7 @@ from hoprank.llm.scripted import ScriptedEngine
 from hoprank.prompts import load_prompt
 
 Q = "What government position was held by the woman who portrayed Corliss Archer in the film Kiss and Tell?"
-PREFILL = '{"sub_questions": ['
+PREFILL = '{"find_first": "'
 
 
 # -- JSON repair ----------------------------------------------------------------------
@@ -57,7 +57,7 @@ def test_extract_json_first_value_and_lists() -> None:
 # -- Decomposer -----------------------------------------------------------------------
 async def test_decomposer_clean_output_with_prefill() -> None:
     eng = ScriptedEngine(
-        ['"Who portrayed Corliss Archer in Kiss and Tell?", "What position did she hold?"]}']
+        [dec_out("Who portrayed Corliss Archer in Kiss and Tell?", "What position did she hold?")]
     )
     dec = await Decomposer(eng).adecompose(Q)
     assert dec.sub_questions == [
@@ -86,7 +86,7 @@ async def test_decomposer_repairs_without_reask() -> None:
 
 async def test_decomposer_reasks_once_with_the_error() -> None:
     eng = ScriptedEngine(
-        ["I think this is hard.", '"Who played Corliss Archer?", "What job did she have?"]}']
+        ["I think this is hard.", dec_out("Who played Corliss Archer?", "What job did she have?")]
     )
     dec = await Decomposer(eng).adecompose(Q)
     assert dec.reasked and not dec.fallback
@@ -112,7 +112,7 @@ async def test_decomposer_falls_back_to_the_question() -> None:
 
 
 async def test_decomposer_caps_and_dedupes_and_propagates_engine_errors() -> None:
-    eng = ScriptedEngine(['"a?", "A?", "b?", "c?", "d?"]}'])
+    eng = ScriptedEngine([dec_out("a?", "A?", "b?", "c?", "d?")])
     dec = await Decomposer(eng, max_sub_questions=2).adecompose(Q)
     assert dec.sub_questions == ["a?", "b?"]
     with pytest.raises(EngineError):
@@ -141,7 +141,7 @@ async def test_decomposer_without_prefill_capability_and_custom_prompt(tmp_path)
 
 
 async def test_decompose_many_bounded_and_ordered() -> None:
-    eng = ScriptedEngine(lambda msgs: '"' + msgs[-1]["content"][10:] + ' part?"]}')
+    eng = ScriptedEngine(lambda msgs: dec_out(msgs[-1]["content"][10:] + " part?"))
     out = await Decomposer(eng, concurrency=2).adecompose_many(["one?", "two?", "three?"])
     assert [d.sub_questions[0] for d in out] == ["one? part?", "two? part?", "three? part?"]
 
@@ -203,3 +203,34 @@ async def test_answerer_long_and_short() -> None:
     assert empty.fallback and empty.answer == "" and empty.trace[0].fallback
     none = await Answerer(ScriptedEngine(["unknown"]), mode="short").aanswer(Q, [])
     assert none.answer == "unknown" and none.citations == []
+
+
+async def test_decomposer_salvages_quoted_questions_from_broken_json() -> None:
+    # What SmolLM2-135M really wrote for a HotpotQA question (unbalanced, invalid JSON).
+    raw = (
+        '\n    {"sub_question": "Who played Corliss Archer in the film Kiss and Tell?", "name": "Lena")},\n'
+        '    {"sub_question": "What \\"position\\" did she hold?", "name": "Lena")}\n]}'
+    )
+    eng = ScriptedEngine([raw])
+    dec = await Decomposer(eng).adecompose(Q)
+    assert dec.sub_questions == [
+        "Who played Corliss Archer in the film Kiss and Tell?",
+        'What "position" did she hold?',
+    ]
+    assert dec.trace[0].output["salvaged"] is True and len(eng.calls) == 1
+
+
+async def test_decomposer_turns_find_first_into_the_bridge_sub_question() -> None:
+    # What Qwen2.5-Coder-0.5B wrote for HotpotQA's first question: it names the hidden
+    # entity, then copies the whole question as the only sub-question.
+    ff = "the woman who portrayed Corliss Archer in the film Kiss and Tell"
+    eng = ScriptedEngine([dec_out(Q, find_first=ff)] * 2)
+    dec = await Decomposer(eng).adecompose(Q)
+    assert dec.sub_questions == [f"Who or what is {ff}?", Q] and dec.n_new == 1
+    assert dec.trace[0].output["added_bridge_question"] == f"Who or what is {ff}?"
+    plain = await Decomposer(eng, bridge_question=False).adecompose(Q)
+    assert plain.sub_questions == [Q]
+    # not added when a sub-question already asks about it
+    eng2 = ScriptedEngine([dec_out(f"Who is {ff}?", "What position did she hold?", find_first=ff)])
+    dec2 = await Decomposer(eng2).adecompose(Q)
+    assert dec2.sub_questions == [f"Who is {ff}?", "What position did she hold?"]

@@ -10,6 +10,7 @@ says so (``fallback=True``). Engine errors are never swallowed.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,20 +27,99 @@ from hoprank.types import Step, Usage
 __all__ = ["Decomposer", "Decomposition", "SubQuestions"]
 
 _MAX_CHARS = 400
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "by",
+        "with",
+        "and",
+        "or",
+        "is",
+        "was",
+        "are",
+        "were",
+        "be",
+        "been",
+        "who",
+        "what",
+        "which",
+        "whom",
+        "whose",
+        "where",
+        "when",
+        "how",
+        "did",
+        "does",
+        "do",
+        "that",
+        "this",
+        "it",
+        "its",
+        "as",
+        "from",
+    ]
+)
+_QUOTED_QUESTION_RE = re.compile(r'"([A-Za-z0-9](?:[^"\\\n]|\\.){7,400}?\?)"')
+
+
+def _unescape(s: str) -> str:
+    try:
+        return str(json.loads(f'"{s}"'))
+    except json.JSONDecodeError:
+        return s
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in norm_query(text).split() if w not in _STOP}
+
+
+def _bridge_question(find_first: str, subs: list[str]) -> str | None:
+    """``Who or what is <find_first>?`` unless a sub-question already asks about it."""
+    target = find_first.strip().rstrip("?.").strip()
+    if not target:
+        return None
+    question = f"Who or what is {target}?"
+    tw = _content_words(question)
+    if not tw:
+        return None
+    for sq in subs:
+        sw = _content_words(sq)
+        if sw and len(tw & sw) / len(tw | sw) >= 0.8:
+            return None
+    return question
 
 
 class SubQuestions(BaseModel):
-    """The schema of the decomposer's JSON output."""
+    """The schema of the decomposer's JSON output.
+
+    ``find_first`` (optional) describes the hidden entity a bridge question is about
+    ("the director of Inception"); the built-in prompt asks for it before the list.
+    """
 
     sub_questions: list[str]
+    find_first: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _aliases(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "sub_questions" not in data:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "sub_questions" not in data:
             for key in ("subquestions", "sub-questions", "questions", "subQuestions"):
                 if key in data:
-                    return {"sub_questions": data[key]}
+                    data["sub_questions"] = data.pop(key)
+                    break
+        ff = data.get("find_first")
+        data["find_first"] = ff.strip() if isinstance(ff, str) and ff.strip() else None
         return data
 
     @field_validator("sub_questions", mode="before")
@@ -94,7 +174,11 @@ class Decomposer:
 
     ``prompt`` is a name, path, mapping or :class:`PromptTemplate` with variables
     ``question`` and ``max_sub_questions`` (default ``decompose``). ``reask`` allows one
-    more call with the parse error when the output cannot be repaired.
+    more call with the parse error when the output cannot be repaired. With
+    ``bridge_question``, a ``find_first`` entity that no sub-question asks about becomes
+    the first sub-question ("Who or what is <find_first>?"): small models name the
+    hidden bridge entity reliably but often copy the whole question as the only
+    sub-question.
     """
 
     def __init__(
@@ -106,6 +190,7 @@ class Decomposer:
         max_tokens: int = 200,
         temperature: float = 0.0,
         reask: bool = True,
+        bridge_question: bool = True,
         concurrency: int = 4,
     ) -> None:
         if max_sub_questions < 1:
@@ -116,6 +201,7 @@ class Decomposer:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.reask = reask
+        self.bridge_question = bridge_question
         self.concurrency = concurrency
 
     def _parse(self, text: str, continuation: str, step: Step) -> list[str]:
@@ -124,18 +210,38 @@ class Decomposer:
             repaired = False
         except json.JSONDecodeError:
             repaired = True
+        salvaged = False
+        find_first: str | None = None
         try:
             parsed = parse_model(text, SubQuestions, list_field="sub_questions")
+            found, find_first = parsed.sub_questions, parsed.find_first
         except ParseError as first:
-            if continuation == text:
-                raise
             # The model may have ignored the prefill and written the whole object itself.
             try:
+                if continuation == text:
+                    raise
                 parsed = parse_model(continuation, SubQuestions, list_field="sub_questions")
+                found, find_first = parsed.sub_questions, parsed.find_first
             except ParseError:
-                raise first from None
-        subs = unique(parsed.sub_questions)[: self.max_sub_questions]
-        step.output = {"sub_questions": subs, "repaired": repaired}
+                # Last resort: the quoted questions of an otherwise broken JSON text.
+                found = unique(_unescape(q) for q in _QUOTED_QUESTION_RE.findall(text))
+                if not found:
+                    raise first from None
+                salvaged = True
+        subs = unique(found)
+        added = None
+        if find_first and self.bridge_question:
+            added = _bridge_question(find_first, subs)
+            if added:
+                subs.insert(0, added)
+        subs = subs[: self.max_sub_questions]
+        step.output = {
+            "sub_questions": subs,
+            "find_first": find_first,
+            "added_bridge_question": added,
+            "repaired": repaired,
+            "salvaged": salvaged,
+        }
         return subs
 
     async def adecompose(self, question: str) -> Decomposition:

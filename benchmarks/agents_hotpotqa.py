@@ -1,0 +1,329 @@
+"""Agentic multi-hop retrieval on HotpotQA dev (distractor, 500 questions, full pool).
+
+All 4,858 paragraphs are indexed with BM25 (title + text, English stemming and
+stopwords); the queries are the questions. Support recall@k = both supporting
+paragraphs are in the top k. Systems:
+
+  a  single-query BM25
+  b  (a) + FIRST rerank of its top 20
+  c0 decompose + per-sub-question BM25 + RRF (no rerank; diagnostic, not in the default set)
+  c  decompose + per-sub-question BM25 + RRF + FIRST rerank (pool 20)
+  d  MultiHopAgent (JSON action protocol, BM25 tool)
+
+Reported: support recall@2/5/10, MRR@10 (first supporting paragraph), answer EM/F1 for
+b–d (Answerer short mode on the top-5 evidence; d also its own answer), seconds and
+tokens per question (system / answering).
+
+``--multihop-rag`` instead decomposes the MultiHop-RAG queries and reports the fraction
+that yield at least 2 well-formed sub-questions.
+
+    .venv/bin/python benchmarks/agents_hotpotqa.py --limit 100 --model qwen2.5-coder-1.5b
+    .venv/bin/python benchmarks/agents_hotpotqa.py --multihop-rag --limit 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hoprank.agents import (  # noqa: E402
+    Answerer,
+    Budget,
+    Decomposer,
+    DecomposeRetrieveRerank,
+    MultiHopAgent,
+)
+from hoprank.agents._common import norm_query  # noqa: E402
+from hoprank.evals.metrics import exact_match, f1_score, mrr_at, support_recall_at  # noqa: E402
+from hoprank.tools.bm25 import BM25Retriever  # noqa: E402
+from hoprank.tools.corpus import load_corpus  # noqa: E402
+from hoprank.types import Document, Usage  # noqa: E402
+
+log = logging.getLogger("agents_hotpotqa")
+DATA = ROOT.parent / "shared" / "datasets"
+CUTS = (2, 5, 10)
+
+
+def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rows.append(json.loads(line))
+                if limit is not None and len(rows) >= limit:
+                    break
+    return rows
+
+
+def _retrieval_metrics(ranked: list[str], gold: list[str]) -> dict[str, float]:
+    out = {f"R@{k}": support_recall_at(ranked, gold, k) for k in CUTS}
+    out["MRR@10"] = mrr_at(ranked, dict.fromkeys(gold, 1), 10)
+    return out
+
+
+def _record(
+    system: str, q: dict[str, Any], ranked: list[Document], usage: Usage, seconds: float
+) -> dict[str, Any]:
+    ids = [d.id for d in ranked]
+    return {
+        "system": system,
+        "qid": q["id"],
+        "ranked": ids[:20],
+        **_retrieval_metrics(ids, q["supporting"]),
+        "seconds": seconds,
+        "tokens": usage.total_tokens,
+        "llm_calls": usage.llm_calls,
+    }
+
+
+async def _answer(
+    answerer: Answerer, q: dict[str, Any], evidence: list[Document], rec: dict[str, Any]
+) -> None:
+    t0 = time.perf_counter()
+    ans = await answerer.aanswer(q["text"], evidence[:5])
+    rec["answer"] = ans.answer
+    rec["EM"] = exact_match(ans.answer, q["answers"])
+    rec["F1"] = f1_score(ans.answer, q["answers"])
+    rec["ans_seconds"] = time.perf_counter() - t0
+    rec["ans_tokens"] = ans.usage.total_tokens
+
+
+async def run_hotpotqa(args: argparse.Namespace) -> list[dict[str, Any]]:
+    folder = Path(args.data) / "hotpotqa-dev-distractor-500"
+    docs = load_corpus(folder / "corpus.jsonl")
+    t0 = time.perf_counter()
+    bm25 = BM25Retriever.from_documents(docs, stemmer="english", stopwords="en")
+    log.info("indexed %d paragraphs in %.1f s", len(docs), time.perf_counter() - t0)
+    queries = _read_jsonl(folder / "queries.jsonl", args.limit)
+    systems = set(args.systems.split(","))
+
+    engine = ranker = None
+    if systems - {"a"}:
+        from hoprank.llm import load_engine
+        from hoprank.rankers import make_ranker
+
+        engine = load_engine(args.model, threads=args.threads)
+        if systems & {"b", "c"}:
+            ranker = make_ranker("first", engine)
+    answerer = Answerer(engine, mode="short") if engine is not None and not args.no_answer else None
+    decomposer = Decomposer(engine) if engine is not None else None
+    pipe_c = (
+        DecomposeRetrieveRerank(
+            bm25, decomposer=decomposer, ranker=ranker, k=args.depth, pool_depth=args.depth, top_k=10
+        )
+        if "c" in systems
+        else None
+    )
+    pipe_c0 = (
+        DecomposeRetrieveRerank(bm25, decomposer=decomposer, k=args.depth, top_k=10)
+        if "c0" in systems
+        else None
+    )
+    agent = (
+        MultiHopAgent(engine, bm25, budget=Budget(max_steps=args.agent_steps), k=args.agent_k)
+        if "d" in systems and engine is not None
+        else None
+    )
+
+    records: list[dict[str, Any]] = []
+    for i, q in enumerate(queries, 1):
+        question = q["text"]
+        t0 = time.perf_counter()
+        first = await bm25.search(question, max(args.depth, 10))
+        t_bm25 = time.perf_counter() - t0
+        if "a" in systems:
+            records.append(_record("a", q, first, Usage(), t_bm25))
+        if "b" in systems and ranker is not None:
+            t0 = time.perf_counter()
+            rk = await ranker.arank(question, first[: args.depth])
+            ranked = list(rk.documents) + first[args.depth :]
+            rec = _record("b", q, ranked, rk.usage, t_bm25 + time.perf_counter() - t0)
+            rec["fallbacks"] = rk.fallbacks
+            if answerer is not None:
+                await _answer(answerer, q, ranked, rec)
+            records.append(rec)
+        for name, pipe in (("c0", pipe_c0), ("c", pipe_c)):
+            if pipe is None:
+                continue
+            t0 = time.perf_counter()
+            res = await pipe.arun(question)
+            rec = _record(name, q, res.ranked, res.usage, time.perf_counter() - t0)
+            rec["sub_questions"] = res.sub_questions
+            rec["decompose_fallback"] = res.fallback
+            if answerer is not None:
+                await _answer(answerer, q, res.ranked, rec)
+            records.append(rec)
+        if agent is not None:
+            t0 = time.perf_counter()
+            ares = await agent.arun(question)
+            rec = _record("d", q, ares.evidence, ares.usage, time.perf_counter() - t0)
+            rec.update(state=ares.state, steps=ares.steps, queries=ares.queries, agent_answer=ares.answer)
+            rec["agent_EM"] = exact_match(ares.answer or "", q["answers"])
+            rec["agent_F1"] = f1_score(ares.answer or "", q["answers"])
+            if answerer is not None:
+                await _answer(answerer, q, ares.evidence, rec)
+            records.append(rec)
+        done = [r for r in records if r["qid"] == q["id"]]
+        log.info(
+            "[%d/%d] %s",
+            i,
+            len(queries),
+            "  ".join(f"{r['system']}: R@5={r['R@5']:.0f} {r['seconds']:.1f}s" for r in done),
+        )
+    return records
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def hotpotqa_table(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    names = {
+        "a": "(a) BM25",
+        "b": f"(b) BM25 + FIRST top-{args.depth}",
+        "c0": "(c0) decompose + BM25 + RRF",
+        "c": "(c) decompose + BM25 + RRF + FIRST",
+        "d": f"(d) MultiHopAgent ({args.agent_steps} steps, k={args.agent_k})",
+    }
+    cols = ["R@2", "R@5", "R@10", "MRR@10", "EM", "F1", "seconds", "tokens", "ans_seconds", "ans_tokens"]
+    head = (
+        "| system | n | "
+        + " | ".join(c.replace("seconds", "s/q").replace("tokens", "tok/q") for c in cols)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
+    for s in ("a", "b", "c0", "c", "d"):
+        rows = [r for r in records if r["system"] == s]
+        if not rows:
+            continue
+        cells = []
+        for c in cols:
+            v = _mean(rows, c)
+            cells.append(
+                "–"
+                if v is None
+                else (f"{v:.0f}" if "tokens" in c else f"{v:.3f}" if c[0] in "REMF" else f"{v:.1f}")
+            )
+        lines.append(f"| {names[s]} | {len(rows)} | " + " | ".join(cells) + " |")
+    agent_rows = [r for r in records if r["system"] == "d"]
+    if agent_rows:
+        states = {
+            st: sum(r["state"] == st for r in agent_rows) for st in ("answered", "budget_exhausted", "failed")
+        }
+        lines.append("")
+        lines.append(
+            f"Agent: states {states}; own-answer EM {_mean(agent_rows, 'agent_EM'):.3f} "
+            f"F1 {_mean(agent_rows, 'agent_F1'):.3f}; mean steps {_mean(agent_rows, 'steps'):.2f}"
+        )
+    c_rows = [r for r in records if r["system"] in ("c", "c0")]
+    if c_rows:
+        nsub = statistics.fmean(len(r["sub_questions"]) for r in c_rows)
+        fb = sum(bool(r["decompose_fallback"]) for r in c_rows)
+        lines.append(f"Decomposition (c): mean {nsub:.2f} sub-questions, {fb}/{len(c_rows)} fallbacks")
+    return "\n".join(lines)
+
+
+def well_formed(sub: str, question: str) -> bool:
+    """A usable sub-question: at least 3 words, not the original question."""
+    return len(sub.split()) >= 3 and norm_query(sub) != norm_query(question)
+
+
+async def run_multihop_rag(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    from hoprank.llm import load_engine
+
+    queries = _read_jsonl(Path(args.data) / "multihop-rag-facts-500" / "queries.jsonl", args.limit)
+    decomposer = Decomposer(load_engine(args.model, threads=args.threads))
+    records = []
+    for i, q in enumerate(queries, 1):
+        t0 = time.perf_counter()
+        dec = await decomposer.adecompose(q["text"])
+        good = [s for s in dec.sub_questions if well_formed(s, q["text"])] if not dec.fallback else []
+        records.append(
+            {
+                "qid": q["id"],
+                "question_type": q.get("question_type"),
+                "sub_questions": dec.sub_questions,
+                "well_formed": len(good),
+                "ok": len(good) >= 2,
+                "fallback": dec.fallback,
+                "reasked": dec.reasked,
+                "seconds": time.perf_counter() - t0,
+                "tokens": dec.usage.total_tokens,
+            }
+        )
+        log.info("[%d/%d] %d well-formed sub-questions", i, len(queries), len(good))
+    n = len(records)
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_type.setdefault(str(r["question_type"]), []).append(r)
+    lines = [
+        "| question type | n | ≥2 well-formed | fallback | re-asked | mean subs | s/q | tok/q |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in [*sorted(by_type.items()), ("all", records)]:
+        lines.append(
+            f"| {name} | {len(rows)} | {statistics.fmean(r['ok'] for r in rows):.3f} | "
+            f"{sum(r['fallback'] for r in rows)} | {sum(r['reasked'] for r in rows)} | "
+            f"{statistics.fmean(len(r['sub_questions']) for r in rows):.2f} | "
+            f"{statistics.fmean(r['seconds'] for r in rows):.1f} | {statistics.fmean(r['tokens'] for r in rows):.0f} |"
+        )
+    return records, f"MultiHop-RAG decomposition ({args.model}, n={n})\n\n" + "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--limit", type=int, default=100, help="first N questions (default 100)")
+    ap.add_argument(
+        "--model", default="qwen2.5-coder-1.5b", help="engine spec (pack name, folder, openai:<model>)"
+    )
+    ap.add_argument("--systems", default="a,b,c,d", help="comma-separated subset of a,b,c0,c,d")
+    ap.add_argument("--depth", type=int, default=20, help="BM25 depth per query and rerank pool (default 20)")
+    ap.add_argument("--agent-steps", type=int, default=4)
+    ap.add_argument("--agent-k", type=int, default=5, help="documents per agent search")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-answer", action="store_true", help="skip answer EM/F1")
+    ap.add_argument(
+        "--multihop-rag", action="store_true", help="decomposition quality on MultiHop-RAG instead"
+    )
+    ap.add_argument("--data", default=str(DATA), help="shared datasets folder")
+    ap.add_argument(
+        "--out", default=None, help="write records (JSONL) and the table (.md) with this path prefix"
+    )
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    for noisy in ("httpx", "transformers", "hoprank"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    t0 = time.perf_counter()
+    if args.multihop_rag:
+        records, table = asyncio.run(run_multihop_rag(args))
+    else:
+        records = asyncio.run(run_hotpotqa(args))
+        table = (
+            f"HotpotQA dev distractor-500, full pool BM25, first {args.limit} questions, model {args.model}\n\n"
+            + hotpotqa_table(records, args)
+        )
+    table += f"\n\nTotal wall time {time.perf_counter() - t0:.0f} s."
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.with_suffix(".jsonl").open("w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""``hoprank decompose`` and ``hoprank ask``: the agent layer from the command line.
+
+``decompose`` prints the sub-questions of each question. ``ask`` answers a question over
+a JSONL corpus (``{"id", "text", "title"?}`` per line) indexed with BM25, either with
+the decompose-retrieve-rerank pipeline and the answerer (``--mode pipeline``) or with the
+iterative multi-hop agent (``--mode agent``).
+
+Exit codes: 0 ok, 2 bad input (unreadable corpus, invalid arguments), 1 engine failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hoprank.errors import ConfigError, DatasetError, HoprankError, InvalidInput, PromptError
+
+__all__ = ["register"]
+
+logger = logging.getLogger(__name__)
+
+EXIT_ENGINE, EXIT_INPUT = 1, 2
+_INPUT_ERRORS = (InvalidInput, ConfigError, DatasetError, PromptError)
+
+
+def _engine(model: str | None, base_url: str | None, api_key_env: str, threads: int | None) -> Any:
+    from hoprank.llm import load_engine
+    from hoprank.llm.packs import DEFAULT_MODEL
+
+    spec = model or DEFAULT_MODEL
+    kwargs: dict[str, Any] = {}
+    if base_url and not spec.startswith("openai:"):
+        spec = f"openai:{spec}"
+    if spec.startswith("openai:"):
+        if base_url:
+            kwargs["base_url"] = base_url
+        key = os.environ.get(api_key_env)
+        if key:
+            kwargs["api_key"] = key
+    elif threads:
+        kwargs["threads"] = threads
+    return load_engine(spec, **kwargs)
+
+
+def _fail(exc: HoprankError) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(EXIT_INPUT if isinstance(exc, _INPUT_ERRORS) else EXIT_ENGINE)
+
+
+def decompose_cmd(
+    questions: list[str] = typer.Argument(..., help="One or more questions."),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Engine spec: a pack name, a folder, openai:<model>."
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible endpoint (implies openai:<model>)."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="Env var holding the endpoint's key."
+    ),
+    max_sub_questions: int = typer.Option(
+        4, "--max-sub-questions", min=1, help="At most this many sub-questions."
+    ),
+    prompt: str | None = typer.Option(None, "--prompt", help="Prompt name@version or YAML path."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per question, with the trace."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for a local model."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+) -> None:
+    """Split questions into sub-questions."""
+    from hoprank.agents import Decomposer
+
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        decomposer = Decomposer(
+            _engine(model, base_url, api_key_env, threads), prompt=prompt, max_sub_questions=max_sub_questions
+        )
+        results = asyncio.run(decomposer.adecompose_many(questions))
+    except HoprankError as e:
+        raise _fail(e) from e
+    for dec in results:
+        if as_json:
+            typer.echo(dec.model_dump_json())
+            continue
+        typer.echo(dec.question)
+        for i, sq in enumerate(dec.sub_questions, 1):
+            typer.echo(f"  {i}. {sq}")
+        if dec.fallback:
+            typer.echo("  (fallback: the model's output could not be parsed)")
+
+
+async def _ask(
+    question: str,
+    *,
+    engine: Any,
+    corpus: Path,
+    mode: str,
+    ranker_name: str,
+    k: int,
+    top_k: int,
+    max_steps: int,
+    short: bool,
+) -> dict[str, Any]:
+    from hoprank.agents import Answerer, Budget, Decomposer, DecomposeRetrieveRerank, MultiHopAgent
+    from hoprank.tools.bm25 import BM25Retriever
+
+    retriever = await asyncio.to_thread(BM25Retriever.from_jsonl, corpus)
+    ranker = None
+    if ranker_name != "none":
+        from hoprank.rankers import make_ranker
+
+        ranker = make_ranker(ranker_name, engine=engine)
+    answerer = Answerer(engine, mode="short" if short else "long")
+    out: dict[str, Any] = {"question": question, "mode": mode}
+    if mode == "agent":
+        agent = MultiHopAgent(engine, retriever, budget=Budget(max_steps=max_steps), k=k, ranker=ranker)
+        res = await agent.arun(question)
+        out["agent"] = json.loads(res.model_dump_json())
+        evidence = res.evidence[:top_k]
+        if res.state == "answered" and res.answer:
+            out["answer"], out["citations"] = res.answer, res.citations
+        else:
+            ans = await answerer.aanswer(question, evidence)
+            out["answer"], out["citations"] = ans.answer, ans.citations
+            out["answerer"] = json.loads(ans.model_dump_json())
+    else:
+        pipe = DecomposeRetrieveRerank(
+            retriever,
+            decomposer=Decomposer(engine),
+            ranker=ranker,
+            k=k,
+            pool_depth=max(20, top_k),
+            top_k=top_k,
+        )
+        pres = await pipe.arun(question)
+        evidence = pres.evidence
+        ans = await answerer.aanswer(question, evidence)
+        out["pipeline"] = json.loads(pres.model_dump_json())
+        out["answerer"] = json.loads(ans.model_dump_json())
+        out["answer"], out["citations"] = ans.answer, ans.citations
+    out["evidence"] = [{"id": d.id, "title": d.title, "score": d.score} for d in evidence]
+    return out
+
+
+def ask_cmd(
+    question: str = typer.Argument(..., help="The question."),
+    corpus: Path = typer.Option(..., "--corpus", "-c", help="JSONL corpus: {id, text, title?} per line."),
+    mode: str = typer.Option(
+        "pipeline", "--mode", help="pipeline (decompose, retrieve, rerank, answer) or agent."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Engine spec: a pack name, a folder, openai:<model>."
+    ),
+    base_url: str | None = typer.Option(
+        None, "--base-url", help="OpenAI-compatible endpoint (implies openai:<model>)."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY", "--api-key-env", help="Env var holding the endpoint's key."
+    ),
+    ranker: str = typer.Option("none", "--ranker", "-r", help="none, first, rankgpt, pointwise, icr."),
+    k: int = typer.Option(10, "--k", min=1, help="Documents retrieved per query."),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="Evidence passages given to the answerer."),
+    max_steps: int = typer.Option(4, "--max-steps", min=1, help="Agent step budget (--mode agent)."),
+    short: bool = typer.Option(False, "--short", help="A few-words answer."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result (with traces) as JSON."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for a local model."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+) -> None:
+    """Answer a question over a JSONL corpus with cited passages."""
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if mode not in ("pipeline", "agent"):
+            raise InvalidInput(f"--mode must be 'pipeline' or 'agent', got {mode!r}")
+        if not corpus.is_file():
+            raise DatasetError(f"corpus file not found: {corpus}")
+        engine = _engine(model, base_url, api_key_env, threads)
+        out = asyncio.run(
+            _ask(
+                question,
+                engine=engine,
+                corpus=corpus,
+                mode=mode,
+                ranker_name=ranker,
+                k=k,
+                top_k=top_k,
+                max_steps=max_steps,
+                short=short,
+            )
+        )
+    except HoprankError as e:
+        raise _fail(e) from e
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    typer.echo(f"Answer: {out['answer']}")
+    typer.echo(f"Citations: {', '.join(out['citations']) or '(none)'}")
+    for ev in out["evidence"]:
+        typer.echo(f"  [{ev['id']}] {ev['title'] or ''}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``decompose`` and ``ask`` to the ``hoprank`` CLI."""
+    app.command("decompose")(decompose_cmd)
+    app.command("ask")(ask_cmd)
