@@ -35,7 +35,7 @@ def hotpot(datasets_dir: Path) -> tuple[Any, list[dict[str, Any]]]:
     folder = datasets_dir / "hotpotqa-dev-distractor-500"
     bm25 = BM25Retriever.from_jsonl(folder / "corpus.jsonl")
     with (folder / "queries.jsonl").open(encoding="utf-8") as f:
-        queries = [json.loads(line) for _, line in zip(range(3), f)]
+        queries = [json.loads(line) for _, line in zip(range(3), f, strict=False)]
     return bm25, queries
 
 
