@@ -105,8 +105,9 @@ def paired_tests(
 ) -> dict[str, float | None]:
     """Two-sided paired tests of ``b`` against ``a``: permutation, Wilcoxon, t-test.
 
-    p-values are None where a test is undefined (fewer than 2 pairs; Wilcoxon and t-test
-    when every difference is zero, where the permutation test gives 1.0).
+    p-values are None where a test is undefined: fewer than 2 pairs; Wilcoxon and t-test
+    when every difference is zero (the permutation test gives 1.0); the t-test when every
+    difference is the same.
     """
     import numpy as np
     from scipy import stats
@@ -132,7 +133,8 @@ def paired_tests(
         out.update(wilcoxon=None, ttest=None)
         return out
     out["wilcoxon"] = _finite(stats.wilcoxon(x, y).pvalue)
-    out["ttest"] = _finite(stats.ttest_rel(x, y).pvalue)
+    # the t statistic is undefined when every difference is the same
+    out["ttest"] = None if np.ptp(x - y) == 0 else _finite(stats.ttest_rel(x, y).pvalue)
     return out
 
 

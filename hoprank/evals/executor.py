@@ -43,12 +43,18 @@ async def rank_items(
     sem = asyncio.Semaphore(concurrency)
     records: list[dict[str, Any]] = []
 
+    failed = False
+
     async def one(item: Item) -> None:
+        nonlocal failed
         qid, text, docs = item
         async with sem:
+            if failed:  # no new query starts after a failure
+                return
             try:
                 ranking = await ranker.arank(text, docs, top_k=top_k)
             except Exception as e:
+                failed = True
                 if hasattr(e, "add_note"):
                     e.add_note(f"(while ranking query {qid!r})")
                 logger.error("query %s failed: %s: %s", qid, type(e).__name__, e)

@@ -1,0 +1,243 @@
+"""The experiment runner: outputs, resume after SIGKILL, cache, failures, Ray = local."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hoprank.errors import ConfigError, EngineError
+from hoprank.evals import ExperimentConfig, run_experiment
+from hoprank.llm.scripted import ScriptedEngine
+from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.types import Document
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class ByLength(BaseRanker):
+    """Deterministic non-trivial order: shortest passage first (ties by id); optional delay."""
+
+    name = "by-length"
+
+    def __init__(self, delay: float = 0.0, fail_on: str | None = None) -> None:
+        self.delay = delay
+        self.fail_on = fail_on
+
+    async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail_on is not None and query == self.fail_on:
+            raise EngineError("scripted failure")
+        return RankerOutput(sorted(docs, key=lambda d: (len(d.text), d.id)))
+
+
+def _dl19(datasets_dir: Path, **kw: Any) -> ExperimentConfig:
+    base: dict[str, Any] = {
+        "dataset": str(datasets_dir / "trec-dl-2019-passage"),
+        "ranker": "by-length",
+        "depth": 30,
+    }
+    return ExperimentConfig(**{**base, **kw})
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_run_folder_outputs(datasets_dir: Path, tmp_path: Path) -> None:
+    cfg = _dl19(datasets_dir, limit=8, name="len")
+    res = run_experiment(cfg, tmp_path / "run", ranker=ByLength(), cache=False, progress=False)
+    d = res.run_dir
+    for f in ("manifest.json", "results.jsonl", "run.trec", "traces.jsonl", "metrics.json", "report.md"):
+        assert (d / f).is_file(), f
+    for png in ("metrics.png", "quality_latency.png"):
+        data = (d / png).read_bytes()
+        assert data[:8] == PNG_MAGIC
+        import matplotlib.image
+
+        assert matplotlib.image.imread(str(d / png)).shape[2] in (3, 4)
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["n_queries"] == 8 and len(m["per_query"]) == 8
+    assert round(m["first_stage"]["ndcg@10"], 6) != round(m["aggregate"]["ndcg@10"], 6)
+    trec = (d / "run.trec").read_text().splitlines()
+    assert len(trec) == 8 * 30 and trec[0].split()[1:] and trec[0].split()[5] == "len"
+    # run.trec scored by pytrec_eval gives the runner's own nDCG@10
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    from hoprank.evals import load_dataset, read_run
+
+    ds = load_dataset(cfg.dataset)
+    run = {q: dict(h) for q, h in read_run(d / "run.trec").items()}
+    ref = pytrec_eval.RelevanceEvaluator(ds.qrels, {"ndcg_cut.10"}).evaluate(run)
+    assert sum(v["ndcg_cut_10"] for v in ref.values()) / 8 == pytest.approx(m["aggregate"]["ndcg@10"])
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["status"] == "complete" and man["fingerprint"] == cfg.fingerprint
+    assert man["dataset"]["hash"] == ds.content_hash and man["environment"]["python"]
+    assert man["attempts"][0]["pending"] == 8 and man["queries"]["n"] == 8
+    report = (d / "report.md").read_text()
+    assert "| ndcg@10 |" in report and "![metrics.png](metrics.png)" in report
+
+
+def test_refuses_a_folder_of_another_experiment(datasets_dir: Path, tmp_path: Path) -> None:
+    run_experiment(_dl19(datasets_dir, limit=2), tmp_path, ranker=ByLength(), cache=False, progress=False)
+    with pytest.raises(ConfigError, match="different experiment"):
+        run_experiment(_dl19(datasets_dir, limit=2, depth=10), tmp_path, ranker=ByLength(), cache=False)
+    res = run_experiment(
+        _dl19(datasets_dir, limit=2, depth=10), tmp_path, ranker=ByLength(), cache=False, overwrite=True
+    )
+    assert res.executed == 2 and res.resumed == 0
+    # same experiment, other concurrency: resumes (nothing to do)
+    res = run_experiment(
+        _dl19(datasets_dir, limit=2, depth=10, concurrency=3), tmp_path, ranker=ByLength(), cache=False
+    )
+    assert res.executed == 0 and res.resumed == 2
+
+
+def test_failure_keeps_finished_queries_and_resumes(datasets_dir: Path, tmp_path: Path) -> None:
+    cfg = _dl19(datasets_dir, limit=6)
+    from hoprank.evals import load_dataset
+
+    ds = load_dataset(cfg.dataset)
+    fourth = list(ds.queries.values())[3].text
+    with pytest.raises(EngineError, match="scripted failure"):
+        run_experiment(cfg, tmp_path, ranker=ByLength(fail_on=fourth), cache=False, progress=False)
+    assert len(_lines(tmp_path / "results.jsonl")) == 3
+    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "failed"
+    res = run_experiment(cfg, tmp_path, ranker=ByLength(), cache=False, progress=False)
+    assert (res.resumed, res.executed) == (3, 3)
+    assert len({r["qid"] for r in _lines(tmp_path / "results.jsonl")}) == 6
+
+
+_CHILD = """
+import asyncio, sys
+sys.path.insert(0, {tests!r})
+from test_evals_runner import ByLength, _dl19
+from pathlib import Path
+from hoprank.evals import run_experiment
+cfg = _dl19(Path({datasets!r}), concurrency=2)
+run_experiment(cfg, {out!r}, ranker=ByLength(delay=0.15), cache=False, progress=False)
+"""
+
+
+def test_resume_after_sigkill(datasets_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    script = _CHILD.format(tests=str(Path(__file__).parent), datasets=str(datasets_dir), out=str(out))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if results.exists() and results.read_text().count("\n") >= 10:
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"child exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done_before = len(_lines(results))
+    assert 10 <= done_before < 43, done_before
+    assert not (out / "metrics.json").exists()
+    # a kill in the middle of a write leaves a torn last line: simulate one on top
+    with open(results, "a") as f:
+        f.write('{"qid": "1133167", "ranked": [["123", nu')
+    res = run_experiment(_dl19(datasets_dir), out, ranker=ByLength(), cache=False, progress=False)
+    assert res.resumed == done_before and res.executed == 43 - done_before
+    lines = _lines(results)  # also proves the torn line was removed (json.loads of every line)
+    assert len(lines) == 43 and len({r["qid"] for r in lines}) == 43
+    man = json.loads((out / "manifest.json").read_text())
+    assert len(man["attempts"]) == 2 and man["status"] == "complete"
+    # identical metrics to an uninterrupted run
+    ref = run_experiment(
+        _dl19(datasets_dir), tmp_path / "ref", ranker=ByLength(), cache=False, progress=False
+    )
+    assert res.per_query == ref.per_query and res.metrics == ref.metrics
+    assert (out / "run.trec").read_text() == (tmp_path / "ref" / "run.trec").read_text()
+
+
+def _rankgpt_script(messages: Any) -> str:
+    return "[2] > [1] > [3]"
+
+
+def test_cache_makes_a_rerun_free(tmp_path: Path) -> None:
+    """RankGPT on a scripted engine: a second run into a new folder makes no engine calls."""
+    cfg = ExperimentConfig(
+        dataset="sample-dl19", ranker="rankgpt", depth=6, ranker_params={"window": 3, "step": 2}
+    )
+
+    def run(out: str) -> tuple[ScriptedEngine, Any]:
+        eng = ScriptedEngine(_rankgpt_script)
+        res = run_experiment(cfg, tmp_path / out, engine=eng, cache=tmp_path / "cache", progress=False)
+        return eng, res
+
+    e1, r1 = run("a")
+    assert len(e1.calls) > 0
+    e2, r2 = run("b")
+    assert e2.calls == [] and r2.metrics == r1.metrics
+    man = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert man["cache"]["misses"] == 0 and man["cache"]["hits"] == len(e1.calls)
+    assert man["engine"] == {"engine": "scripted", "name": "scripted"}
+    assert man["prompt"]["ref"].startswith("rankgpt@")
+    assert (tmp_path / "a" / "run.trec").read_text() == (tmp_path / "b" / "run.trec").read_text()
+
+
+@pytest.mark.slow
+def test_real_model_run_on_the_shipped_sample(tmp_path: Path, smollm2_engine: Any) -> None:
+    """SmolLM2 pointwise over the shipped DL19 sample (plumbing: no quality asserted)."""
+    cfg = ExperimentConfig(dataset="sample-dl19", ranker="pointwise", model="smollm2-135m", depth=5, limit=2)
+    res = run_experiment(cfg, tmp_path / "a", engine=smollm2_engine, cache=tmp_path / "c", progress=False)
+    man = res.manifest
+    assert man["model_sha256"] == smollm2_engine.describe()["gguf_sha256"]
+    assert man["prompt"]["name"] == "pointwise"
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert m["usage"]["llm_calls"] >= 10 and m["latency"]["mean_s"] > 0  # 5 passages x 2 queries
+    traces = _lines(tmp_path / "a" / "traces.jsonl")
+    assert [t["qid"] for t in traces] == ["130510", "405717"] and all(t["trace"] for t in traces)
+    again = run_experiment(cfg, tmp_path / "b", engine=smollm2_engine, cache=tmp_path / "c", progress=False)
+    assert again.manifest["cache"]["misses"] == 0 and again.per_query == res.per_query
+
+
+def test_ray_executor_equals_local(datasets_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    import ray
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # ship ByLength to the workers
+    cfg = _dl19(datasets_dir, limit=12, concurrency=2)
+    local = run_experiment(cfg, tmp_path / "local", ranker=ByLength(), cache=False, progress=False)
+    remote = run_experiment(
+        cfg.model_copy(update={"executor": "ray"}),
+        tmp_path / "ray",
+        ranker=ByLength(),
+        cache=False,
+        progress=False,
+        ray_num_cpus=2,
+    )
+    assert not ray.is_initialized()  # the executor shut down the instance it started
+    assert remote.per_query == local.per_query and remote.metrics == local.metrics
+    assert (tmp_path / "ray" / "run.trec").read_text() == (tmp_path / "local" / "run.trec").read_text()
+    assert len(_lines(tmp_path / "ray" / "results.jsonl")) == 12
+    # config-built rankers in the workers (identity): same as local identity
+    ident = ExperimentConfig(dataset="sample-dl19", ranker="identity", depth=20)
+    a = run_experiment(ident, tmp_path / "il", cache=False, progress=False)
+    b = run_experiment(
+        ident.model_copy(update={"executor": "ray"}), tmp_path / "ir", cache=False, ray_num_cpus=2
+    )
+    assert a.metrics == b.metrics == a.first_stage_metrics
+
+
+def test_invalid_configs(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown metric"):
+        ExperimentConfig(dataset="sample-dl19", metrics=["bleu@4"])
+    with pytest.raises(ValueError):
+        ExperimentConfig(dataset="sample-dl19", depth=0)
+    with pytest.raises(ConfigError, match="needs an engine"):
+        run_experiment(ExperimentConfig(dataset="sample-dl19", ranker="rankgpt"), tmp_path, cache=False)
