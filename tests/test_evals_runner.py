@@ -241,3 +241,23 @@ def test_invalid_configs(tmp_path: Path) -> None:
         ExperimentConfig(dataset="sample-dl19", depth=0)
     with pytest.raises(ConfigError, match="needs an engine"):
         run_experiment(ExperimentConfig(dataset="sample-dl19", ranker="rankgpt"), tmp_path, cache=False)
+
+
+def test_retriever_and_run_file_first_stages(tmp_path: Path) -> None:
+    """``retriever:bm25`` indexes the corpus; a TREC file path is read as the first stage."""
+    from hoprank.evals import load_dataset
+    from hoprank.tools.bm25 import BM25Retriever
+
+    cfg = ExperimentConfig(dataset="sample-hotpotqa", first_stage="retriever:bm25", depth=5)
+    res = run_experiment(cfg, tmp_path / "bm25", cache=False, progress=False)
+    ds = load_dataset("sample-hotpotqa")
+    bm25 = BM25Retriever.from_documents(list(ds.corpus.values()))
+    results = {r["qid"]: [d for d, _ in r["ranked"]] for r in _lines(tmp_path / "bm25" / "results.jsonl")}
+    for qid, q in ds.queries.items():
+        assert results[qid] == [d.id for d in bm25.search_sync(q.text, k=5)]
+    assert "support_recall@5" in res.metrics and res.n_queries == 5
+    from_file = ExperimentConfig(
+        dataset="sample-hotpotqa", first_stage=str(tmp_path / "bm25" / "run.trec"), depth=5
+    )
+    again = run_experiment(from_file, tmp_path / "file", cache=False, progress=False)
+    assert again.metrics == res.metrics
