@@ -6,8 +6,10 @@ import math
 import random
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+from rank_data import dl19_query, handcrafted
 
 from hoprank.errors import CapabilityMissing, ConfigError
 from hoprank.llm.base import Capability, Message
@@ -128,3 +130,35 @@ def test_capabilities_and_label_limits() -> None:
     assert isinstance(ranker, FIRST) and ranker.prefill == ""
     ranker.rank("q", make_docs(3))
     assert no_prefill.calls[0]["prefill"] == ""
+
+
+# ----------------------------------------------------------------------------- real models
+
+
+@pytest.mark.slow
+async def test_first_on_smollm2_dl19(smollm2_engine: object, datasets_dir: Path) -> None:
+    query, docs = dl19_query(datasets_dir, k=20)
+    ranker = FIRST(smollm2_engine, window=10, step=5, max_passage_tokens=32)  # type: ignore[arg-type]
+    ranking = await ranker.arank(query, docs)
+    assert sorted(ranking.ids) == sorted(d.id for d in docs)
+    assert len(ranking.trace) == 3
+    for s in ranking.trace:
+        assert s.output["missing"] == [] and not s.fallback
+        probs = [math.exp(v) for v in s.output["scores"].values()]
+        assert math.isclose(sum(probs), 1.0, abs_tol=1e-3)  # renormalised over the 10 labels
+        assert max(probs) - min(probs) > 1e-3  # real logits, not a constant
+        assert s.output["raw_top"]
+    assert ranking.usage.completion_tokens == 0 and ranking.usage.llm_calls == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("position", [0, 6])
+async def test_first_finds_the_relevant_passage_on_qwen05(qwen05_engine: object, position: int) -> None:
+    """Qwen2.5-Coder-0.5B's label distribution carries a strong position prior (plain
+    FIRST ranks this passage anywhere from 1st to 7th depending on where it sits), so
+    the test uses full rotation debiasing (``shifts`` = window size): every passage is
+    shown at every position and its scores are averaged."""
+    query, docs, relevant = handcrafted(position)
+    ranking = await FIRST(qwen05_engine, window=10, shifts=len(docs)).arank(query, docs)  # type: ignore[arg-type]
+    assert ranking.ids.index(relevant) < 3, ranking.trace[0].output["doc_scores"]
+    assert ranking.usage.llm_calls == len(docs)

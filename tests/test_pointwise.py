@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+from rank_data import dl19_query, handcrafted
 
 from hoprank.errors import CapabilityMissing, PromptError
 from hoprank.llm.base import LogprobRequest, Message, TokenLogprobs
@@ -80,3 +83,26 @@ def test_validation() -> None:
     with pytest.raises(PromptError):
         PointwiseLLM(ScriptedEngine(logprobs_fn=judge), prompt="rankgpt")
     assert isinstance(make_ranker("pointwise", ScriptedEngine(logprobs_fn=judge)), PointwiseLLM)
+
+
+# ----------------------------------------------------------------------------- real models
+
+
+@pytest.mark.slow
+async def test_pointwise_on_smollm2_dl19(smollm2_engine: object, datasets_dir: Path) -> None:
+    query, docs = dl19_query(datasets_dir, k=20)
+    ranking = await PointwiseLLM(smollm2_engine, max_passage_tokens=48).arank(query, docs)  # type: ignore[arg-type]
+    assert sorted(ranking.ids) == sorted(d.id for d in docs)
+    scores = [d.score for d in ranking.documents]
+    assert all(s is not None and math.isfinite(s) for s in scores)
+    assert scores == sorted(scores, reverse=True)  # type: ignore[type-var]
+    assert len(set(scores)) > 1
+    assert len(ranking.trace) == 2 and ranking.usage.llm_calls == 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("position", [0, 6])
+async def test_pointwise_finds_the_relevant_passage_on_qwen05(qwen05_engine: object, position: int) -> None:
+    query, docs, relevant = handcrafted(position)
+    ranking = await PointwiseLLM(qwen05_engine).arank(query, docs)  # type: ignore[arg-type]
+    assert ranking.ids.index(relevant) < 3, [(d.id, d.score) for d in ranking.documents]

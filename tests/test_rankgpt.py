@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from rank_data import dl19_query
 
 from hoprank.errors import CapabilityMissing, ContextOverflow, EngineError, PromptError
 from hoprank.llm.base import Capability, Message
@@ -167,3 +168,23 @@ def test_sync_facade_top_k_and_factory() -> None:
     assert isinstance(r, RankGPT)
     ranking = r.rank("q", make_docs(9), top_k=3)
     assert [rel(d) for d in ranking.documents] == [8, 7, 6]
+
+
+# ----------------------------------------------------------------------------- real model
+
+
+@pytest.mark.slow
+async def test_rankgpt_on_smollm2_dl19(smollm2_engine: object, datasets_dir: Path) -> None:
+    """Plumbing on a real model and real data: SmolLM2 follows the format badly, so only
+    the invariants are asserted (valid permutation, a trace step per window)."""
+    query, docs = dl19_query(datasets_dir, k=20)
+    ranker = RankGPT(smollm2_engine, window=10, step=5, max_passage_tokens=24, max_new_tokens=16)  # type: ignore[arg-type]
+    ranking = await ranker.arank(query, docs)
+    assert sorted(ranking.ids) == sorted(d.id for d in docs)
+    assert [(s.input["start"], s.input["end"]) for s in ranking.trace] == [(10, 20), (5, 15), (0, 10)]
+    for s in ranking.trace:
+        assert s.raw is not None and s.prompt == ranker.prompt.ref
+        assert 0 < s.input["prompt_tokens"] < smollm2_engine.context_window  # type: ignore[attr-defined]
+        assert s.usage.completion_tokens > 0
+        assert s.fallback == (not s.output["parsed"]["ok"])
+    assert ranking.usage.llm_calls == 3

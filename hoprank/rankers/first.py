@@ -15,8 +15,12 @@ after the scored ones, in their prior order, and listed in the trace step
 
 ``calibrate=True`` also scores the same prompt with the content-free query ``"N/A"``
 and ranks by ``log p(label | query) - log p(label | "N/A")`` (both renormalised): it
-removes the label/position prior a small model puts on every list. The two requests of
-a window are independent and are sent together with ``next_token_logprobs_batch``.
+removes the label/position prior a small model puts on every list. ``shifts=K`` shows
+each window in ``K`` evenly spaced rotations (the passage at position ``p`` moves to
+``p + j*n/K``) and averages each passage's renormalised (calibrated) label score over
+them, so no passage keeps a favoured position. All requests of a window are independent
+and are sent together with ``next_token_logprobs_batch``; with the defaults (no
+calibration, one ordering) it is one ``next_token_logprobs`` call per window.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from hoprank.errors import ConfigError
 from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
 from hoprank.prompts import PromptLike
 from hoprank.rankers.listwise import ListwiseRanker, require
@@ -91,6 +96,9 @@ class FIRST(ListwiseRanker):
         window, step, passes, focus_top_k: sliding-window parameters (window <= 26).
         max_passage_tokens: cap per passage in the engine's tokens.
         calibrate: subtract the label distribution of the content-free query "N/A".
+        shifts: present each window in this many evenly spaced rotations and average each
+            passage's (calibrated) score over them (position debiasing; ``shifts``
+            forwards per window, sent as one batch).
         neutralize: rewrite label-like patterns inside passages (``[B]`` -> ``B``).
     """
 
@@ -108,6 +116,7 @@ class FIRST(ListwiseRanker):
         focus_top_k: bool = True,
         max_passage_tokens: int = 100,
         calibrate: bool = False,
+        shifts: int = 1,
         neutralize: bool = True,
         prefill: str | None = None,
     ) -> None:
@@ -125,6 +134,9 @@ class FIRST(ListwiseRanker):
         )
         make_labels(window, "letters")  # ConfigError for windows > 26
         self.calibrate = calibrate
+        if shifts < 1:
+            raise ConfigError(f"shifts must be >= 1, got {shifts}")
+        self.shifts = shifts
         wanted = prefill if prefill is not None else str(self.prompt.params.get("prefill", "["))
         self.prefill = wanted if Capability.PREFILL in engine.capabilities else ""
 
@@ -136,33 +148,64 @@ class FIRST(ListwiseRanker):
             ]
         return list(await self.engine.next_token_logprobs_batch(requests))
 
+    def _orderings(self, n: int) -> list[list[int]]:
+        """The presentation orders of a window: ``shifts`` evenly spaced rotations."""
+        k = min(self.shifts, n)
+        return [[(i + (j * n) // k) % n for i in range(n)] for j in range(k)]
+
     async def _rank_window(
         self, query: str, docs: list[Document], span: WindowSpan
     ) -> tuple[list[int], Step]:
         labels = make_labels(len(docs), "letters")
-        wp = self.build_prompt(query, docs, labels, max_new_tokens=1, prefill=self.prefill)
-        requests = [LogprobRequest(messages=wp.messages, candidates=labels, prefill=self.prefill)]
-        if self.calibrate:
-            calib = self.build_prompt(CALIBRATION_QUERY, docs, labels, max_new_tokens=1, prefill=self.prefill)
-            requests.append(LogprobRequest(messages=calib.messages, candidates=labels, prefill=self.prefill))
-        step = self._step(span, docs, wp)
-        step.input.update({"prefill": self.prefill, "calibrate": self.calibrate})
+        orderings = self._orderings(len(docs))
+        requests: list[LogprobRequest] = []
+        first_prompt = None
+        for perm in orderings:
+            shown = [docs[i] for i in perm]
+            wp = self.build_prompt(query, shown, labels, max_new_tokens=1, prefill=self.prefill)
+            first_prompt = first_prompt or wp
+            requests.append(LogprobRequest(messages=wp.messages, candidates=labels, prefill=self.prefill))
+            if self.calibrate:
+                cal = self.build_prompt(
+                    CALIBRATION_QUERY, shown, labels, max_new_tokens=1, prefill=self.prefill
+                )
+                requests.append(
+                    LogprobRequest(messages=cal.messages, candidates=labels, prefill=self.prefill)
+                )
+        assert first_prompt is not None
+        step = self._step(span, docs, first_prompt)
+        step.input.update({"prefill": self.prefill, "calibrate": self.calibrate, "shifts": len(orderings)})
         with timed_step(step):
             results = await self._score(requests)
         usage = Usage()
         for r in results:
             usage = usage + r.usage
         step.usage = usage
-        ranked = rank_by_label_logprobs(
-            labels, results[0].logprobs, results[1].logprobs if self.calibrate else None
-        )
+        per_request = 2 if self.calibrate else 1
+        doc_scores: dict[int, list[float]] = {}
+        label_view: LabelScores | None = None
+        for j, perm in enumerate(orderings):
+            main = results[j * per_request]
+            base = results[j * per_request + 1] if self.calibrate else None
+            ranked = rank_by_label_logprobs(labels, main.logprobs, base.logprobs if base else None)
+            label_view = label_view or ranked
+            for pos, lab in enumerate(labels):
+                if lab in ranked.scores:
+                    doc_scores.setdefault(perm[pos], []).append(ranked.scores[lab])
+        mean = {i: sum(v) / len(v) for i, v in doc_scores.items()}
+        order = sorted(mean, key=lambda i: (-mean[i], i))
+        unscored = [i for i in range(len(docs)) if i not in mean]
+        order += unscored
+        assert label_view is not None
         step.output = {
-            "order": [docs[i].id for i in ranked.order],
-            "scores": {k: round(v, 4) for k, v in ranked.scores.items()},
-            "missing": ranked.missing,
+            "order": [docs[i].id for i in order],
+            "scores": {k: round(v, 4) for k, v in label_view.scores.items()},
+            "missing": label_view.missing,
+            "doc_scores": {docs[i].id: round(v, 4) for i, v in mean.items()},
+            "unscored": [docs[i].id for i in unscored],
             "raw_top": {k: round(v, 4) for k, v in list(results[0].raw_top.items())[:10]},
         }
-        if not ranked.scores:
+        if not mean:
             step.fallback = True
             step.error = "the engine returned no log-probability for any label; kept the prior order"
-        return ranked.order, step
+        return order, step
