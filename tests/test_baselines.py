@@ -75,3 +75,11 @@ async def test_cross_encoder_plumbing(tiny_cross_encoder: Path) -> None:
     direct = ranker._predict([("what query", d.text) for d in ds])
     assert sorted(direct, reverse=True) == pytest.approx(scores)
     assert r.trace[0].kind == "cross-encoder"
+
+
+def test_factory_builds_icr_lazily() -> None:
+    """``icr`` comes from hoprank.rankers.icr, imported on demand; it needs ATTENTION."""
+    from hoprank.errors import CapabilityMissing
+
+    with pytest.raises(CapabilityMissing):
+        make_ranker("icr", ScriptedEngine(["x"]))
