@@ -30,15 +30,28 @@ def _dl19(datasets_dir: Path, n: int) -> tuple[str, list[dict[str, str]]]:
 
 
 @pytest.mark.slow
-def test_rerank_round_trip_with_smollm2(datasets_dir: Path) -> None:
+def test_round_trip_with_smollm2(datasets_dir: Path, tmp_path: Path) -> None:
+    from hoprank.tools.bm25 import BM25Retriever
+
     query, docs = _dl19(datasets_dir, 6)
+    hotpot = datasets_dir / "hotpotqa-dev-distractor-500"
+    BM25Retriever.from_jsonl(hotpot / "corpus.jsonl").save(tmp_path / "idx")
+    question = next(map(json.loads, (hotpot / "queries.jsonl").open(encoding="utf-8")))["text"]
     params = {"first": {"max_passage_tokens": 60}, "pointwise": {"max_passage_tokens": 60}}
-    settings = ServerSettings(model="smollm2-135m", engine_options={"threads": 2}, ranker_params=params)
+    settings = ServerSettings(
+        model="smollm2-135m",
+        engine_options={"threads": 2},
+        ranker_params=params,
+        index_dir=tmp_path / "idx",
+        default_ranker="identity",  # /v1/ask: decompose + BM25 + answer (FIRST is covered above)
+        answer_max_tokens=48,
+        request_timeout_s=600,  # a shared CPU can be slow; this test is about the wiring
+    )
     app = create_app(settings)
     with live_server(app) as url, httpx.Client(base_url=url, timeout=300) as c:
         engine = app.state.hoprank.engine
-        assert engine is not None and c.get("/healthz").json()["default_ranker"] == "first"
-        body = {"model": "rerank-v3.5", "query": query, "documents": docs, "return_documents": True}
+        assert engine is not None and c.get("/healthz").json()["model"] == "smollm2-135m"
+        body = {"model": "hoprank-first", "query": query, "documents": docs, "return_documents": True}
         r = c.post("/v1/rerank", json=body)
         assert r.status_code == 200, r.text
         out = r.json()
@@ -65,4 +78,17 @@ def test_rerank_round_trip_with_smollm2(datasets_dir: Path) -> None:
         out = r.json()
         assert out["meta"]["score_kind"] == "ranker" and len(out["results"]) == 3
         assert out["meta"]["usage"]["llm_calls"] == 4
+
+        # decompose and ask on the same engine, over a real BM25 index of HotpotQA passages
+        r = c.post("/v1/decompose", json={"question": question})
+        assert r.status_code == 200, r.text
+        subs = r.json()["sub_questions"]
+        assert subs and all(isinstance(q, str) and q.strip() for q in subs)
+        assert r.json()["usage"]["llm_calls"] >= 1
+        r = c.post("/v1/ask", json={"question": question, "top_k": 3})
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert len(out["evidence"]) == 3 and all(e["id"].startswith("hpdev-") for e in out["evidence"])
+        assert {x["id"] for x in out["citations"]} <= {e["id"] for e in out["evidence"]}
+        assert out["usage"]["llm_calls"] >= 2  # decompose + answer
         assert app.state.hoprank.engine is engine  # loaded once, shared

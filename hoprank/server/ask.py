@@ -54,4 +54,4 @@ async def build_asker(state: ServiceState, retriever: Retriever | None = None) -
         logger.info("index loaded", extra={"index": str(folder)})
     ranker = await state.get_ranker(state.settings.resolved_default_ranker)
     pipeline = DecomposeRetrieveRerank(retriever, decomposer=Decomposer(state.engine), ranker=ranker)
-    return PipelineAsker(pipeline, Answerer(state.engine))
+    return PipelineAsker(pipeline, Answerer(state.engine, max_tokens=state.settings.answer_max_tokens))

@@ -49,6 +49,7 @@ class ServerSettings(BaseModel):
     max_document_chars: int = Field(default=20_000, ge=1)
     max_query_chars: int = Field(default=2_000, ge=1)
     max_top_k: int = Field(default=50, ge=1, description="largest top_k accepted by /v1/ask")
+    answer_max_tokens: int = Field(default=256, ge=1, description="answer length cap for /v1/ask")
 
     @field_validator("rankers")
     @classmethod
