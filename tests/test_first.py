@@ -7,6 +7,7 @@ import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rank_data import dl19_query, handcrafted
@@ -18,6 +19,8 @@ from hoprank.prompts import load_prompt
 from hoprank.rankers import FIRST, make_ranker
 from hoprank.rankers.first import log_softmax, rank_by_label_logprobs
 from hoprank.types import Document
+
+pytest_plugins = ["servers.fixtures"]
 
 LINE = re.compile(r"^\[(\w+)\] .*?rel(\d+)", re.M)
 
@@ -162,3 +165,27 @@ async def test_first_finds_the_relevant_passage_on_qwen05(qwen05_engine: object,
     ranking = await FIRST(qwen05_engine, window=10, shifts=len(docs)).arank(query, docs)  # type: ignore[arg-type]
     assert ranking.ids.index(relevant) < 3, ranking.trace[0].output["doc_scores"]
     assert ranking.usage.llm_calls == len(docs)
+
+
+@pytest.mark.slow
+async def test_first_and_rankgpt_over_a_real_llamacpp_server(
+    llamacpp_server: Any, datasets_dir: Path
+) -> None:
+    """The same rankers over the OpenAI-compatible engine (a real llama.cpp server with
+    SmolLM2 on 127.0.0.1): labels come from ``top_logprobs``; any label outside it is
+    recorded as missing and ranked after the scored ones."""
+    from hoprank.llm.openai_engine import OpenAIEngine
+    from hoprank.rankers import RankGPT
+
+    eng = OpenAIEngine("smollm2", base_url=llamacpp_server.base_url, server="llamacpp", timeout=120)
+    query, docs = dl19_query(datasets_dir, k=6)
+    ranking = await FIRST(eng, window=6, max_passage_tokens=40).arank(query, docs)
+    assert sorted(ranking.ids) == sorted(d.id for d in docs)
+    (step,) = ranking.trace
+    assert set(step.output["scores"]) | set(step.output["missing"]) == set("ABCDEF")
+    assert step.output["scores"], step.output  # at least some labels among the top tokens
+    assert step.fallback is False and ranking.usage.llm_calls == 1
+
+    ranking = await RankGPT(eng, window=6, max_passage_tokens=40, max_new_tokens=24).arank(query, docs)
+    assert sorted(ranking.ids) == sorted(d.id for d in docs)
+    assert ranking.trace[0].raw is not None and ranking.usage.completion_tokens > 0

@@ -188,3 +188,51 @@ async def test_rankgpt_on_smollm2_dl19(smollm2_engine: object, datasets_dir: Pat
         assert s.usage.completion_tokens > 0
         assert s.fallback == (not s.output["parsed"]["ok"])
     assert ranking.usage.llm_calls == 3
+
+
+# ----------------------------------------------------------------------------- prompt snapshots
+
+SNAPSHOTS = Path(__file__).parent / "snapshots" / "rankers"
+
+
+def _render_snapshot(ranker_name: str, prompt: str) -> str:
+    docs = [
+        Document(id="a", text="Water boils at 100 C [1] at sea level.", title="Boiling"),
+        Document(id="b", text="The Eiffel Tower is in Paris."),
+        Document(id="c", text="B) a list item\nand (C) more"),
+    ]
+    if ranker_name == "pointwise":
+        from hoprank.rankers import PointwiseLLM
+
+        eng = ScriptedEngine(logprobs_fn=lambda m, c, p: {"Yes": -1.0, "No": -2.0})
+        PointwiseLLM(eng, prompt=prompt).rank("boiling point of water", docs[:2])
+    else:
+        eng = ScriptedEngine(["[1]"], logprobs_fn=lambda m, c, p: {"A": -1.0})
+        ranker = make_ranker(ranker_name, eng, prompt=prompt)
+        ranker.rank("boiling point of water", docs)
+    call = eng.calls[0]
+    parts = [f"<{m['role']}>\n{m['content']}" for m in call["messages"]]
+    return "\n".join(parts) + f"\n<prefill>{call['prefill']}\n"
+
+
+@pytest.mark.parametrize(
+    ("ranker_name", "prompt"),
+    [
+        ("rankgpt", "rankgpt@1"),
+        ("rankgpt", "rankgpt-short@1"),
+        ("first", "first@1"),
+        ("pointwise", "pointwise@1"),
+    ],
+)
+def test_rendered_prompt_snapshots(ranker_name: str, prompt: str) -> None:
+    """Rendered prompts are part of the contract: a change must update the snapshot
+    (``HOPRANK_UPDATE_SNAPSHOTS=1``) and, for a built-in prompt, bump its version."""
+    import os
+
+    text = _render_snapshot(ranker_name, prompt)
+    path = SNAPSHOTS / f"{prompt}.txt"
+    if os.environ.get("HOPRANK_UPDATE_SNAPSHOTS") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert path.is_file(), f"missing snapshot {path}; run with HOPRANK_UPDATE_SNAPSHOTS=1"
+    assert text == path.read_text(encoding="utf-8")
