@@ -77,6 +77,7 @@ async def run_load(
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     latencies: list[float] = []
+    rejected: list[float] = []
     statuses: Counter[str] = Counter()
     next_index = 0
     t_start = time.perf_counter()
@@ -98,6 +99,8 @@ async def run_load(
                 statuses[str(r.status_code)] += 1
                 if r.status_code == 200:
                     latencies.append(time.perf_counter() - t0)
+                else:
+                    rejected.append(time.perf_counter() - t0)
             except httpx.TimeoutException:
                 statuses["client_timeout"] += 1
             except httpx.TransportError as exc:
@@ -124,6 +127,10 @@ async def run_load(
             "p99": round(percentile(latencies, 99), 4),
             "mean": round(statistics.fmean(latencies), 4) if latencies else None,
             "max": round(max(latencies), 4) if latencies else None,
+        },
+        "latency_non_200_s": {
+            "p50": round(percentile(rejected, 50), 4),
+            "max": round(max(rejected), 4) if rejected else None,
         },
         "status_counts": dict(sorted(statuses.items())),
         "stopped_by_time_limit": done < requests,
@@ -235,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"latency (200s) p50 {lat['p50']} s  p90 {lat['p90']} s  p99 {lat['p99']} s  max {lat['max']} s"
         )
+        bad = report["latency_non_200_s"]
+        print(f"latency (non-200) p50 {bad['p50']} s  max {bad['max']} s")
         print(f"status counts {report['status_counts']}")
     return 0
 
