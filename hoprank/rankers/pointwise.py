@@ -9,6 +9,8 @@ Small models judge one passage far better than they order a list (see
 
 from __future__ import annotations
 
+import math
+
 from hoprank.errors import ConfigError, EngineError, PromptError
 from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
 from hoprank.prompts import PromptLike, PromptTemplate, load_prompt
@@ -20,18 +22,25 @@ from hoprank.types import Document, Step, Usage, timed_step
 __all__ = ["PointwiseLLM", "yes_no_score"]
 
 
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def yes_no_score(result: TokenLogprobs, yes: str, no: str) -> float | None:
     """``log P(yes) - log P(no)``; ``None`` when the engine scored neither.
 
     When only one of the two was scored (an API's top-k list), the lowest log-probability
     the engine reported stands in for the other: an upper bound on the unseen token.
-    Without any reported floor the present one alone decides (+/- 30).
+    Without any reported floor the present one alone decides (+/- 30). Non-finite
+    log-probabilities (``-inf`` from a server, NaN) count as not scored, so the margin is
+    always finite or ``None``.
     """
-    lp_yes = result.logprobs.get(yes)
-    lp_no = result.logprobs.get(no)
+    lp_yes = _finite(result.logprobs.get(yes))
+    lp_no = _finite(result.logprobs.get(no))
     if lp_yes is None and lp_no is None:
         return None
-    floor = min(result.raw_top.values()) if result.raw_top else None
+    finite_top = [v for v in result.raw_top.values() if math.isfinite(v)]
+    floor = min(finite_top) if finite_top else None
     if lp_yes is None:
         return (floor - lp_no) if floor is not None and lp_no is not None else -30.0
     if lp_no is None:
@@ -112,12 +121,19 @@ class PointwiseLLM(BaseRanker):
             for r in got:
                 step.usage = step.usage + r.usage
             scores = [yes_no_score(r, self.yes, self.no) for r in got]
+            unscored = [i for i, s in zip(ids, scores, strict=True) if s is None]
             step.output = {
                 "scores": {
                     i: (round(s, 4) if s is not None else None) for i, s in zip(ids, scores, strict=True)
                 },
-                "unscored": [i for i, s in zip(ids, scores, strict=True) if s is None],
+                "unscored": unscored,
             }
+            if unscored:
+                step.fallback = True
+                step.error = (
+                    f"{len(unscored)} of {len(ids)} passages unscored (no finite log-probability "
+                    f"for {self.yes!r} or {self.no!r}); they follow the scored ones in prior order"
+                )
             usage = usage + step.usage
             results.extend(got)
             trace.append(step)
