@@ -296,7 +296,7 @@ class FaultServer:
             fault = server
 
         self._release.clear()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fault-server", daemon=True)
         self._thread.start()
@@ -319,8 +319,24 @@ class FaultServer:
         self.stop()
 
 
+class _Server(ThreadingHTTPServer):
+    # The socketserver default backlog (5) drops SYNs under a burst of concurrent clients;
+    # the kernel retries them only after 1 s, which reads as a client timeout.
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout, cancellation) resets its connection: expected here.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
+    # and the client's delayed ACK stall every response by ~40 ms.
+    disable_nagle_algorithm = True
     fault: FaultServer
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
