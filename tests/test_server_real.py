@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import httpx
-import pytest
 from _live_server import live_server
 
 from hoprank.rankers import make_ranker
@@ -29,7 +28,6 @@ def _dl19(datasets_dir: Path, n: int) -> tuple[str, list[dict[str, str]]]:
     return query, [{"id": i, "text": texts[i]} for i in ids]
 
 
-@pytest.mark.slow
 def test_round_trip_with_smollm2(datasets_dir: Path, tmp_path: Path) -> None:
     from hoprank.tools.bm25 import BM25Retriever
 
