@@ -30,6 +30,7 @@ from hoprank.llm.base import (
 )
 
 if TYPE_CHECKING:
+    from hoprank.llm.batching import BatchingEngine, MicroBatcher
     from hoprank.llm.hf_tokenizer import HFTokenizer
     from hoprank.llm.packs import DEFAULT_MODEL, PackInfo, ResolvedModel, gguf_path, list_packs, pull, resolve
     from hoprank.llm.scripted import ScriptedEngine
@@ -39,11 +40,13 @@ __all__ = [
     "DEFAULT_MODEL",
     "LLM",
     "AttentionRows",
+    "BatchingEngine",
     "Capability",
     "Completion",
     "HFTokenizer",
     "LogprobRequest",
     "Message",
+    "MicroBatcher",
     "OpenAIEngine",
     "PackInfo",
     "ResolvedModel",
@@ -64,6 +67,8 @@ _LAZY: dict[str, str] = {
     "OpenAIEngine": "hoprank.llm.openai_engine",
     "VLLMEngine": "hoprank.llm.vllm_engine",
     "ScriptedEngine": "hoprank.llm.scripted",
+    "BatchingEngine": "hoprank.llm.batching",
+    "MicroBatcher": "hoprank.llm.batching",
     "HFTokenizer": "hoprank.llm.hf_tokenizer",
     "DEFAULT_MODEL": "hoprank.llm.packs",
     "PackInfo": "hoprank.llm.packs",
