@@ -5,15 +5,20 @@ forward pass (FIRST, pointwise yes/no), prefilled assistant turns, and attention
 (ICR, via :mod:`hoprank.llm.attention`). Models come from offline packs, transformers
 folders or GGUF files (see :mod:`hoprank.llm.packs`).
 
-All model work runs in a worker thread (``asyncio.to_thread``) under one lock per
-engine and inside ``torch.inference_mode()``. The lock is a ``threading.RLock`` taken in
-the worker thread, so the engine can be shared by several event loops (the sync facade
-runs each call on its own loop).
+All model work (loading included) runs on ONE process-wide worker thread
+(:func:`torch_worker`) under one lock per engine and inside ``torch.inference_mode()``.
+One thread, because torch's CPU thread pool belongs to the calling thread: forwards
+issued from several threads (``asyncio.to_thread`` picks any pool thread) start several
+OpenMP teams that spin against each other and made forwards 5-10x slower on a 2-core
+machine. The lock is a ``threading.RLock`` taken in the worker thread, so the engine can
+be shared by several event loops (the sync facade runs each call on its own loop).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import inspect
 import logging
 import math
@@ -52,6 +57,27 @@ _HEAD_CHUNK = 16384
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>")
 
 
+_WORKER_PREFIX = "hoprank-torch"
+_worker: concurrent.futures.ThreadPoolExecutor | None = None
+_worker_guard = threading.Lock()
+
+
+def torch_worker() -> concurrent.futures.ThreadPoolExecutor:
+    """The single thread on which every in-process model call runs (created lazily)."""
+    global _worker
+    with _worker_guard:
+        if _worker is None:
+            _worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=_WORKER_PREFIX)
+        return _worker
+
+
+def on_torch_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` on the torch worker thread and wait (runs inline when already there)."""
+    if threading.current_thread().name.startswith(_WORKER_PREFIX):
+        return fn(*args, **kwargs)
+    return torch_worker().submit(fn, *args, **kwargs).result()
+
+
 class TransformersEngine:
     """A local causal LM loaded with transformers.
 
@@ -77,6 +103,29 @@ class TransformersEngine:
         threads: int | None = None,
         max_context: int = _MAX_CONTEXT,
         fp32_head: bool = True,
+    ) -> None:
+        on_torch_worker(
+            self._load,
+            model,
+            dtype,
+            device,
+            attn_implementation,
+            max_batch_size,
+            threads,
+            max_context,
+            fp32_head,
+        )
+
+    def _load(
+        self,
+        model: str,
+        dtype: Any,
+        device: str,
+        attn_implementation: str,
+        max_batch_size: int,
+        threads: int | None,
+        max_context: int,
+        fp32_head: bool,
     ) -> None:
         try:
             import torch
@@ -151,7 +200,10 @@ class TransformersEngine:
             return fn(*args, **kwargs)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.to_thread(self._locked, fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            torch_worker(), functools.partial(self._locked, fn, *args, **kwargs)
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -196,10 +248,10 @@ class TransformersEngine:
     def forward_last_logits(self, input_ids: Any, attention_mask: Any | None = None) -> torch.Tensor:
         """Last-position logits (fp32, shape ``[batch, vocab]``) for left-padded input.
 
-        Takes the engine lock; position ids follow the attention mask, so left padding
-        gives the same result as an unpadded run.
+        Runs on the torch worker thread under the engine lock; position ids follow the
+        attention mask, so left padding gives the same result as an unpadded run.
         """
-        return self._locked(self._forward_last_logits, input_ids, attention_mask)
+        return on_torch_worker(self._locked, self._forward_last_logits, input_ids, attention_mask)
 
     def _forward_last_logits(self, input_ids: Any, attention_mask: Any | None) -> torch.Tensor:
         import torch
