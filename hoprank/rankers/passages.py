@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -31,6 +32,12 @@ _BRACKETED = re.compile(r"\[\s*(\d{1,3}|[A-Za-z])\s*\]")
 _PAREN_LETTER = re.compile(r"\(\s*([A-Z])\s*\)")
 # "B) " or "3) " at the start of a line
 _LINE_ITEM = re.compile(r"(?m)^(\s*)([A-Z]|\d{1,3})\)\s")
+# a bare ranking run that the permutation parser would read: "3 > 1", "A > B", "A, B"
+_ID = r"(?:\d+|[A-Z])"
+_BARE_GT = re.compile(rf"(?<![\w\[])({_ID})\s*>\s*(?={_ID}(?![\w\]]))")
+_BARE_COMMA = re.compile(r"(?<![\w\[])([A-Z])\s*,\s*(?=[A-Z](?![\w\]]))")
+# fullwidth brackets, digits and letters, which the parser reads after NFKC normalisation
+_FULLWIDTH = re.compile(r"[\uff10-\uff19\uff21-\uff3a\uff41-\uff5a\uff3b\uff3d]")
 
 
 def make_labels(n: int, style: LabelStyle = "numeric") -> list[str]:
@@ -52,11 +59,19 @@ def neutralize_identifiers(text: str) -> str:
 
     ``[3]`` becomes ``(3)``, ``[B]`` and ``(B)`` become ``B``, a line that starts with
     ``B)`` or ``3)`` loses the parenthesis. So ``see [2] > [5]`` in a passage reads
-    ``see (2) > (5)``: no bracketed identifier a model could copy as a label.
+    ``see (2) > (5)``: no bracketed identifier a model could copy as a label. Fullwidth
+    forms (``［２］``, ``Ｂ``) are folded to ASCII first, as the permutation parser folds
+    them, and a bare run the parser would read as a ranking (``3 > 1``, ``A > B``,
+    ``A, B``) gets ``›`` / ``;`` as its separator: nothing left in a passage parses as
+    identifiers (:func:`hoprank.rankers.parsing.parse_permutation`), except bare numeric
+    comma lists such as ``1, 2, 3``, which are left alone because they are ordinary text.
     """
+    text = _FULLWIDTH.sub(lambda m: unicodedata.normalize("NFKC", m.group(0)), text)
     text = _BRACKETED.sub(lambda m: f"({m.group(1)})" if m.group(1).isdigit() else m.group(1), text)
     text = _PAREN_LETTER.sub(r"\1", text)
-    return _LINE_ITEM.sub(r"\1\2 ", text)
+    text = _LINE_ITEM.sub(r"\1\2 ", text)
+    text = _BARE_GT.sub(r"\1 › ", text)
+    return _BARE_COMMA.sub(r"\1; ", text)
 
 
 def passage_text(doc: Document, *, neutralize: bool = True) -> str:
