@@ -115,7 +115,13 @@ class BM25Retriever(BaseRetriever):
 
         bm25 = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
         if docs:
-            bm25.index(self._tokenize([d.full_text for d in docs]), show_progress=False)
+            tokens = self._tokenize([d.full_text for d in docs])
+            if not any(tokens):  # bm25s fails on an empty vocabulary with a bare ValueError
+                raise InvalidInput(
+                    f"none of the {len(docs)} documents has an indexable token (texts are empty "
+                    "or only stopwords, punctuation or single characters): nothing to index"
+                )
+            bm25.index(tokens, show_progress=False)
         self._bm25 = bm25
         self._docs = docs
 
