@@ -20,6 +20,7 @@ __all__ = [
     "neutralize_identifiers",
     "passage_text",
     "prompt_tokens",
+    "scrub_surrogates",
     "to_messages",
     "truncate_passages",
 ]
@@ -74,20 +75,31 @@ def neutralize_identifiers(text: str) -> str:
     return _BARE_COMMA.sub(r"\1; ", text)
 
 
+def scrub_surrogates(text: str) -> str:
+    """``text`` with lone UTF-16 surrogates (``"\\ud800"``, from broken decoding) replaced by
+    U+FFFD and surrogate pairs joined: such strings cannot be encoded as UTF-8, so no
+    HTTP client or tokenizer accepts them. Other text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def passage_text(doc: Document, *, neutralize: bool = True) -> str:
     """The text a ranker shows for ``doc``: title and text, whitespace collapsed."""
-    text = " ".join(doc.full_text.split())
+    text = scrub_surrogates(" ".join(doc.full_text.split()))
     return neutralize_identifiers(text) if neutralize else text
 
 
 def to_messages(rendered: Sequence[dict[str, str]]) -> list[Message]:
-    """Rendered template messages as typed chat messages."""
+    """Rendered template messages as typed chat messages (lone surrogates scrubbed)."""
     out: list[Message] = []
     for m in rendered:
         role = m["role"]
         if role not in ("system", "user", "assistant"):  # pragma: no cover - templates validate roles
             raise ConfigError(f"unsupported role {role!r} in a ranker prompt")
-        out.append({"role": role, "content": m["content"]})  # type: ignore[typeddict-item]
+        out.append({"role": role, "content": scrub_surrogates(m["content"])})  # type: ignore[typeddict-item]
     return out
 
 
