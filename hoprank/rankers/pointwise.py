@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 
-from hoprank.errors import ConfigError, EngineError, PromptError
+from hoprank.errors import ConfigError, ContextOverflow, EngineError, PromptError
 from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
 from hoprank.prompts import PromptLike, PromptTemplate, load_prompt
 from hoprank.rankers.base import BaseRanker, RankerOutput
 from hoprank.rankers.listwise import require
-from hoprank.rankers.passages import passage_text, to_messages
+from hoprank.rankers.passages import passage_text, prompt_tokens, to_messages
 from hoprank.types import Document, Step, Usage, timed_step
 
 __all__ = ["PointwiseLLM", "yes_no_score"]
@@ -96,6 +96,14 @@ class PointwiseLLM(BaseRanker):
             " ".join(words[: self.max_passage_tokens]), self.max_passage_tokens
         )
         messages = to_messages(self.prompt.render(query=query, passage=text))
+        used = prompt_tokens(self.engine, messages)
+        if used + 1 > self.engine.context_window:  # the passage is already cut: the query is too long
+            raise ContextOverflow(
+                f"pointwise prompt needs {used} tokens (+1 answer token) but the context window is "
+                f"{self.engine.context_window}; shorten the query ({len(query)} characters)",
+                prompt_tokens=used,
+                context_window=self.engine.context_window,
+            )
         return LogprobRequest(messages=messages, candidates=[self.yes, self.no])
 
     async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
