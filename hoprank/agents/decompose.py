@@ -21,7 +21,7 @@ from hoprank.agents._common import gather_bounded, llm_step, norm_query, resolve
 from hoprank.agents._json import parse_model
 from hoprank.errors import InvalidInput, ParseError
 from hoprank.llm.base import LLM, Message
-from hoprank.prompts.registry import PromptLike
+from hoprank.prompts.registry import PromptLike, prompt_param
 from hoprank.types import Step, Usage
 
 __all__ = ["Decomposer", "Decomposition", "SubQuestions"]
@@ -81,12 +81,13 @@ def _content_words(text: str) -> set[str]:
     return {w for w in norm_query(text).split() if w not in _STOP}
 
 
-def _bridge_question(find_first: str, subs: list[str]) -> str | None:
-    """``Who or what is <find_first>?`` unless a sub-question already asks about it."""
+def _bridge_question(find_first: str, subs: list[str], template: str) -> str | None:
+    """``template`` with ``{entity}`` = ``find_first`` (``Who or what is {entity}?`` in
+    ``decompose@1``) unless a sub-question already asks about it."""
     target = find_first.strip().rstrip("?.").strip()
     if not target:
         return None
-    question = f"Who or what is {target}?"
+    question = template.replace("{entity}", target)
     tw = _content_words(question)
     if not tw:
         return None
@@ -176,9 +177,9 @@ class Decomposer:
     ``question`` and ``max_sub_questions`` (default ``decompose``). ``reask`` allows one
     more call with the parse error when the output cannot be repaired. With
     ``bridge_question``, a ``find_first`` entity that no sub-question asks about becomes
-    the first sub-question ("Who or what is <find_first>?"): small models name the
-    hidden bridge entity reliably but often copy the whole question as the only
-    sub-question.
+    the first sub-question (``params.bridge_question``, "Who or what is {entity}?" in
+    ``decompose@1``): small models name the hidden bridge entity reliably but often copy
+    the whole question as the only sub-question.
     """
 
     def __init__(
@@ -231,7 +232,9 @@ class Decomposer:
         subs = unique(found)
         added = None
         if find_first and self.bridge_question:
-            added = _bridge_question(find_first, subs)
+            added = _bridge_question(
+                find_first, subs, str(prompt_param(self.prompt, "bridge_question", "decompose@1"))
+            )
             if added:
                 subs.insert(0, added)
         subs = subs[: self.max_sub_questions]
@@ -269,7 +272,7 @@ class Decomposer:
         reasked = False
         if self.reask:
             reasked = True
-            repair = str(self.prompt.params.get("repair", "Your reply could not be used: {error}."))
+            repair = str(prompt_param(self.prompt, "repair", "decompose@1"))
             extra: list[Message] = [
                 {"role": "assistant", "content": text},
                 {"role": "user", "content": repair.replace("{error}", error)},

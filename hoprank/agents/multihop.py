@@ -15,6 +15,7 @@ Retriever exceptions, unusable replies and repeated queries go back to the model
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, Literal, TypeVar
@@ -31,9 +32,9 @@ from hoprank.agents._common import (
     resolve_prompt,
 )
 from hoprank.agents._json import parse_model
-from hoprank.errors import InvalidInput, ParseError
+from hoprank.errors import InvalidInput, ParseError, PromptError
 from hoprank.llm.base import LLM
-from hoprank.prompts.registry import PromptLike
+from hoprank.prompts.registry import PromptLike, load_prompt
 from hoprank.rankers.base import Ranker
 from hoprank.tools.base import Retriever
 from hoprank.types import Document, Step, Usage
@@ -143,11 +144,14 @@ class _Run:
         self.queries: list[str] = []
         self.seen: set[str] = set()
         self.notes: list[str] = []
-        self.observation = "(nothing yet)"
+        self.observation = ""
         self.steps = 0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
+
+
+_FIELD = re.compile(r"\{(\w+)\}")
 
 
 class _Timeout(Exception):
@@ -189,6 +193,11 @@ class MultiHopAgent:
         self.budget = budget or Budget()
         self.k = k
         self.prompt = resolve_prompt(prompt, "agent-step")
+        # the observation texts: the prompt's params.observations over agent-step@1's
+        own = self.prompt.params.get("observations", {})
+        if not isinstance(own, dict):
+            raise PromptError(f"prompt {self.prompt.ref}: params.observations must be a mapping")
+        self.observations: dict[str, str] = {**load_prompt("agent-step@1").params["observations"], **own}
         self.ranker = ranker
         self.initial_search = initial_search
         self.max_passages = max_passages
@@ -216,6 +225,13 @@ class MultiHopAgent:
                 raise _Timeout from None
             raise
 
+    def _observe(self, key: str, **fields: object) -> str:
+        """The observation text ``key`` (see ``params.observations`` of ``agent-step@1``)
+        with ``{field}`` placeholders filled in."""
+        return _FIELD.sub(
+            lambda m: str(fields[m[1]]) if m[1] in fields else m[0], str(self.observations[key])
+        )
+
     def _budget_left(self, run: _Run) -> str | None:
         b = self.budget
         if run.steps >= b.max_steps:
@@ -241,7 +257,7 @@ class MultiHopAgent:
         except Exception as e:  # a tool error is an observation for the model, not a crash
             step.seconds = time.perf_counter() - t0
             step.error = f"{type(e).__name__}: {e}"
-            run.observation = f'The search "{query}" failed with an error ({step.error}). Try another query.'
+            run.observation = self._observe("search_error", query=query, error=step.error)
             return
         step.seconds = time.perf_counter() - t0
         docs = [d for d in docs if isinstance(d, Document)]
@@ -252,9 +268,9 @@ class MultiHopAgent:
         run.lists.append(docs)
         step.output = {"ids": [d.id for d in docs], "new": new}
         if not docs:
-            run.observation = f'The search "{query}" returned no passages. Try other words.'
+            run.observation = self._observe("no_results", query=query)
         else:
-            run.observation = f'The search "{query}" returned {len(docs)} passages ({len(new)} new).'
+            run.observation = self._observe("results", query=query, n=len(docs), new=len(new))
 
     def _variables(self, run: _Run) -> dict[str, Any]:
         shown = [run.docs[i] for i in run.order[: self.max_passages]]
@@ -310,6 +326,7 @@ class MultiHopAgent:
         if not isinstance(question, str) or not question.strip():
             raise InvalidInput("question must be a non-empty string")
         run = _Run(question.strip())
+        run.observation = self._observe("start")
         bad = 0
         try:
             if self.initial_search:
@@ -340,7 +357,7 @@ class MultiHopAgent:
                 except ParseError as e:
                     step.error = str(e)
                     bad += 1
-                    run.observation = f"Your reply could not be used ({e}). Reply with one JSON object in one of the two forms."
+                    run.observation = self._observe("bad_reply", error=e)
                     if bad >= self.max_bad_replies:
                         return await self._finish(
                             run, "failed", reason=f"{bad} unusable replies in a row; last: {e}"
@@ -357,10 +374,7 @@ class MultiHopAgent:
                 if norm_query(query) in run.seen:
                     bad += 1
                     step.error = f"repeated query: {query!r}"
-                    run.observation = (
-                        f'You already searched "{query}"; its results are in the passages above. '
-                        "Search for a different missing fact, or answer."
-                    )
+                    run.observation = self._observe("repeated", query=query)
                     if bad >= self.max_bad_replies:
                         return await self._finish(
                             run,

@@ -7,6 +7,6 @@ Every prompt the SDK renders is a YAML file under ``hoprank/prompts/templates`` 
 ``params``. See :mod:`hoprank.prompts.registry`.
 """
 
-from hoprank.prompts.registry import PromptLike, PromptTemplate, list_prompts, load_prompt
+from hoprank.prompts.registry import PromptLike, PromptTemplate, list_prompts, load_prompt, prompt_param
 
-__all__ = ["PromptLike", "PromptTemplate", "list_prompts", "load_prompt"]
+__all__ = ["PromptLike", "PromptTemplate", "list_prompts", "load_prompt", "prompt_param"]

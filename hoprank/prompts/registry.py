@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hoprank.errors import PromptError
 
-__all__ = ["PromptLike", "PromptMessage", "PromptTemplate", "list_prompts", "load_prompt"]
+__all__ = ["PromptLike", "PromptMessage", "PromptTemplate", "list_prompts", "load_prompt", "prompt_param"]
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 _FILE_RE = re.compile(r"^(?P<name>[a-z0-9_.-]+)@(?P<version>\d+)\.ya?ml$")
@@ -159,3 +159,20 @@ def load_prompt(prompt: PromptLike) -> PromptTemplate:
     if tpl.name != name:
         raise PromptError(f"built-in prompt file {path.name} declares name {tpl.name!r}")
     return tpl
+
+
+def prompt_param(template: PromptTemplate, key: str, builtin: str) -> Any:
+    """``template.params[key]``, or else that parameter of the built-in prompt ``builtin``
+    (``name@version``).
+
+    Auxiliary texts a component sends besides the rendered messages (a repair message, the
+    agent's observations, a calibration query) live in a built-in template's ``params``; a
+    user template may override them and otherwise inherits the built-in's, so no prompt
+    text has to live in code. Raises :class:`PromptError` when neither has the key.
+    """
+    if key in template.params:
+        return template.params[key]
+    base = load_prompt(builtin)
+    if key not in base.params:
+        raise PromptError(f"prompt {template.ref} has no params.{key}, and neither has {base.ref}")
+    return base.params[key]

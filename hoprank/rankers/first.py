@@ -13,7 +13,8 @@ Labels the engine could not score (an API returns only its top-20 tokens) are pl
 after the scored ones, in their prior order, and listed in the trace step
 (``output["missing"]``).
 
-``calibrate=True`` also scores the same prompt with the content-free query ``"N/A"``
+``calibrate=True`` also scores the same prompt with a content-free query (the prompt's
+``params.calibration_query``, ``"N/A"`` in ``first@1``)
 and ranks by ``log p(label | query) - log p(label | "N/A")`` (both renormalised): it
 removes the label/position prior a small model puts on every list. ``shifts=K`` shows
 each window in ``K`` evenly spaced rotations (the passage at position ``p`` moves to
@@ -31,15 +32,13 @@ from dataclasses import dataclass
 
 from hoprank.errors import ConfigError
 from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
-from hoprank.prompts import PromptLike
+from hoprank.prompts import PromptLike, prompt_param
 from hoprank.rankers.listwise import ListwiseRanker, require
 from hoprank.rankers.passages import make_labels
 from hoprank.rankers.window import WindowSpan
 from hoprank.types import Document, Step, Usage, timed_step
 
 __all__ = ["FIRST", "LabelScores", "log_softmax", "rank_by_label_logprobs"]
-
-CALIBRATION_QUERY = "N/A"
 
 
 def log_softmax(logprobs: Mapping[str, float]) -> dict[str, float]:
@@ -95,7 +94,8 @@ class FIRST(ListwiseRanker):
         prompt: prompt name, path or template (default ``first``).
         window, step, passes, focus_top_k: sliding-window parameters (window <= 26).
         max_passage_tokens: cap per passage in the engine's tokens.
-        calibrate: subtract the label distribution of the content-free query "N/A".
+        calibrate: subtract the label distribution of the content-free query
+            (``params.calibration_query`` of the prompt, else of ``first@1``: "N/A").
         shifts: present each window in this many evenly spaced rotations and average each
             passage's (calibrated) score over them (position debiasing; ``shifts``
             forwards per window, sent as one batch).
@@ -134,10 +134,11 @@ class FIRST(ListwiseRanker):
         )
         make_labels(window, "letters")  # ConfigError for windows > 26
         self.calibrate = calibrate
+        self.calibration_query = str(prompt_param(self.prompt, "calibration_query", "first@1"))
         if shifts < 1:
             raise ConfigError(f"shifts must be >= 1, got {shifts}")
         self.shifts = shifts
-        wanted = prefill if prefill is not None else str(self.prompt.params.get("prefill", "["))
+        wanted = prefill if prefill is not None else str(prompt_param(self.prompt, "prefill", "first@1"))
         self.prefill = wanted if Capability.PREFILL in engine.capabilities else ""
 
     async def _score(self, requests: list[LogprobRequest]) -> list[TokenLogprobs]:
@@ -167,7 +168,7 @@ class FIRST(ListwiseRanker):
             requests.append(LogprobRequest(messages=wp.messages, candidates=labels, prefill=self.prefill))
             if self.calibrate:
                 cal = self.build_prompt(
-                    CALIBRATION_QUERY, shown, labels, max_new_tokens=1, prefill=self.prefill
+                    self.calibration_query, shown, labels, max_new_tokens=1, prefill=self.prefill
                 )
                 requests.append(
                     LogprobRequest(messages=cal.messages, candidates=labels, prefill=self.prefill)

@@ -36,7 +36,7 @@ import numpy as np
 from hoprank.errors import CapabilityMissing, ConfigError, ContextOverflow, HoprankError, PromptError
 from hoprank.llm.attention import AttentionEngine
 from hoprank.llm.base import LLM, AttentionRows, Capability, Message
-from hoprank.prompts.registry import PromptLike, load_prompt
+from hoprank.prompts.registry import PromptLike, load_prompt, prompt_param
 from hoprank.rankers.base import BaseRanker, RankerOutput
 from hoprank.types import Document, Step, Usage, timed_step
 
@@ -162,9 +162,9 @@ class ICRRanker(BaseRanker):
         cq = (
             calibration_query
             if calibration_query is not None
-            else self.template.params.get("calibration_query")
+            else prompt_param(self.template, "calibration_query", "icr@1")
         )
-        self.calibration_query = _clean(str(cq if cq is not None else "N/A"))
+        self.calibration_query = _clean(str(cq))
         self.margin_tokens = margin_tokens
 
     # ------------------------------------------------------------------ prompt
