@@ -145,19 +145,21 @@ def load_prompt(prompt: PromptLike) -> PromptTemplate:
         return _from_mapping(prompt, "<mapping>")
     if isinstance(prompt, Path) or str(prompt).endswith((".yaml", ".yml")):
         return _from_file(Path(prompt))
-    name, _, version = str(prompt).partition("@")
+    name, at, version = str(prompt).partition("@")
     versions = _builtin_index().get(name)
     if not versions:
         raise PromptError(f"unknown prompt {prompt!r}; built-in prompts: {', '.join(list_prompts())}")
-    if version:
+    if at:
         if not version.isdigit() or int(version) not in versions:
             raise PromptError(f"prompt {name!r} has no version {version!r}; versions: {sorted(versions)}")
         path = versions[int(version)]
     else:
         path = versions[max(versions)]
     tpl = _from_file(path)
-    if tpl.name != name:
-        raise PromptError(f"built-in prompt file {path.name} declares name {tpl.name!r}")
+    if f"{tpl.name}@{tpl.version}" != f"{name}@{int(version) if at else max(versions)}":
+        raise PromptError(
+            f"built-in prompt file {path.name} declares {tpl.name}@{tpl.version}, not what its name says"
+        )
     return tpl
 
 
