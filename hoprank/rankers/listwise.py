@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from hoprank.errors import CapabilityMissing, PromptError
+from hoprank.errors import CapabilityMissing, ContextOverflow, PromptError
 from hoprank.llm.base import LLM, Capability, Message
 from hoprank.prompts import PromptLike, PromptTemplate, load_prompt
 from hoprank.rankers.base import BaseRanker, RankerOutput
@@ -142,18 +142,28 @@ class ListwiseRanker(BaseRanker):
             max_new_tokens=max_new_tokens,
             max_passage_tokens=self.max_passage_tokens,
         )
-        texts = []
-        for d in docs:
-            words = passage_text(d, neutralize=self.neutralize).split(" ")
+        full = [passage_text(d, neutralize=self.neutralize).split(" ") for d in docs]
+        limit = self.engine.context_window - max_new_tokens
+        while True:
             # A word is at least one token: cutting words first keeps tokenizing cheap.
-            texts.append(tok.truncate(" ".join(words[:budget]), budget))
-        messages = self._render(query, labels, texts)
-        return WindowPrompt(
-            messages=messages,
-            labels=list(labels),
-            passage_budget=budget,
-            prompt_tokens=prompt_tokens(self.engine, messages, prefill),
-        )
+            texts = [tok.truncate(" ".join(words[:budget]), budget) for words in full]
+            messages = self._render(query, labels, texts)
+            used = prompt_tokens(self.engine, messages, prefill)
+            if used <= limit:
+                break
+            # Tokens merge differently at passage boundaries than in the empty-passage
+            # render the budget came from: shrink until the real prompt fits.
+            smaller = budget - max(1, -(-(used - limit) // max(1, len(docs))))
+            if smaller < min(8, self.max_passage_tokens):
+                raise ContextOverflow(
+                    f"{len(docs)} passages do not fit: the prompt needs {used} tokens with "
+                    f"{budget} tokens per passage, context window {self.engine.context_window} "
+                    f"minus {max_new_tokens} reserved output; use a smaller window",
+                    prompt_tokens=used,
+                    context_window=self.engine.context_window,
+                )
+            budget = smaller
+        return WindowPrompt(messages=messages, labels=list(labels), passage_budget=budget, prompt_tokens=used)
 
     # -------------------------------------------------------------- driving
 

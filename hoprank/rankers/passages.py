@@ -119,9 +119,9 @@ def prompt_tokens(engine: LLM, messages: Sequence[Message], prefill: str = "") -
             return engine.tokenizer.count(text)
         if isinstance(text, Sequence):  # some engines may return token ids
             return len(text)
-    per_message = 6
+    per_message = 6  # a prefill is sent as one more (assistant) message
     return sum(engine.tokenizer.count(m["content"]) + per_message for m in messages) + (
-        engine.tokenizer.count(prefill) if prefill else 0
+        engine.tokenizer.count(prefill) + per_message if prefill else 0
     )
 
 
