@@ -30,6 +30,7 @@ import logging
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +38,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hoprank.agents import (  # noqa: E402
+    Answer,
     Answerer,
     Budget,
     Decomposer,
     DecomposeRetrieveRerank,
+    Decomposition,
     MultiHopAgent,
 )
 from hoprank.agents._common import norm_query  # noqa: E402
@@ -52,6 +55,43 @@ from hoprank.types import Document, Usage  # noqa: E402
 log = logging.getLogger("agents_hotpotqa")
 DATA = ROOT.parent / "shared" / "datasets"
 CUTS = (2, 5, 10)
+
+
+class _Memo(Decomposer):
+    """Decomposes each question once (systems c0 and c share the decomposition)."""
+
+    def __init__(self, inner: Decomposer) -> None:
+        self.__dict__.update(inner.__dict__)
+        self._cache: dict[str, Decomposition] = {}
+
+    async def adecompose(self, question: str) -> Decomposition:
+        if question not in self._cache:
+            self._cache[question] = await super().adecompose(question)
+        return self._cache[question]
+
+
+class _MemoAnswerer(Answerer):
+    """Answers each (question, evidence) once (the bridge of c0 and c)."""
+
+    _cache: dict[tuple[str, tuple[str, ...]], Answer]
+
+    async def aanswer(self, question: str, evidence: Sequence[Document]) -> Answer:
+        cache = self.__dict__.setdefault("_cache", {})
+        key = (question, tuple(d.id for d in evidence))
+        if key not in cache:
+            cache[key] = await super().aanswer(question, evidence)
+        return cache[key]
+
+
+def _params(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
 
 
 def _read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
@@ -114,18 +154,26 @@ async def run_hotpotqa(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         engine = load_engine(args.model, threads=args.threads)
         if systems & {"b", "c"}:
-            ranker = make_ranker("first", engine)
+            ranker = make_ranker("first", engine, **_params(args.first_param))
     answerer = Answerer(engine, mode="short") if engine is not None and not args.no_answer else None
-    decomposer = Decomposer(engine) if engine is not None else None
+    decomposer = _Memo(Decomposer(engine)) if engine is not None else None
+    bridge = _MemoAnswerer(engine, mode="short") if engine is not None and not args.no_bridge else None
+    fusion = {"k": args.depth, "rrf_k": args.rrf_k, "original_weight": args.original_weight}
     pipe_c = (
         DecomposeRetrieveRerank(
-            bm25, decomposer=decomposer, ranker=ranker, k=args.depth, pool_depth=args.depth, top_k=10
+            bm25,
+            decomposer=decomposer,
+            ranker=ranker,
+            bridge_answerer=bridge,
+            pool_depth=args.depth,
+            top_k=10,
+            **fusion,
         )
         if "c" in systems
         else None
     )
     pipe_c0 = (
-        DecomposeRetrieveRerank(bm25, decomposer=decomposer, k=args.depth, top_k=10)
+        DecomposeRetrieveRerank(bm25, decomposer=decomposer, bridge_answerer=bridge, top_k=10, **fusion)
         if "c0" in systems
         else None
     )
@@ -160,6 +208,7 @@ async def run_hotpotqa(args: argparse.Namespace) -> list[dict[str, Any]]:
             rec = _record(name, q, res.ranked, res.usage, time.perf_counter() - t0)
             rec["sub_questions"] = res.sub_questions
             rec["decompose_fallback"] = res.fallback
+            rec["bridge"] = res.bridge
             if answerer is not None:
                 await _answer(answerer, q, res.ranked, rec)
             records.append(rec)
@@ -189,11 +238,12 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
 
 
 def hotpotqa_table(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    bridge = "" if args.no_bridge else " + bridge"
     names = {
         "a": "(a) BM25",
         "b": f"(b) BM25 + FIRST top-{args.depth}",
-        "c0": "(c0) decompose + BM25 + RRF",
-        "c": "(c) decompose + BM25 + RRF + FIRST",
+        "c0": f"(c0) decompose{bridge} + BM25 + RRF",
+        "c": f"(c) decompose{bridge} + BM25 + RRF + FIRST",
         "d": f"(d) MultiHopAgent ({args.agent_steps} steps, k={args.agent_k})",
     }
     cols = ["R@2", "R@5", "R@10", "MRR@10", "EM", "F1", "seconds", "tokens", "ans_seconds", "ans_tokens"]
@@ -230,7 +280,10 @@ def hotpotqa_table(records: list[dict[str, Any]], args: argparse.Namespace) -> s
     if c_rows:
         nsub = statistics.fmean(len(r["sub_questions"]) for r in c_rows)
         fb = sum(bool(r["decompose_fallback"]) for r in c_rows)
-        lines.append(f"Decomposition (c): mean {nsub:.2f} sub-questions, {fb}/{len(c_rows)} fallbacks")
+        lines.append(
+            f"Decomposition (c): mean {nsub:.2f} sub-questions, {fb}/{len(c_rows)} fallbacks; "
+            f"RRF k={args.rrf_k}, original weight {args.original_weight}, bridge {'off' if args.no_bridge else 'on'}"
+        )
     return "\n".join(lines)
 
 
@@ -293,6 +346,17 @@ def main() -> None:
     ap.add_argument("--agent-k", type=int, default=5, help="documents per agent search")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-answer", action="store_true", help="skip answer EM/F1")
+    ap.add_argument("--no-bridge", action="store_true", help="c/c0 without the bridge stage")
+    ap.add_argument("--rrf-k", type=int, default=10, help="RRF k of c/c0 (default 10)")
+    ap.add_argument(
+        "--original-weight",
+        type=float,
+        default=2.0,
+        help="RRF weight of the original question's lists (c/c0)",
+    )
+    ap.add_argument(
+        "--first-param", action="append", default=[], help="FIRST parameter key=value (JSON value)"
+    )
     ap.add_argument(
         "--multihop-rag", action="store_true", help="decomposition quality on MultiHop-RAG instead"
     )

@@ -12,6 +12,7 @@ from agents_fakes import FakeRetriever, ReverseRanker, dec_out
 
 from hoprank.agents import (
     AgentResult,
+    Answerer,
     Budget,
     Decomposer,
     DecomposeRetrieveRerank,
@@ -60,6 +61,43 @@ async def test_pipeline_dedupes_across_subquestions_and_reranks_against_original
     assert res.usage.llm_calls == 1
     again = PipelineResult.model_validate_json(res.model_dump_json())
     assert again == res
+
+
+async def test_pipeline_bridge_stage() -> None:
+    sub1, sub2 = "Who portrayed Corliss Archer in Kiss and Tell?", "What position did that woman hold?"
+    answers = ScriptedEngine(["Shirley Temple [d1]"])
+    pipe = DecomposeRetrieveRerank(
+        FakeRetriever(),
+        decomposer=Decomposer(ScriptedEngine([dec_out(sub1, sub2)])),
+        bridge_answerer=Answerer(answers, mode="short"),
+        bridge_k=2,
+        original_weight=3.0,
+        rrf_k=10,
+    )
+    res = await pipe.arun(Q)
+    assert res.bridge == "Shirley Temple"
+    assert res.queries == [Q, sub1, sub2, f"{Q} Shirley Temple", f"{sub2} Shirley Temple"]
+    assert answers.calls[0]["messages"][-1]["content"].endswith(f"Question: {sub1}")
+    bridge = next(s for s in res.trace if s.kind == "bridge")
+    assert bridge.output["answer"] == "Shirley Temple" and len(bridge.input["ids"]) <= 2
+    fuse_step = next(s for s in res.trace if s.kind == "fuse")
+    assert fuse_step.input["weights"] == [3.0, 1.0, 1.0, 3.0, 1.0] and fuse_step.input["rrf_k"] == 10
+    assert res.usage.llm_calls == 2
+    # an unusable bridge answer is recorded and changes nothing
+    pipe2 = DecomposeRetrieveRerank(
+        FakeRetriever(),
+        decomposer=Decomposer(ScriptedEngine([dec_out(sub1, sub2)])),
+        bridge_answerer=Answerer(ScriptedEngine(["[d1]"]), mode="short"),
+    )
+    res2 = await pipe2.arun(Q)
+    assert res2.bridge is None and res2.queries == [Q, sub1, sub2]
+    assert next(s for s in res2.trace if s.kind == "bridge").fallback
+    # no sub-question besides the original: no bridge call at all
+    eng3 = ScriptedEngine([])
+    pipe3 = DecomposeRetrieveRerank(
+        FakeRetriever(), decomposer=Decomposer(ScriptedEngine([dec_out(Q)])), bridge_answerer=Answerer(eng3)
+    )
+    assert (await pipe3.arun(Q)).bridge is None and eng3.calls == []
 
 
 async def test_pipeline_minimal_and_empty_retrieval() -> None:

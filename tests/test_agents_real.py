@@ -111,3 +111,41 @@ async def test_qwen05_decomposes_a_real_bridge_question(hotpot: tuple[Any, list[
     assert not dec.fallback
     assert len(dec.sub_questions) >= 2 and dec.n_new >= 1, dec.sub_questions
     assert all(len(s.split()) >= 3 for s in dec.sub_questions)
+
+
+def test_cli_decompose_and_ask_on_smollm2(
+    smol: Any, datasets_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import hoprank.cli.agents as cli_agents
+    from hoprank.cli import app
+
+    monkeypatch.setattr(cli_agents, "_engine", lambda *a, **k: smol)  # reuse the loaded model
+    folder = datasets_dir / "hotpotqa-dev-distractor-500"
+    question = json.loads((folder / "queries.jsonl").open(encoding="utf-8").readline())
+    corpus = tmp_path / "corpus.jsonl"
+    with (folder / "corpus.jsonl").open(encoding="utf-8") as f:
+        corpus.write_text("".join(line for _, line in zip(range(60), f, strict=False)), encoding="utf-8")
+    runner = CliRunner()
+
+    r = runner.invoke(app, ["decompose", question["text"], "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    assert out["question"] == question["text"] and out["sub_questions"]
+
+    r = runner.invoke(
+        app,
+        ["ask", question["text"], "--corpus", str(corpus), "--mode", "agent", "--max-steps", "1", "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output.strip().splitlines()[-1])
+    corpus_ids = {json.loads(line)["id"] for line in corpus.read_text(encoding="utf-8").splitlines()}
+    assert out["agent"]["state"] in ("answered", "budget_exhausted", "failed")
+    assert {e["id"] for e in out["evidence"]} <= corpus_ids
+    assert set(out["citations"]) <= {e["id"] for e in out["evidence"]} | set(out["agent"]["citations"])
+
+    r = runner.invoke(app, ["ask", "q?", "--corpus", str(tmp_path / "missing.jsonl")])
+    assert r.exit_code == 2 and "not found" in r.output
+    r = runner.invoke(app, ["ask", "q?", "--corpus", str(corpus), "--mode", "nonsense"])
+    assert r.exit_code == 2

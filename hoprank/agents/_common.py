@@ -129,9 +129,11 @@ def format_passages(docs: Sequence[Document], *, max_words: int | None = 100) ->
     return "\n".join(lines)
 
 
-def fuse(rankings: Sequence[Sequence[Document]], *, k: int = 60) -> list[Document]:
+def fuse(
+    rankings: Sequence[Sequence[Document]], *, k: int = 60, weights: Sequence[float] | None = None
+) -> list[Document]:
     """Reciprocal-rank fusion of several result lists, deduplicated by id (the tools
     layer's :func:`rrf_fuse`)."""
     from hoprank.tools.hybrid import rrf_fuse
 
-    return list(rrf_fuse([list(r) for r in rankings], k=k))
+    return list(rrf_fuse([list(r) for r in rankings], k=k, weights=weights))

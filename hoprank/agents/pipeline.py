@@ -1,8 +1,14 @@
-"""Decompose → (rewrite) → retrieve per query concurrently → fuse (RRF) → rerank.
+"""Decompose → (rewrite) → retrieve per query concurrently → (bridge) → fuse (RRF) → rerank.
 
 Every stage is optional and swappable: without a decomposer the question is the only
 query; without a ranker the fused order stands. The ranker always judges the pool
 against the ORIGINAL question.
+
+The optional bridge stage serves two-hop "bridge" questions, whose second paragraph
+is about an entity the question never names ("the woman who portrayed Corliss
+Archer"): the first sub-question is answered in a few words from its own top
+passages, and the original question and the later sub-questions are searched again
+with that answer appended.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 from hoprank._sync import run_sync
-from hoprank.agents._common import fuse, gather_bounded, unique
+from hoprank.agents._common import fuse, gather_bounded, norm_query, unique
+from hoprank.agents.answer import Answerer
 from hoprank.agents.decompose import Decomposer
 from hoprank.agents.rewrite import Rewriter
 from hoprank.errors import InvalidInput
@@ -31,6 +38,7 @@ class PipelineResult(BaseModel):
     question: str
     sub_questions: list[str] = Field(default_factory=list)
     queries: list[str] = Field(default_factory=list)
+    bridge: str | None = None
     evidence: list[Document] = Field(default_factory=list)
     ranked: list[Document] = Field(default_factory=list)
     fallback: bool = False
@@ -48,7 +56,11 @@ class DecomposeRetrieveRerank:
     ``k``: documents retrieved per query; ``pool_depth``: how many fused documents the
     ranker sees; ``top_k``: evidence returned; ``concurrency``: searches (and rewrites)
     in flight at once. ``include_original`` keeps the original question among the
-    queries next to its sub-questions.
+    queries next to its sub-questions. ``rrf_k`` and ``original_weight`` (the RRF weight
+    of the lists of the original question and its bridge form; 1 for the others) set
+    the fusion. ``bridge_answerer`` (an :class:`Answerer`, usually ``mode="short"``)
+    enables the bridge stage, answering the first sub-question from its top
+    ``bridge_k`` passages.
     """
 
     def __init__(
@@ -62,11 +74,16 @@ class DecomposeRetrieveRerank:
         pool_depth: int = 20,
         top_k: int = 5,
         rrf_k: int = 60,
+        original_weight: float = 1.0,
         include_original: bool = True,
+        bridge_answerer: Answerer | None = None,
+        bridge_k: int = 3,
         concurrency: int = 4,
     ) -> None:
-        if min(k, pool_depth, top_k, concurrency) < 1:
-            raise InvalidInput("k, pool_depth, top_k and concurrency must be >= 1")
+        if min(k, pool_depth, top_k, concurrency, bridge_k) < 1:
+            raise InvalidInput("k, pool_depth, top_k, bridge_k and concurrency must be >= 1")
+        if original_weight < 0:
+            raise InvalidInput("original_weight must be >= 0")
         self.retriever = retriever
         self.decomposer = decomposer
         self.rewriter = rewriter
@@ -75,7 +92,10 @@ class DecomposeRetrieveRerank:
         self.pool_depth = pool_depth
         self.top_k = top_k
         self.rrf_k = rrf_k
+        self.original_weight = original_weight
         self.include_original = include_original
+        self.bridge_answerer = bridge_answerer
+        self.bridge_k = bridge_k
         self.concurrency = concurrency
 
     async def _retrieve(self, query: str) -> tuple[list[Document], Step]:
@@ -115,10 +135,30 @@ class DecomposeRetrieveRerank:
         results = await gather_bounded((self._retrieve(q) for q in queries), self.concurrency)
         lists = [docs for docs, _ in results]
         trace.extend(step for _, step in results)
+        main_keys = {norm_query(question)}
 
-        fuse_step = Step(kind="fuse", name="rrf", input={"lists": len(lists), "rrf_k": self.rrf_k})
+        bridge = None
+        if self.bridge_answerer is not None:
+            bridge, extra_queries, extra_usage = await self._bridge(
+                self.bridge_answerer, question, sub_questions, queries, lists, trace
+            )
+            usage = usage + extra_usage
+            if bridge is not None:
+                main_keys.add(norm_query(f"{question} {bridge}"))
+            if extra_queries:
+                extra = await gather_bounded((self._retrieve(q) for q in extra_queries), self.concurrency)
+                trace.extend(step for _, step in extra)
+                queries = [*queries, *extra_queries]
+                lists = [*lists, *(docs for docs, _ in extra)]
+        weights = [self.original_weight if norm_query(q) in main_keys else 1.0 for q in queries]
+
+        fuse_step = Step(
+            kind="fuse",
+            name="rrf",
+            input={"lists": len(lists), "rrf_k": self.rrf_k, "weights": weights},
+        )
         t_fuse = time.perf_counter()
-        fused = fuse(lists, k=self.rrf_k) if lists else []
+        fused = fuse(lists, k=self.rrf_k, weights=weights) if lists else []
         fuse_step.seconds = time.perf_counter() - t_fuse
         fuse_step.output = {"ids": [d.id for d in fused], "before_dedupe": sum(len(x) for x in lists)}
         trace.append(fuse_step)
@@ -146,12 +186,57 @@ class DecomposeRetrieveRerank:
             question=question,
             sub_questions=sub_questions,
             queries=queries,
+            bridge=bridge,
             evidence=ranked[: self.top_k],
             ranked=ranked,
             fallback=fallback,
             usage=usage,
             trace=trace,
         )
+
+    async def _bridge(
+        self,
+        answerer: Answerer,
+        question: str,
+        sub_questions: list[str],
+        queries: list[str],
+        lists: list[list[Document]],
+        trace: list[Step],
+    ) -> tuple[str | None, list[str], Usage]:
+        """Answer the first sub-question; return the answer and the new queries."""
+        subs = [s for s in unique(sub_questions) if norm_query(s) != norm_query(question)]
+        if not subs:
+            return None, [], Usage()
+        first = subs[0]
+        keys = [norm_query(q) for q in queries]
+        if norm_query(first) in keys:
+            docs = lists[keys.index(norm_query(first))]
+        else:
+            docs, step = await self._retrieve(first)
+            trace.append(step)
+        ans = await answerer.aanswer(first, docs[: self.bridge_k])
+        trace.extend(ans.trace)
+        answer = ans.answer.strip()
+        step = Step(
+            kind="bridge",
+            name="bridge",
+            input={"sub_question": first, "ids": [d.id for d in docs[: self.bridge_k]]},
+        )
+        if ans.fallback or not answer or len(answer.split()) > 12:
+            step.fallback = True
+            step.error = "no usable short answer to the first sub-question"
+            step.output = {"answer": answer}
+            trace.append(step)
+            return None, [], ans.usage
+        have = set(keys)
+        extra = [
+            q
+            for q in unique([f"{question} {answer}", *(f"{s} {answer}" for s in subs[1:])])
+            if norm_query(q) not in have
+        ]
+        step.output = {"answer": answer, "queries": extra}
+        trace.append(step)
+        return answer, extra, ans.usage
 
     async def arun_many(self, questions: Sequence[str], *, concurrency: int = 1) -> list[PipelineResult]:
         """Run several questions, at most ``concurrency`` at a time, in order."""
