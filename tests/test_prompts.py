@@ -345,8 +345,6 @@ def _generate(text: str) -> Callable[[Sequence[Message]], str]:
     return lambda messages: text
 
 
-
-
 async def _rank(ranker: Any) -> list[Step]:
     return list((await ranker.arank("when was the director of Inception born", DOCS)).trace)
 
@@ -468,6 +466,21 @@ async def test_every_ranker_and_agent_takes_prompt_and_traces_its_ref(
         assert MARKER in _seen(engine), f"{component} did not send the user's prompt"
     else:
         assert MARKER not in _seen(engine)
+
+
+def test_listwise_label_desc_comes_from_params() -> None:
+    data = _user_prompt("rankgpt@1")
+    data["params"]["label_desc"] = {"numeric": "a NUMBERED", "letters": "a LETTERED"}
+    eng = ScriptedEngine(_generate("[1]"))
+    RankGPT(eng, prompt=data).rank("q", DOCS)
+    assert "each indicated by a NUMBERED identifier" in _seen(eng)
+    del data["params"]["label_desc"]  # inherited from rankgpt@1
+    eng = ScriptedEngine(_generate("[1]"))
+    RankGPT(eng, prompt=data).rank("q", DOCS)
+    assert "each indicated by a numerical identifier" in _seen(eng)
+    data["params"]["label_desc"] = {"numeric": "x"}
+    with pytest.raises(PromptError, match="label_desc"):
+        RankGPT(ScriptedEngine(["[1]"]), prompt=data)
 
 
 def test_user_agent_prompt_overrides_observations(tmp_path: Path) -> None:

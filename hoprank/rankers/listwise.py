@@ -9,7 +9,8 @@ implement :meth:`ListwiseRanker._rank_window`.
 Template variables offered to a listwise prompt (a template declares the ones it uses;
 ``query`` and ``passages`` are required): ``query``; ``passages`` (a list of
 ``{"label", "text"}``); ``num`` (number of passages); ``example`` (an output example
-such as ``[2] > [1]``); ``label_desc`` (``"a numerical"`` or ``"an alphabetical"``).
+such as ``[2] > [1]``); ``label_desc`` (``params.label_desc.numeric`` or ``.letters`` of the
+prompt, else of ``rankgpt@1``: ``"a numerical"`` / ``"an alphabetical"``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from hoprank.errors import CapabilityMissing, ContextOverflow, PromptError
 from hoprank.llm.base import LLM, Capability, Message
-from hoprank.prompts import PromptLike, PromptTemplate, load_prompt
+from hoprank.prompts import PromptLike, PromptTemplate, load_prompt, prompt_param
 from hoprank.rankers.base import BaseRanker, RankerOutput
 from hoprank.rankers.passages import (
     LabelStyle,
@@ -98,6 +99,12 @@ class ListwiseRanker(BaseRanker):
                 f"prompt {self.prompt.name}@{self.prompt.version} declares {sorted(unknown)}, "
                 f"which {self.name} cannot fill; listwise prompts may use {list(LISTWISE_VARIABLES)}"
             )
+        descs = prompt_param(self.prompt, "label_desc", "rankgpt@1")
+        if not isinstance(descs, dict) or not {"numeric", "letters"} <= set(descs):
+            raise PromptError(
+                f"prompt {self.prompt.ref}: params.label_desc must map 'numeric' and 'letters' to text"
+            )
+        self.label_desc: dict[str, str] = {k: str(v) for k, v in descs.items()}
         self.window_cfg = WindowConfig(
             window=window,
             step=step if step is not None else max(1, window // 2),
@@ -118,7 +125,7 @@ class ListwiseRanker(BaseRanker):
             "passages": [{"label": lab, "text": t} for lab, t in zip(labels, texts, strict=True)],
             "num": len(labels),
             "example": _example(labels),
-            "label_desc": "a numerical" if labels[0].isdigit() else "an alphabetical",
+            "label_desc": self.label_desc["numeric" if labels[0].isdigit() else "letters"],
         }
         return to_messages(self.prompt.render(**{k: values[k] for k in self.prompt.variables}))
 
