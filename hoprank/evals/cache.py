@@ -112,14 +112,20 @@ class CachedEngine:
             return None
 
     def _store(self, key: str, method: str, value: BaseModel) -> None:
+        """Write an entry atomically. A cache that cannot be written (disk full, a folder
+        or unwritable file in the way) is logged and skipped: the result stands."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(value):x}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"format": _FORMAT, "method": method, "value": value.model_dump(mode="json")}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"format": _FORMAT, "method": method, "value": value.model_dump(mode="json")}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as e:
+            logger.warning("could not write cache entry %s: %s", path, e)
+            tmp.unlink(missing_ok=True)
 
     @staticmethod
     def _as_hit(usage: Usage) -> Usage:
