@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from hoprank import __version__
 from hoprank.llm.base import LLM
 from hoprank.rankers.base import Ranker
-from hoprank.server.auth import bearer_dependency
+from hoprank.server.auth import bearer_dependency, check_bearer
 from hoprank.server.errors import error_response
 from hoprank.server.limits import BodySizeLimitMiddleware
 from hoprank.server.logs import Redactor
@@ -79,6 +79,10 @@ class _HoprankRoute(APIRoute):
             request.state.request_id = rid
             t0 = time.perf_counter()
             try:
+                if path.startswith("/v1"):
+                    # before FastAPI reads and validates the body: an unauthenticated
+                    # client gets 401, never a 422 describing the request schema
+                    check_bearer(state.settings.token_value(), request.headers.get("authorization"))
                 response = await original(request)
             except StarletteHTTPException:
                 raise

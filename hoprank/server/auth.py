@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-__all__ = ["Unauthorized", "bearer_dependency"]
+__all__ = ["Unauthorized", "bearer_dependency", "check_bearer"]
 
 
 class Unauthorized(Exception):
@@ -15,6 +15,18 @@ class Unauthorized(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def check_bearer(token: str | None, authorization: str | None) -> None:
+    """Raise :class:`Unauthorized` unless ``authorization`` is ``Bearer <token>`` (no-op
+    when ``token`` is ``None``: auth is off). Constant-time comparison."""
+    if not token:
+        return
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise Unauthorized("missing bearer token")
+    if not hmac.compare_digest(given.strip().encode("utf-8", errors="replace"), token.encode("utf-8")):
+        raise Unauthorized("invalid bearer token")
 
 
 def bearer_dependency(token: str) -> Callable[..., Awaitable[None]]:
