@@ -172,27 +172,12 @@ class MicroBatcher(Generic[T, R]):
                 f.cancel()
             raise
         except Exception as e:
-            self._count(len(items), fallback=len(items) > 1)
-            if len(items) == 1:
-                _settle(futures[0], exc=e)
-                return
-            logger.debug("batched call of %d failed (%s); retrying one at a time", len(items), e)
-            for item, fut in batch:
-                if fut.done():
-                    continue
-                try:
-                    one = list(await self._run_batch([item]))
-                    self._count(1)
-                    if len(one) != 1:
-                        raise HoprankError(f"batched call returned {len(one)} results for 1 request")
-                    _settle(fut, result=one[0])
-                except asyncio.CancelledError:
-                    for f in futures:
-                        f.cancel()
-                    raise
-                except Exception as e1:
-                    _settle(fut, exc=e1)
+            await self._serve_one_by_one(batch, e)
             return
+        except BaseException as e:  # KeyboardInterrupt, SystemExit: no caller may hang
+            for f in futures:
+                _settle(f, exc=e)
+            raise
         self._count(len(items))
         if len(results) != len(items):  # a bug in run_batch: no retry can fix it
             bug = HoprankError(f"batched call returned {len(results)} results for {len(items)} requests")
@@ -201,6 +186,34 @@ class MicroBatcher(Generic[T, R]):
             return
         for fut, res in zip(futures, results, strict=True):
             _settle(fut, result=res)
+
+    async def _serve_one_by_one(self, batch: list[tuple[T, asyncio.Future[R]]], error: Exception) -> None:
+        """After a failed batched call: each request alone, so an error reaches only its caller."""
+        futures = [f for _, f in batch]
+        self._count(len(batch), fallback=len(batch) > 1)
+        if len(batch) == 1:
+            _settle(futures[0], exc=error)
+            return
+        logger.debug("batched call of %d failed (%s); retrying one at a time", len(batch), error)
+        for item, fut in batch:
+            if fut.done():
+                continue
+            try:
+                one = list(await self._run_batch([item]))
+                self._count(1)
+                if len(one) != 1:
+                    raise HoprankError(f"batched call returned {len(one)} results for 1 request")
+                _settle(fut, result=one[0])
+            except asyncio.CancelledError:
+                for f in futures:
+                    f.cancel()
+                raise
+            except Exception as e1:
+                _settle(fut, exc=e1)
+            except BaseException as e1:
+                for f in futures:
+                    _settle(f, exc=e1)
+                raise
 
     def _count(self, n: int, *, fallback: bool = False) -> None:
         with self._lock:
