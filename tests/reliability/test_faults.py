@@ -15,6 +15,8 @@ Invariants checked everywhere:
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import json
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -49,6 +51,7 @@ from hoprank.types import Document, Ranking
 # client timeout and reused by every test: the matrix is hundreds of small rankings.
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 _ENGINES: dict[float, OpenAIEngine] = {}
+_RUNS = itertools.count()
 
 
 class Switch:
@@ -107,7 +110,10 @@ async def run(
     before = dataclasses.replace(engine.stats)
     docs = make_docs(n)
     try:
-        ranking = await make_ranker(ranker_name, engine, window, step).arank("which passage is best?", docs)
+        # a query unique to this run: late requests of an earlier test (cancelled client-side
+        # but still in the server's queue) carry other bodies and are not counted as retries
+        query = f"which passage is best? (run {next(_RUNS)})"
+        ranking = await make_ranker(ranker_name, engine, window, step).arank(query, docs)
     finally:
         delta = EngineStats(
             *(getattr(engine.stats, f.name) - getattr(before, f.name) for f in dataclasses.fields(before))
@@ -258,32 +264,36 @@ async def test_duplicate_and_out_of_range_ids_keep_a_permutation(
 
 
 async def test_retry_after_is_honoured(server: tuple[FaultServer, Switch]) -> None:
-    model = ModelBehindFaults(plan=lambda i, b: [rate_limited("0.3")] if i == 0 else [])
+    mark = f"retry-after-{next(_RUNS)}"
+    model = ModelBehindFaults(plan=lambda i, b: [rate_limited("0.3")] if mark in json.dumps(b) else [])
     fs = install(server, model)
     engine = make_engine(fs.base_url)
-    ranking = await make_ranker("rankgpt", engine, 4, 2).arank("q", make_docs(5))
+    ranking = await make_ranker("rankgpt", engine, 4, 2).arank(mark, make_docs(5))
     await engine.aclose()
     assert ranking.fallbacks == 0
-    first_two = [r.received_at for r in fs.requests[:2]]
-    assert first_two[1] - first_two[0] >= 0.28  # waited the server's hint, not the tiny backoff
+    mine = [r for r in fs.requests if mark.encode() in r.body]
+    first, second = (r.received_at for r in mine if r.body == mine[0].body)
+    assert second - first >= 0.28  # waited the server's hint, not the tiny backoff
 
 
 async def test_retry_after_beyond_the_budget_gives_up_at_once(server: tuple[FaultServer, Switch]) -> None:
     from hoprank.llm.retry import RetryPolicy
 
+    mark = f"beyond-budget-{next(_RUNS)}"
     model = ModelBehindFaults(always=lambda b: rate_limited("30"))
     fs = install(server, model)
     engine = make_engine(fs.base_url, retry=RetryPolicy(max_attempts=5, total_budget_s=2.0))
     t0 = time.perf_counter()
     with pytest.raises(RateLimited) as info:
-        await make_ranker("first", engine, 4, 2).arank("q", make_docs(6))
+        await make_ranker("first", engine, 4, 2).arank(mark, make_docs(6))
     await engine.aclose()
-    assert time.perf_counter() - t0 < 1.5 and fs.count == 1
+    assert time.perf_counter() - t0 < 1.5
+    assert sum(mark.encode() in r.body for r in fs.requests) == 1
     assert info.value.retry_after == 30
 
 
 async def test_mixed_transient_faults_across_windows(server: tuple[FaultServer, Switch]) -> None:
-    kinds = sorted(TRANSIENT)
+    kinds = sorted(k for k in TRANSIENT if k != "hang")  # hangs: their own tests (timing-sensitive)
 
     def plan(i: int, body: dict[str, Any]) -> list[Reply]:  # call i gets two different faults
         return [TRANSIENT[kinds[i % len(kinds)]][0](body), TRANSIENT[kinds[(i + 3) % len(kinds)]][0](body)]
@@ -291,6 +301,6 @@ async def test_mixed_transient_faults_across_windows(server: tuple[FaultServer, 
     for name in RANKERS:
         nws = (25, 20, 10) if name != "pointwise" else (7, 4, 2)
         model = ModelBehindFaults(plan=plan)
-        ranking, _ = await run(server, model, name, nws, timeout=HANG_TIMEOUT)
+        ranking, _ = await run(server, model, name, nws)
         assert ranking.ids == await baseline(server, name, nws)
         assert model.max_attempts_per_call() == MAX_ATTEMPTS
