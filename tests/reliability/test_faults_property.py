@@ -97,4 +97,7 @@ def test_property_permutation_or_typed_error(
     else:
         assert_permutation(got, docs)
         assert got.ids == clean.ids and got.fallbacks == clean.fallbacks
-    assert model.max_attempts_per_call() <= MAX_ATTEMPTS
+        # Every call succeeded, so attempts per identical body / its successes is a true bound.
+        # (After an exhausted call it is not: a concurrent call with the same body, e.g. two
+        # documents with the same text under pointwise, shares the attempt counter.)
+        assert model.max_attempts_per_call() <= MAX_ATTEMPTS
