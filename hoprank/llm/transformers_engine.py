@@ -251,7 +251,8 @@ class TransformersEngine:
         Runs on the torch worker thread under the engine lock; position ids follow the
         attention mask, so left padding gives the same result as an unpadded run.
         """
-        return on_torch_worker(self._locked, self._forward_last_logits, input_ids, attention_mask)
+        out: torch.Tensor = on_torch_worker(self._locked, self._forward_last_logits, input_ids, attention_mask)
+        return out
 
     def _forward_last_logits(self, input_ids: Any, attention_mask: Any | None) -> torch.Tensor:
         import torch
