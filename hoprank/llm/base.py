@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
+from hoprank._sync import run_sync
 from hoprank.types import Usage
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Completion",
     "LogprobRequest",
     "Message",
+    "SyncFacade",
     "TokenLogprobs",
     "Tokenizer",
 ]
@@ -144,3 +146,54 @@ class LLM(Protocol):
     def describe(self) -> dict[str, Any]:
         """What identifies this engine's outputs (model, revision/sha256, dtype...)."""
         ...
+
+
+class SyncFacade:
+    """The sync facade every engine offers: blocking twins of the async methods.
+
+    Mixed into engines that implement ``generate``, ``next_token_logprobs`` and
+    ``next_token_logprobs_batch``; each call runs through :func:`hoprank._sync.run_sync`.
+    """
+
+    if TYPE_CHECKING:
+
+        async def generate(
+            self,
+            messages: Sequence[Message],
+            *,
+            max_tokens: int,
+            temperature: float = 0.0,
+            stop: Sequence[str] | None = None,
+            prefill: str = "",
+        ) -> Completion: ...
+
+        async def next_token_logprobs(
+            self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+        ) -> TokenLogprobs: ...
+
+        async def next_token_logprobs_batch(
+            self, requests: Sequence[LogprobRequest]
+        ) -> list[TokenLogprobs]: ...
+
+    def generate_sync(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] | None = None,
+        prefill: str = "",
+    ) -> Completion:
+        return run_sync(
+            self.generate(
+                messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
+            )
+        )
+
+    def next_token_logprobs_sync(
+        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+    ) -> TokenLogprobs:
+        return run_sync(self.next_token_logprobs(messages, candidates=candidates, prefill=prefill))
+
+    def next_token_logprobs_batch_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+        return run_sync(self.next_token_logprobs_batch(requests))

@@ -33,11 +33,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hoprank._sync import run_sync
 from hoprank.errors import ConfigError, InvalidInput
 from hoprank.llm._endpoints import Balance, EndpointPool
 from hoprank.llm._openai_parse import parse_completion, parse_top_logprobs, score_candidates
-from hoprank.llm.base import Capability, Completion, LogprobRequest, Message, Tokenizer, TokenLogprobs
+from hoprank.llm.base import (
+    Capability,
+    Completion,
+    LogprobRequest,
+    Message,
+    SyncFacade,
+    Tokenizer,
+    TokenLogprobs,
+)
 from hoprank.llm.retry import RetryPolicy, RetryStats, retry_async
 from hoprank.types import Usage
 
@@ -89,7 +96,7 @@ def _as_tokenizer(tokenizer: Any, model: str) -> Tokenizer:
     raise ConfigError(f"tokenizer {type(tokenizer).__name__} implements neither Tokenizer nor an HF API")
 
 
-class OpenAIEngine:
+class OpenAIEngine(SyncFacade):
     """An OpenAI-compatible chat-completions endpoint (OpenAI, vLLM server, llama.cpp server).
 
     ``base_url`` may be a list: requests then go to the endpoint with the fewest requests
@@ -379,26 +386,3 @@ class OpenAIEngine:
         return [t.result() for t in tasks]
 
     # ------------------------------------------------------------------ sync facade
-
-    def generate_sync(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
-    ) -> Completion:
-        return run_sync(
-            self.generate(
-                messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
-            )
-        )
-
-    def next_token_logprobs_sync(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-    ) -> TokenLogprobs:
-        return run_sync(self.next_token_logprobs(messages, candidates=candidates, prefill=prefill))
-
-    def next_token_logprobs_batch_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
-        return run_sync(self.next_token_logprobs_batch(requests))

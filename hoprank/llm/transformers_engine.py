@@ -27,7 +27,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from hoprank._sync import run_sync
 from hoprank.errors import ContextOverflow, InvalidInput, MissingExtra
 from hoprank.llm._device import choose_device, choose_dtype
 from hoprank.llm.base import (
@@ -36,6 +35,7 @@ from hoprank.llm.base import (
     Completion,
     LogprobRequest,
     Message,
+    SyncFacade,
     Tokenizer,
     TokenLogprobs,
 )
@@ -78,7 +78,7 @@ def on_torch_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return torch_worker().submit(fn, *args, **kwargs).result()
 
 
-class TransformersEngine:
+class TransformersEngine(SyncFacade):
     """A local causal LM loaded with transformers.
 
     ``model`` is a pack name (default ``qwen2.5-coder-1.5b``), a transformers folder or a
@@ -251,7 +251,9 @@ class TransformersEngine:
         Runs on the torch worker thread under the engine lock; position ids follow the
         attention mask, so left padding gives the same result as an unpadded run.
         """
-        out: torch.Tensor = on_torch_worker(self._locked, self._forward_last_logits, input_ids, attention_mask)
+        out: torch.Tensor = on_torch_worker(
+            self._locked, self._forward_last_logits, input_ids, attention_mask
+        )
         return out
 
     def _forward_last_logits(self, input_ids: Any, attention_mask: Any | None) -> torch.Tensor:
@@ -466,31 +468,6 @@ class TransformersEngine:
         from hoprank.llm.attention import attention_rows  # type: ignore[import-not-found,unused-ignore]
 
         return await self._run(attention_rows, self, prefix, suffixes, layers=layers)
-
-    # ------------------------------------------------------------------ sync facade
-
-    def generate_sync(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
-    ) -> Completion:
-        return run_sync(
-            self.generate(
-                messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
-            )
-        )
-
-    def next_token_logprobs_sync(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-    ) -> TokenLogprobs:
-        return run_sync(self.next_token_logprobs(messages, candidates=candidates, prefill=prefill))
-
-    def next_token_logprobs_batch_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
-        return run_sync(self.next_token_logprobs_batch(requests))
 
     def __repr__(self) -> str:
         return f"TransformersEngine({self.name!r}, dtype={self.dtype}, device={self.device!r})"

@@ -29,9 +29,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from hoprank._sync import run_sync
 from hoprank.errors import ContextOverflow, EngineError, InvalidInput, MissingExtra
-from hoprank.llm.base import Capability, Completion, LogprobRequest, Message, Tokenizer, TokenLogprobs
+from hoprank.llm.base import (
+    Capability,
+    Completion,
+    LogprobRequest,
+    Message,
+    SyncFacade,
+    Tokenizer,
+    TokenLogprobs,
+)
 from hoprank.llm.hf_tokenizer import HFTokenizer
 from hoprank.types import Usage
 
@@ -60,7 +67,7 @@ def _accepts(cls: Any, name: str) -> bool:
         return False
 
 
-class VLLMEngine:
+class VLLMEngine(SyncFacade):
     """vLLM in this process. ``model`` is a pack name, a transformers folder or an HF id.
 
     Pass ``llm=`` to reuse an existing ``vllm.LLM``; other keyword arguments go to
@@ -267,26 +274,3 @@ class VLLMEngine:
         return (await self.next_token_logprobs_batch([req]))[0]
 
     # ------------------------------------------------------------------ sync facade
-
-    def generate_sync(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
-    ) -> Completion:
-        return run_sync(
-            self.generate(
-                messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
-            )
-        )
-
-    def next_token_logprobs_sync(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-    ) -> TokenLogprobs:
-        return run_sync(self.next_token_logprobs(messages, candidates=candidates, prefill=prefill))
-
-    def next_token_logprobs_batch_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
-        return run_sync(self.next_token_logprobs_batch(requests))
