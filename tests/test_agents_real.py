@@ -21,6 +21,7 @@ from hoprank.agents import (
     Decomposition,
     MultiHopAgent,
     PipelineResult,
+    Rewriter,
 )
 from hoprank.prompts import load_prompt
 
@@ -81,6 +82,22 @@ async def test_smollm2_decomposer_pipeline_and_answer(
     ans = await Answerer(smol, mode="short", max_tokens=16).aanswer(question, res.evidence)
     assert set(ans.citations) <= set(res.ids)
     _check_llm_steps(ans.trace, "answer-short")
+
+
+async def test_smollm2_rewriter_strategies(smol: Any, hotpot: tuple[Any, list[dict[str, Any]]]) -> None:
+    bm25, queries = hotpot
+    question = queries[2]["text"]
+    for strategy, prompt in (
+        ("multi_query", "rewrite-multi-query"),
+        ("keywords", "rewrite-keywords"),
+        ("hyde", "rewrite-hyde"),
+    ):
+        rw = await Rewriter(smol, strategy, max_tokens=40).arewrite(question)  # type: ignore[arg-type]
+        assert rw.queries[0] == question and all(q.strip() for q in rw.queries)
+        assert rw.fallback or len(rw.queries) >= 2
+        _check_llm_steps(rw.trace, prompt)
+        for q in rw.queries:  # ready for a retriever
+            assert len(await bm25.search(q, 3)) == 3
 
 
 async def test_smollm2_multihop_agent_structure(smol: Any, hotpot: tuple[Any, list[dict[str, Any]]]) -> None:
