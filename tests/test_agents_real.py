@@ -44,7 +44,7 @@ def hotpot(datasets_dir: Path) -> tuple[Any, list[dict[str, Any]]]:
 def smol() -> Any:
     from hoprank.llm import TransformersEngine
 
-    return TransformersEngine("smollm2-135m", threads=2)
+    return TransformersEngine("smollm2-135m", threads=1)
 
 
 def _check_llm_steps(steps: list[Any], prompt_name: str) -> None:
@@ -121,7 +121,7 @@ async def test_smollm2_multihop_agent_structure(smol: Any, hotpot: tuple[Any, li
 async def test_qwen05_decomposes_a_real_bridge_question(hotpot: tuple[Any, list[dict[str, Any]]]) -> None:
     from hoprank.llm import TransformersEngine
 
-    engine = TransformersEngine("qwen2.5-coder-0.5b", threads=2)
+    engine = TransformersEngine("qwen2.5-coder-0.5b", threads=1)
     # HotpotQA's first dev question: a bridge through "the woman who portrayed Corliss Archer".
     question = hotpot[1][0]["text"]
     dec = await Decomposer(engine, max_tokens=120).adecompose(question)
@@ -146,14 +146,26 @@ def test_cli_decompose_and_ask_on_smollm2(
         corpus.write_text("".join(line for _, line in zip(range(60), f, strict=False)), encoding="utf-8")
     runner = CliRunner()
 
-    r = runner.invoke(app, ["decompose", question["text"], "--json"])
+    r = runner.invoke(app, ["decompose", question["text"], "--json", "--max-tokens", "60"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output.strip().splitlines()[-1])
     assert out["question"] == question["text"] and out["sub_questions"]
 
     r = runner.invoke(
         app,
-        ["ask", question["text"], "--corpus", str(corpus), "--mode", "agent", "--max-steps", "1", "--json"],
+        [
+            "ask",
+            question["text"],
+            "--corpus",
+            str(corpus),
+            "--mode",
+            "agent",
+            "--max-steps",
+            "1",
+            "--max-tokens",
+            "40",
+            "--json",
+        ],
     )
     assert r.exit_code == 0, r.output
     out = json.loads(r.output.strip().splitlines()[-1])

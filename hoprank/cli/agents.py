@@ -68,6 +68,7 @@ def decompose_cmd(
         4, "--max-sub-questions", min=1, help="At most this many sub-questions."
     ),
     prompt: str | None = typer.Option(None, "--prompt", help="Prompt name@version or YAML path."),
+    max_tokens: int = typer.Option(200, "--max-tokens", min=1, help="Generation cap per model call."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per question, with the trace."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for a local model."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
@@ -79,7 +80,10 @@ def decompose_cmd(
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         decomposer = Decomposer(
-            _engine(model, base_url, api_key_env, threads), prompt=prompt, max_sub_questions=max_sub_questions
+            _engine(model, base_url, api_key_env, threads),
+            prompt=prompt,
+            max_sub_questions=max_sub_questions,
+            max_tokens=max_tokens,
         )
         results = asyncio.run(decomposer.adecompose_many(questions))
     except HoprankError as e:
@@ -106,6 +110,7 @@ async def _ask(
     top_k: int,
     max_steps: int,
     short: bool,
+    max_tokens: int | None,
 ) -> dict[str, Any]:
     from hoprank.agents import Answerer, Budget, Decomposer, DecomposeRetrieveRerank, MultiHopAgent
     from hoprank.tools.bm25 import BM25Retriever
@@ -116,10 +121,13 @@ async def _ask(
         from hoprank.rankers import make_ranker
 
         ranker = make_ranker(ranker_name, engine=engine)
-    answerer = Answerer(engine, mode="short" if short else "long")
+    answerer = Answerer(engine, mode="short" if short else "long", max_tokens=max_tokens)
+    cap: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
     out: dict[str, Any] = {"question": question, "mode": mode}
     if mode == "agent":
-        agent = MultiHopAgent(engine, retriever, budget=Budget(max_steps=max_steps), k=k, ranker=ranker)
+        agent = MultiHopAgent(
+            engine, retriever, budget=Budget(max_steps=max_steps), k=k, ranker=ranker, **cap
+        )
         res = await agent.arun(question)
         out["agent"] = json.loads(res.model_dump_json())
         evidence = res.evidence[:top_k]
@@ -132,7 +140,7 @@ async def _ask(
     else:
         pipe = DecomposeRetrieveRerank(
             retriever,
-            decomposer=Decomposer(engine),
+            decomposer=Decomposer(engine, **cap),
             ranker=ranker,
             k=k,
             pool_depth=max(20, top_k),
@@ -168,6 +176,9 @@ def ask_cmd(
     top_k: int = typer.Option(5, "--top-k", min=1, help="Evidence passages given to the answerer."),
     max_steps: int = typer.Option(4, "--max-steps", min=1, help="Agent step budget (--mode agent)."),
     short: bool = typer.Option(False, "--short", help="A few-words answer."),
+    max_tokens: int | None = typer.Option(
+        None, "--max-tokens", min=1, help="Generation cap per model call (default: each component's own)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result (with traces) as JSON."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for a local model."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
@@ -192,6 +203,7 @@ def ask_cmd(
                 top_k=top_k,
                 max_steps=max_steps,
                 short=short,
+                max_tokens=max_tokens,
             )
         )
     except HoprankError as e:
