@@ -179,13 +179,13 @@ async def test_batched_first_on_smollm2_matches_unbatched_with_fewer_forwards(
 ) -> None:
     items = _dl19_items(datasets_dir, 4, 10)
     forwards: list[int] = []
-    original = smollm2_engine._forward_last_logits
+    original = smollm2_engine._forward_rows
 
-    def counting(ids: Any, mask: Any) -> Any:
-        forwards.append(int(ids.shape[0]) if ids.dim() == 2 else 1)
-        return original(ids, mask)
+    def counting(rows: list[list[int]]) -> Any:
+        forwards.append(len(rows))
+        return original(rows)
 
-    smollm2_engine._forward_last_logits = counting
+    smollm2_engine._forward_rows = counting
     try:
         ranker = FIRST(smollm2_engine, window=10, max_passage_tokens=48)
         single = [await ranker.arank(q, d) for q, d in items]
@@ -194,9 +194,9 @@ async def test_batched_first_on_smollm2_matches_unbatched_with_fewer_forwards(
         engine = BatchingEngine(smollm2_engine, max_batch_size=4, max_wait_ms=20)
         batched = await FIRST(engine, window=10, max_passage_tokens=48).arank_many(items, concurrency=4)
     finally:
-        del smollm2_engine._forward_last_logits
+        del smollm2_engine._forward_rows
     assert n_single == 4
-    assert forwards == [4]  # one left-padded forward for the 4 queries' windows
+    assert forwards == [4]  # one forward for the 4 queries' windows
     for a, b in zip(single, batched, strict=True):
         sa, sb = a.trace[0].output["scores"], b.trace[0].output["scores"]
         assert sa.keys() == sb.keys() and len(sa) == 10
@@ -204,3 +204,34 @@ async def test_batched_first_on_smollm2_matches_unbatched_with_fewer_forwards(
             assert math.isclose(sa[lab], sb[lab], abs_tol=0.2), (lab, sa, sb)
         assert a.usage.prompt_tokens == b.usage.prompt_tokens
     assert engine.stats.calls == 1 and engine.stats.requests == 4
+
+
+def test_right_padded_rows_equal_single_forwards(smollm2_engine: Any) -> None:
+    """One right-padded forward without a padding mask gives every row's own last-token
+    output: decoder + fp32 head (the engine's path) and the model's own logits."""
+    import torch
+
+    from hoprank.llm.batching import last_token_outputs
+    from hoprank.llm.transformers_engine import on_torch_worker
+
+    e = smollm2_engine
+    texts = ["The capital of France is", "One, two, three, four, five, six, seven, eight, nine,", "Hi"]
+    rows = [e.tokenizer.encode(t) for t in texts]
+    assert len({len(r) for r in rows}) == 3
+    single = torch.cat([e.forward_last_logits(torch.tensor([r])) for r in rows])
+
+    def batched() -> tuple[Any, Any]:
+        with torch.inference_mode():
+            head = e._forward_rows(rows)
+            own = last_token_outputs(e.model, rows, pad_id=e._pad_id, device=e.device, hidden=False)
+        return head, own.float()
+
+    head, own = on_torch_worker(batched)
+    assert head.shape == single.shape == own.shape
+    assert [int(x) for x in head.argmax(-1)] == [int(x) for x in single.argmax(-1)]
+    lp = torch.log_softmax(head, -1) - torch.log_softmax(single, -1)
+    top = single.topk(20, dim=-1).indices  # the tokens that matter; bf16 noise below 0.2
+    assert float(lp.gather(1, top).abs().max()) < 0.2
+    assert [int(x) for x in own.argmax(-1)] == [int(x) for x in single.argmax(-1)]
+    with pytest.raises(InvalidInput):
+        last_token_outputs(e.model, [[1], []], pad_id=0, device=e.device, hidden=False)

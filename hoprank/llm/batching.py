@@ -9,7 +9,8 @@ is running wait at most ``max_wait_s`` for company, then go out together (at mos
 and go out together as soon as it finishes. :class:`BatchingEngine` wraps any engine
 so that its ``next_token_logprobs`` (FIRST, pointwise scoring) goes through one
 batcher and reaches the engine as ``next_token_logprobs_batch`` calls (one left-padded
-forward per batch in :class:`~hoprank.llm.transformers_engine.TransformersEngine`).
+forward per batch in :class:`~hoprank.llm.transformers_engine.TransformersEngine`, built
+by :func:`last_token_outputs`).
 
 Semantics are those of unbatched calls: each caller gets its own result; when a batched
 call fails, its requests are retried one at a time so that an error (e.g.
@@ -27,13 +28,24 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from hoprank._sync import run_sync
 from hoprank.errors import HoprankError, InvalidInput
-from hoprank.llm.base import LLM, Capability, Completion, LogprobRequest, Message, Tokenizer, TokenLogprobs
+from hoprank.llm.base import (
+    LLM,
+    Capability,
+    Completion,
+    LogprobRequest,
+    Message,
+    SyncFacade,
+    Tokenizer,
+    TokenLogprobs,
+)
 
-__all__ = ["BatchStats", "BatchingEngine", "MicroBatcher"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BatchStats", "BatchingEngine", "MicroBatcher", "last_token_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +250,7 @@ def _settle(fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException 
         fut.set_result(result)
 
 
-class BatchingEngine:
+class BatchingEngine(SyncFacade):
     """An engine whose next-token log-probability requests are micro-batched.
 
     Wraps any engine (``TransformersEngine``, ``VLLMEngine``, ``OpenAIEngine``...):
@@ -315,11 +327,6 @@ class BatchingEngine:
     async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         return await self._batcher.submit_many(list(requests))
 
-    def next_token_logprobs_sync(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-    ) -> TokenLogprobs:
-        return run_sync(self.next_token_logprobs(messages, candidates=candidates, prefill=prefill))
-
     def describe(self) -> dict[str, Any]:
         out = dict(self.engine.describe())
         out["micro_batching"] = {
@@ -336,3 +343,37 @@ class BatchingEngine:
 
     def __repr__(self) -> str:
         return f"BatchingEngine({self.engine!r}, max_batch_size={self._batcher.max_batch_size})"
+
+
+def last_token_outputs(
+    module: Any, rows: Sequence[Sequence[int]], *, pad_id: int, device: Any, hidden: bool
+) -> torch.Tensor:
+    """The output at the last token of each row (rows of any lengths) from one forward.
+
+    Rows are **right**-padded and no attention mask is passed: under the causal mask no
+    real token attends to a pad that follows it, so every row's last token sees exactly
+    its own tokens at positions ``0..len-1`` (the pads' outputs are dropped). Without a
+    padding mask SDPA keeps its fused causal kernels; with the usual left padding and a
+    4-D mask, batches of DL19 windows ran 1.3-1.5x slower on CPU than one forward per
+    row. ``module`` is a decoder (``hidden=True``: returns ``last_hidden_state`` rows,
+    ``[n, hidden]``) or a causal LM accepting a tensor ``logits_to_keep`` (``hidden=False``:
+    returns logits, ``[n, vocab]``, in the model's dtype).
+    """
+    import torch
+
+    if not rows or any(len(r) == 0 for r in rows):
+        raise InvalidInput("last_token_outputs: every row needs at least one token")
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
+    ids = ids.to(device)
+    last = torch.tensor([len(r) - 1 for r in rows], device=device)
+    index = torch.arange(len(rows), device=device)
+    if hidden:
+        out: torch.Tensor = module(input_ids=ids, use_cache=False).last_hidden_state[index, last]
+        return out
+    keep = torch.unique(last)  # sorted positions; logits only there
+    logits = module(input_ids=ids, use_cache=False, logits_to_keep=keep).logits  # [n, k, vocab]
+    picked: torch.Tensor = logits[index, torch.searchsorted(keep, last)]
+    return picked
