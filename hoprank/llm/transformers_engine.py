@@ -282,6 +282,20 @@ class TransformersEngine(SyncFacade):
         logits: torch.Tensor = out.logits[:, -1, :].float()
         return logits
 
+    def _forward_rows(self, rows: list[list[int]]) -> torch.Tensor:
+        """Last-token logits (fp32, ``[len(rows), vocab]``) of rows of any lengths: one
+        right-padded forward without a padding mask (:func:`~hoprank.llm.batching.last_token_outputs`)."""
+        import torch
+
+        from hoprank.llm.batching import last_token_outputs
+
+        kw: dict[str, Any] = {"pad_id": self._pad_id, "device": self.device}
+        if self._decoder is not None:
+            return self._head_fp32(last_token_outputs(self._decoder, rows, hidden=True, **kw))
+        if self._logits_to_keep:
+            return last_token_outputs(self.model, rows, hidden=False, **kw).float()
+        return torch.cat([self._forward_last_logits(torch.tensor([r]), None) for r in rows])
+
     def _head_fp32(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head in fp32, in row chunks (no persistent fp32 copy of the weights)."""
         import torch
@@ -348,14 +362,8 @@ class TransformersEngine(SyncFacade):
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]
             t0 = time.perf_counter()
-            width = max(len(prepared[i][0]) for i in chunk)
-            ids = torch.full((len(chunk), width), self._pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                p = prepared[i][0]
-                ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-                mask[row, width - len(p) :] = 1
-            logprobs = torch.log_softmax(self._forward_last_logits(ids, mask), dim=-1).cpu()
+            logits = self._forward_rows([prepared[i][0] for i in chunk])
+            logprobs = torch.log_softmax(logits, dim=-1).cpu()
             seconds = (time.perf_counter() - t0) / len(chunk)
             for row, i in enumerate(chunk):
                 lp = logprobs[row]
@@ -384,7 +392,8 @@ class TransformersEngine(SyncFacade):
         return (await self._run(self._logprobs_sync, [req]))[0]
 
     async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
-        """Batched :meth:`next_token_logprobs`: left-padded forwards of ``max_batch_size``."""
+        """Batched :meth:`next_token_logprobs`: forwards of up to ``max_batch_size`` prompts
+        (sorted by length, right-padded, no padding mask)."""
         if not requests:
             return []
         return await self._run(self._logprobs_sync, list(requests))
