@@ -117,20 +117,40 @@ def _sync(engine: Any) -> None:
         torch.cuda.synchronize()
 
 
+def on_engine_thread(fn: Any, *args: Any) -> Any:
+    """Run ``fn`` where the engine runs its model work (its torch worker thread, one
+    OpenMP team), so bare and SDK timings share threads; timing happens inside ``fn``."""
+    try:
+        from hoprank.llm.transformers_engine import on_torch_worker
+    except ImportError:  # an engine without a worker thread
+        return fn(*args)
+    return on_torch_worker(fn, *args)
+
+
 def bare_forward(engine: Any, ids: list[int]) -> Clock:
     """One plain ``model(...)`` call on ``ids``: last-position logits, nothing else."""
-    import torch
 
-    x = torch.tensor([ids], device=engine.device)
-    with torch.inference_mode(), Clock() as c:
-        engine.model(input_ids=x, use_cache=False, logits_to_keep=1).logits[0, -1].float().cpu()
-        _sync(engine)
-    return c
+    def run() -> Clock:
+        import torch
+
+        x = torch.tensor([ids], device=engine.device)
+        with torch.inference_mode(), Clock() as c:
+            engine.model(input_ids=x, use_cache=False, logits_to_keep=1).logits[0, -1].float().cpu()
+            _sync(engine)
+        return c
+
+    clock: Clock = on_engine_thread(run)
+    return clock
 
 
 def forced_generate(engine: Any, ids: list[int], n: int) -> Clock:
     """Greedy generation of exactly ``n`` tokens (EOS suppressed by ``min_new_tokens``):
     RankGPT's cost when the model writes the whole permutation up to its cap."""
+    clock: Clock = on_engine_thread(_forced_generate, engine, ids, n)
+    return clock
+
+
+def _forced_generate(engine: Any, ids: list[int], n: int) -> Clock:
     import torch
     from transformers import GenerationConfig
 
