@@ -233,7 +233,7 @@ async def test_agent_detects_repeated_queries() -> None:
     )
     retr = FakeRetriever()
     res = await MultiHopAgent(eng, retr, max_bad_replies=2, budget=Budget(max_steps=10)).arun(Q)
-    assert retr.queries == [Q, "Shirley  temple!"]  # the repeat was never executed
+    assert retr.queries == [Q, "Shirley temple!"]  # the repeat was never executed
     assert res.state == "failed" and "repeated" in (res.reason or "")
     assert "already searched" in eng.calls[2]["messages"][-1]["content"]
 
@@ -311,3 +311,17 @@ async def test_agent_ranker_orders_evidence_and_run_many() -> None:
     assert fused_tail == [i for i in reversed(ranker.pools[0]) if i != "d1"]  # then the ranker's order
     res = agent.run(Q)  # sync facade
     assert res.state == "answered"
+
+
+async def test_agent_cuts_run_on_queries() -> None:
+    long = " | ".join(["Shirley Temple portrayed Corliss Archer in the film Kiss and Tell?"] * 12)
+    eng = ScriptedEngine([act(action="search", query=long), act(action="answer", answer="x")])
+    retr = FakeRetriever()
+    res = await MultiHopAgent(eng, retr, initial_search=False).arun(Q)
+    assert retr.queries == ["Shirley Temple portrayed Corliss Archer in the film Kiss and Tell?"]
+    assert res.trace[0].output["query"] == retr.queries[0]
+    words = " ".join(f"w{i}" for i in range(100))
+    eng2 = ScriptedEngine([act(action="search", query=words), act(action="answer", answer="x")])
+    retr2 = FakeRetriever()
+    await MultiHopAgent(eng2, retr2, initial_search=False).arun(Q)
+    assert len(retr2.queries[0].split()) == 32

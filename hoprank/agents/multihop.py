@@ -42,6 +42,7 @@ from hoprank.types import Document, Step, Usage
 __all__ = ["AgentAction", "AgentResult", "Budget", "MultiHopAgent"]
 
 T = TypeVar("T")
+MAX_QUERY_WORDS = 32
 AgentState = Literal["answered", "budget_exhausted", "failed"]
 
 
@@ -97,6 +98,18 @@ class AgentAction(BaseModel):
         if isinstance(v, list):
             return [str(x).strip().strip("[]").strip() for x in v if str(x).strip()]
         return v
+
+    @field_validator("query")
+    @classmethod
+    def _one_query(cls, v: str | None) -> str | None:
+        # Small models sometimes run on, copying the " | "-joined search list of the prompt
+        # or repeating themselves until max_tokens: keep the first query, at most
+        # MAX_QUERY_WORDS words.
+        if v is None:
+            return v
+        lines = [ln for ln in v.strip().splitlines() if ln.strip()]
+        first = lines[0].split(" | ")[0] if lines else ""
+        return " ".join(first.split()[:MAX_QUERY_WORDS])
 
     @model_validator(mode="after")
     def _arguments(self) -> AgentAction:
