@@ -101,9 +101,9 @@ def test_sigkill_at_random_points_resumes_to_identical_metrics(datasets_dir: Pat
     assert res.per_query == ref.per_query and res.metrics == ref.metrics
     assert (out / "run.trec").read_text() == (tmp_path / "ref" / "run.trec").read_text()
     man = json.loads((out / "manifest.json").read_text())
-    assert (
-        man["status"] == "complete" and 2 <= len(man["attempts"]) <= kills + 1
-    )  # kills at start-up log none
+    # one attempt per child that got past start-up (killed, or finished before its kill
+    # point on a fast machine) plus the in-process run; kills at start-up log none
+    assert man["status"] == "complete" and 2 <= len(man["attempts"]) <= len(points) + 1
     # the resumed part of the work came from the cache where the killed runs had got to
     assert res.metrics["ndcg@10"] != res.first_stage_metrics["ndcg@10"]
 
