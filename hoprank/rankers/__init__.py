@@ -5,7 +5,8 @@
 - :class:`RankGPT` — sliding-window permutation generation;
 - :class:`FIRST` — sliding-window single-token logits;
 - ``ICR`` — attention-based in-context reranking (:mod:`hoprank.rankers.icr`, loaded lazily);
-- :class:`CrossEncoderRanker` — a sentence-transformers cross-encoder (``local`` extra).
+- :class:`CrossEncoderRanker` — a sentence-transformers cross-encoder (``local`` extra);
+- :class:`PriorFusion` — any of them fused with the first-stage order (weighted RRF).
 
 :func:`make_ranker` builds one by name. Importing this package never imports torch.
 """
@@ -20,6 +21,7 @@ from hoprank.llm.base import LLM
 from hoprank.rankers.base import BaseRanker, Ranker, RankerOutput, check_permutation
 from hoprank.rankers.baselines import CrossEncoder, CrossEncoderRanker, Identity
 from hoprank.rankers.first import FIRST
+from hoprank.rankers.fusion import PriorFusion
 from hoprank.rankers.parsing import ParseResult, parse_permutation
 from hoprank.rankers.pointwise import PointwiseLLM
 from hoprank.rankers.rankgpt import RankGPT
@@ -34,6 +36,7 @@ __all__ = [
     "Identity",
     "ParseResult",
     "PointwiseLLM",
+    "PriorFusion",
     "RankGPT",
     "Ranker",
     "RankerOutput",
@@ -65,7 +68,14 @@ def make_ranker(name: str, engine: LLM | None = None, **params: Any) -> BaseRank
     """Build a ranker by name: ``identity``, ``rankgpt``, ``first``, ``pointwise``,
     ``icr`` (all but ``identity`` and ``cross-encoder`` need ``engine``) or
     ``cross-encoder`` (``model=`` a local cross-encoder folder). ``params`` go to the
-    ranker's constructor; unknown names raise :class:`ConfigError`."""
+    ranker's constructor; unknown names raise :class:`ConfigError`.
+
+    ``prior_weight=w`` (and optionally ``prior_k``) wraps the ranker in
+    :class:`PriorFusion`: its order fused with the input order by weighted RRF."""
+    if "prior_weight" in params or "prior_k" in params:
+        weight = params.pop("prior_weight", 1.0)
+        k = params.pop("prior_k", 60)
+        return PriorFusion(make_ranker(name, engine, **params), weight=weight, k=k)
     key = name.strip().lower().replace("_", "-")
     if key == "identity":
         if params:
