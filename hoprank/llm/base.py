@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from hoprank._sync import run_sync
+from hoprank.errors import ContextOverflow
 from hoprank.types import Usage
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "SyncFacade",
     "TokenLogprobs",
     "Tokenizer",
+    "check_fits",
 ]
 
 
@@ -35,6 +37,17 @@ class Capability(str, Enum):
     TOKEN_LOGPROBS = "token_logprobs"
     ATTENTION = "attention"
     PREFILL = "prefill"  # can continue a partial assistant message (e.g. "[")
+
+
+def check_fits(name: str, n_prompt: int, n_new: int, context_window: int) -> None:
+    """Raise :class:`ContextOverflow` unless ``n_prompt + n_new`` tokens fit the context."""
+    if n_prompt + n_new > context_window:
+        raise ContextOverflow(
+            f"{name}: prompt of {n_prompt} tokens + {n_new} new tokens exceeds the "
+            f"context window of {context_window}",
+            prompt_tokens=n_prompt,
+            context_window=context_window,
+        )
 
 
 class Message(TypedDict):

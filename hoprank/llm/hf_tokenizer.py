@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from hoprank.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from hoprank.llm.base import Message
 
 __all__ = ["HFTokenizer"]
 
@@ -27,6 +32,30 @@ class HFTokenizer:
     def decode(self, ids: Sequence[int]) -> str:
         text: str = self.hf.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return text
+
+    def render_chat(self, messages: Sequence[Message], prefill: str = "") -> str:
+        """The chat-templated prompt (generation prompt added), with ``prefill`` appended."""
+        if not messages:
+            raise InvalidInput("messages must not be empty")
+        text: str = self.hf.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+        )
+        return text + prefill
+
+    def single_token_ids(self, candidates: Sequence[str]) -> list[int]:
+        """One token id per candidate label; ``InvalidInput`` for a multi-token one."""
+        if not candidates:
+            raise InvalidInput("candidates must not be empty")
+        ids = []
+        for c in candidates:
+            enc = self.encode(c)
+            if len(enc) != 1:
+                raise InvalidInput(
+                    f"candidate {c!r} is {len(enc)} tokens for {self.name}; next-token "
+                    "log-probabilities need single-token candidates"
+                )
+            ids.append(enc[0])
+        return ids
 
     def count(self, text: str) -> int:
         return len(self.encode(text))

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from hoprank.errors import ContextOverflow, InvalidInput, MissingExtra
+from hoprank.errors import InvalidInput, MissingExtra
 from hoprank.llm._device import choose_device, choose_dtype
 from hoprank.llm.base import (
     AttentionRows,
@@ -38,6 +38,7 @@ from hoprank.llm.base import (
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
+    check_fits,
 )
 from hoprank.llm.hf_tokenizer import HFTokenizer
 from hoprank.llm.packs import DEFAULT_MODEL, resolve
@@ -157,7 +158,8 @@ class TransformersEngine(SyncFacade):
         self.capabilities: frozenset[Capability] = frozenset(
             {Capability.GENERATE, Capability.TOKEN_LOGPROBS, Capability.PREFILL, Capability.ATTENTION}
         )
-        self.tokenizer: Tokenizer = HFTokenizer(self.hf_tokenizer, name=self.name)
+        self._hf = HFTokenizer(self.hf_tokenizer, name=self.name)
+        self.tokenizer: Tokenizer = self._hf
         n_pos = int(getattr(self.model.config, "max_position_embeddings", 0) or max_context)
         self.context_window: int = min(n_pos, max_context)
         self._transformers_version: str = transformers.__version__
@@ -223,25 +225,14 @@ class TransformersEngine(SyncFacade):
 
     def render(self, messages: Sequence[Message], prefill: str = "") -> str:
         """The chat-templated prompt (generation prompt added), with ``prefill`` appended."""
-        if not messages:
-            raise InvalidInput("messages must not be empty")
-        text: str = self.hf_tokenizer.apply_chat_template(
-            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
-        )
-        return text + prefill
+        return self._hf.render_chat(messages, prefill)
 
     def _encode_prompt(self, text: str) -> list[int]:
         ids: list[int] = self.hf_tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
 
     def _check_fits(self, n_prompt: int, n_new: int) -> None:
-        if n_prompt + n_new > self.context_window:
-            raise ContextOverflow(
-                f"{self.name}: prompt of {n_prompt} tokens + {n_new} new tokens exceeds the "
-                f"context window of {self.context_window}",
-                prompt_tokens=n_prompt,
-                context_window=self.context_window,
-            )
+        check_fits(self.name, n_prompt, n_new, self.context_window)
 
     # ------------------------------------------------------------------ forward
 
@@ -336,18 +327,7 @@ class TransformersEngine(SyncFacade):
         return decoder
 
     def _candidate_ids(self, candidates: Sequence[str]) -> list[int]:
-        if not candidates:
-            raise InvalidInput("candidates must not be empty")
-        ids = []
-        for c in candidates:
-            enc = self.tokenizer.encode(c)
-            if len(enc) != 1:
-                raise InvalidInput(
-                    f"candidate {c!r} is {len(enc)} tokens for {self.name}; next-token "
-                    "log-probabilities need single-token candidates"
-                )
-            ids.append(enc[0])
-        return ids
+        return self._hf.single_token_ids(candidates)
 
     def _logprobs_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         import torch

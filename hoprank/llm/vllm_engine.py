@@ -29,7 +29,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from hoprank.errors import ContextOverflow, EngineError, InvalidInput, MissingExtra
+from hoprank.errors import EngineError, InvalidInput, MissingExtra
 from hoprank.llm.base import (
     Capability,
     Completion,
@@ -38,6 +38,7 @@ from hoprank.llm.base import (
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
+    check_fits,
 )
 from hoprank.llm.hf_tokenizer import HFTokenizer
 from hoprank.types import Usage
@@ -104,7 +105,8 @@ class VLLMEngine(SyncFacade):
         self.max_logprobs = max_logprobs
         self.renormalize = renormalize
         self.hf_tokenizer: Any = llm.get_tokenizer()
-        self.tokenizer: Tokenizer = HFTokenizer(self.hf_tokenizer, name=self.name)
+        self._hf = HFTokenizer(self.hf_tokenizer, name=self.name)
+        self.tokenizer: Tokenizer = self._hf
         self.context_window: int = context_window or self._model_len() or _DEFAULT_CONTEXT
         self.capabilities: frozenset[Capability] = frozenset(
             {Capability.GENERATE, Capability.TOKEN_LOGPROBS, Capability.PREFILL}
@@ -135,37 +137,15 @@ class VLLMEngine(SyncFacade):
 
     def render(self, messages: Sequence[Message], prefill: str = "") -> str:
         """The chat-templated prompt (generation prompt added), with ``prefill`` appended."""
-        if not messages:
-            raise InvalidInput("messages must not be empty")
-        text: str = self.hf_tokenizer.apply_chat_template(
-            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
-        )
-        return text + prefill
+        return self._hf.render_chat(messages, prefill)
 
     def _prompt(self, messages: Sequence[Message], prefill: str, n_new: int) -> list[int]:
         ids = self.tokenizer.encode(self.render(messages, prefill))
-        if len(ids) + n_new > self.context_window:
-            raise ContextOverflow(
-                f"{self.name}: prompt of {len(ids)} tokens + {n_new} new tokens exceeds the "
-                f"context window of {self.context_window}",
-                prompt_tokens=len(ids),
-                context_window=self.context_window,
-            )
+        check_fits(self.name, len(ids), n_new, self.context_window)
         return ids
 
     def _candidate_ids(self, candidates: Sequence[str]) -> list[int]:
-        if not candidates:
-            raise InvalidInput("candidates must not be empty")
-        ids = []
-        for c in candidates:
-            enc = self.tokenizer.encode(c)
-            if len(enc) != 1:
-                raise InvalidInput(
-                    f"candidate {c!r} is {len(enc)} tokens for {self.name}; next-token "
-                    "log-probabilities need single-token candidates"
-                )
-            ids.append(enc[0])
-        return ids
+        return self._hf.single_token_ids(candidates)
 
     def _run_generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
         with self._lock:
