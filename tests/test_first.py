@@ -135,6 +135,35 @@ def test_capabilities_and_label_limits() -> None:
     assert no_prefill.calls[0]["prefill"] == ""
 
 
+async def test_merged_label_tokens_score_bracket_letter_candidates_without_prefill() -> None:
+    def merged_logprobs(
+        messages: Sequence[Message], candidates: Sequence[str], prefill: str
+    ) -> dict[str, float]:
+        found = dict(LINE.findall(messages[-1]["content"]))
+        assert prefill == "" and all(c.startswith("[") for c in candidates)
+        return {c: -10.0 + 0.3 * int(found[c[1:]]) for c in candidates}
+
+    docs = make_docs(8)
+    eng = ScriptedEngine(logprobs_fn=merged_logprobs)
+    ranking = await FIRST(eng, window=8, label_tokens="merged").arank("q", docs)
+    assert [rel(d) for d in ranking.documents] == list(range(7, -1, -1))
+    assert eng.calls[0]["candidates"] == [f"[{c}" for c in "ABCDEFGH"]
+    assert ranking.trace[0].input["label_tokens"] == "merged"
+    # the scripted engine's whitespace tokenizer is not the model's own: auto keeps the prefill
+    assert FIRST(ScriptedEngine(logprobs_fn=merged_logprobs), window=8).label_tokens == "prefill"
+
+
+def test_label_tokens_errors() -> None:
+    eng = ScriptedEngine(logprobs_fn=lambda m, c, p: {})
+    with pytest.raises(ConfigError):
+        FIRST(eng, label_tokens="letters")
+    no_prefill = ScriptedEngine(
+        logprobs_fn=lambda m, c, p: {}, capabilities=frozenset({Capability.TOKEN_LOGPROBS})
+    )
+    with pytest.raises(ConfigError):
+        FIRST(no_prefill, label_tokens="merged")
+
+
 # ----------------------------------------------------------------------------- real models
 
 
@@ -155,16 +184,43 @@ async def test_first_on_smollm2_dl19(smollm2_engine: object, datasets_dir: Path)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("position", [0, 6])
+@pytest.mark.parametrize("position", [0])
 async def test_first_finds_the_relevant_passage_on_qwen05(qwen05_engine: object, position: int) -> None:
-    """Qwen2.5-Coder-0.5B's label distribution carries a strong position prior (plain
-    FIRST ranks this passage anywhere from 1st to 7th depending on where it sits), so
-    the test uses full rotation debiasing (``shifts`` = window size): every passage is
-    shown at every position and its scores are averaged."""
+    """One forward per window, merged label tokens (``[A``, ``[B`` ... as Qwen writes them).
+    The 0.5B model still has a position prior (at position 6 this passage ranks 6th with
+    one forward), so position independence is tested with rotations below."""
+    query, docs, relevant = handcrafted(position)
+    ranking = await FIRST(qwen05_engine, window=10).arank(query, docs)  # type: ignore[arg-type]
+    assert ranking.ids.index(relevant) < 3, ranking.trace[0].output["doc_scores"]
+    assert ranking.usage.llm_calls == 1
+    step = ranking.trace[0]
+    assert step.input["label_tokens"] == "merged" and step.input["prefill"] == ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("position", [0, 6])
+async def test_rotation_debiasing_on_qwen05(qwen05_engine: object, position: int) -> None:
+    """``shifts`` = window size shows every passage at every position (10 forwards)."""
     query, docs, relevant = handcrafted(position)
     ranking = await FIRST(qwen05_engine, window=10, shifts=len(docs)).arank(query, docs)  # type: ignore[arg-type]
     assert ranking.ids.index(relevant) < 3, ranking.trace[0].output["doc_scores"]
     assert ranking.usage.llm_calls == len(docs)
+
+
+@pytest.mark.slow
+def test_label_token_forms_follow_the_tokenizer(qwen05_engine: Any, smollm2_engine: Any) -> None:
+    """Qwen merges ``[`` with most capitals but not ``O``/``Q``: FIRST labels with the
+    merging letters and scores ``[X`` tokens; SmolLM2 never merges: ``[`` prefill + ``X``."""
+    qwen = FIRST(qwen05_engine, window=20)
+    assert qwen.label_tokens == "merged" and qwen.prefill == "" and qwen.alphabet is not None
+    assert "O" not in qwen.alphabet and "Q" not in qwen.alphabet and len(qwen.alphabet) >= 20
+    for letter in qwen.alphabet:
+        assert len(qwen05_engine.tokenizer.encode("[" + letter)) == 1
+    assert FIRST(qwen05_engine, window=20, label_tokens="prefill").prefill == "["
+    smol = FIRST(smollm2_engine, window=20)
+    assert smol.label_tokens == "prefill" and smol.prefill == "[" and smol.alphabet is None
+    with pytest.raises(ConfigError):
+        FIRST(smollm2_engine, window=20, label_tokens="merged")
 
 
 @pytest.mark.slow
