@@ -261,3 +261,26 @@ def test_retriever_and_run_file_first_stages(tmp_path: Path) -> None:
     )
     again = run_experiment(from_file, tmp_path / "file", cache=False, progress=False)
     assert again.metrics == res.metrics
+
+
+def test_refuses_to_resume_after_the_prompt_text_changed(datasets_dir: Path, tmp_path: Path) -> None:
+    """Same config (same prompt path), edited template: resuming would mix two prompts."""
+    src = ROOT / "hoprank" / "prompts" / "templates" / "rankgpt-short@1.yaml"
+    mine = tmp_path / "my-rankgpt.yaml"
+    mine.write_text(src.read_text().replace("name: rankgpt-short", "name: my-rankgpt"))
+    cfg = _dl19(datasets_dir, limit=2, depth=5, ranker="rankgpt", prompt=str(mine))
+    engine = ScriptedEngine(lambda messages: "[2] > [1]")
+    out = tmp_path / "run"
+    first = run_experiment(cfg, out, engine=engine, cache=False, progress=False, plots=False)
+    assert first.executed == 2
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["prompt"]["name"] == "my-rankgpt" and man["prompt"]["hash"]
+    # unchanged: resumes
+    again = run_experiment(cfg, out, engine=engine, cache=False, progress=False, plots=False)
+    assert again.executed == 0 and again.resumed == 2
+    mine.write_text(mine.read_text().replace("most relevant first", "best first"))
+    with pytest.raises(ConfigError, match="prompt"):
+        run_experiment(cfg, out, engine=engine, cache=False, progress=False, plots=False)
+    redo = run_experiment(cfg, out, engine=engine, cache=False, progress=False, plots=False, overwrite=True)
+    assert redo.executed == 2 and redo.resumed == 0
+    assert json.loads((out / "manifest.json").read_text())["prompt"]["hash"] != man["prompt"]["hash"]

@@ -137,6 +137,8 @@ def prompt_info(config: ExperimentConfig, ranker: Any) -> dict[str, Any] | None:
     from hoprank.prompts import PromptTemplate, load_prompt
 
     tpl = getattr(ranker, "prompt", None)
+    if not isinstance(tpl, PromptTemplate):  # a wrapper (PriorFusion) holds the prompted ranker
+        tpl = getattr(getattr(ranker, "inner", None), "prompt", None)
     if not isinstance(tpl, PromptTemplate):
         tpl = load_prompt(config.prompt) if config.prompt is not None else None
     if tpl is None:

@@ -156,6 +156,17 @@ async def arun_experiment(
     else:
         engine_desc = eng.describe() if eng is not None and hasattr(eng, "describe") else None
 
+    pinfo = prompt_info(config, ranker)
+    old_prompt = (old or {}).get("prompt") or {}
+    if pinfo is not None and old_prompt.get("hash") not in (None, pinfo["hash"]):
+        if not overwrite:
+            raise ConfigError(
+                f"{run_dir} was started with prompt {old_prompt.get('ref')} and the prompt is now "
+                f"{pinfo['ref']} (its text changed); use another output folder or overwrite"
+            )
+        for name in (*_OUTPUTS, "manifest.json"):
+            (run_dir / name).unlink(missing_ok=True)
+        old = None
     log = ResultsLog(run_dir / "results.jsonl")
     done = log.load()
     pending = [it for it in items if it[0] not in done]
@@ -185,7 +196,7 @@ async def arun_experiment(
         },
         "engine": engine_desc,
         "model_sha256": _model_sha256(engine_desc),
-        "prompt": prompt_info(config, ranker),
+        "prompt": pinfo,
         "environment": environment(),
         "attempts": [*(old or {}).get("attempts", []), attempt],
         "started_at": (old or {}).get("started_at", attempt["started_at"]),
