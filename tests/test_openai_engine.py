@@ -61,6 +61,16 @@ async def test_generate_request_and_response(fault: FaultServer) -> None:
     assert "logprobs" not in body
 
 
+@pytest.mark.parametrize("content", ["broken \ud800 text", None])
+async def test_unencodable_or_non_string_content_is_invalid_input(fault: FaultServer, content: Any) -> None:
+    eng = make(fault.base_url)
+    with pytest.raises(InvalidInput, match="message 0"):
+        await eng.generate([{"role": "user", "content": content}], max_tokens=3)
+    with pytest.raises(InvalidInput, match="message 0"):
+        await eng.next_token_logprobs([{"role": "user", "content": content}], candidates=["A"])
+    assert fault.requests == []  # rejected before anything is sent
+
+
 async def test_usage_counted_locally_when_server_omits_it(fault: FaultServer) -> None:
     fault.push(chat_ok("one two three", usage=None))
     out = await make(fault.base_url).generate(MSGS, max_tokens=5)

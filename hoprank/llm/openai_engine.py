@@ -219,6 +219,16 @@ class OpenAIEngine(SyncFacade):
         if not messages:
             raise InvalidInput("messages must not be empty")
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        for i, m in enumerate(msgs):
+            try:
+                m["content"].encode("utf-8")
+            except UnicodeEncodeError as e:  # lone surrogates cannot go over HTTP as JSON/UTF-8
+                raise InvalidInput(
+                    f"message {i} is not valid Unicode at character {e.start} ({e.reason}); "
+                    "hoprank.rankers.passages.scrub_surrogates repairs such text"
+                ) from e
+            except AttributeError as e:
+                raise InvalidInput(f"message {i} content must be a string") from e
         extra: dict[str, Any] = {}
         if prefill and Capability.PREFILL in self.capabilities:
             msgs.append({"role": "assistant", "content": prefill})
