@@ -59,6 +59,12 @@ _OUTPUTS = (
 )
 
 
+def _clear_outputs(run_dir: Path) -> None:
+    """Remove a run folder's outputs and manifest (``overwrite``: start over)."""
+    for name in (*_OUTPUTS, "manifest.json"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
 @dataclass
 class RunResult:
     """What a finished run produced (everything is also on disk in ``run_dir``)."""
@@ -131,8 +137,7 @@ async def arun_experiment(
             )
         old = None
     if overwrite and old is None:
-        for name in (*_OUTPUTS, "manifest.json"):
-            (run_dir / name).unlink(missing_ok=True)
+        _clear_outputs(run_dir)
 
     ds = load_config_dataset(config)
     items, first_stage = await asyncio.to_thread(build_items, config, ds, retriever=retriever)
@@ -164,8 +169,7 @@ async def arun_experiment(
                 f"{run_dir} was started with prompt {old_prompt.get('ref')} and the prompt is now "
                 f"{pinfo['ref']} (its text changed); use another output folder or overwrite"
             )
-        for name in (*_OUTPUTS, "manifest.json"):
-            (run_dir / name).unlink(missing_ok=True)
+        _clear_outputs(run_dir)
         old = None
     log = ResultsLog(run_dir / "results.jsonl")
     done = log.load()
