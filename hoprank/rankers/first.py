@@ -164,10 +164,9 @@ class FIRST(ListwiseRanker):
         self.shifts = shifts
         wanted = prefill if prefill is not None else str(prompt_param(self.prompt, "prefill", "first@1"))
         can_prefill = Capability.PREFILL in engine.capabilities
-        self.prefill = wanted if can_prefill else ""
         if label_tokens not in LABEL_TOKENS:
             raise ConfigError(f"label_tokens must be one of {LABEL_TOKENS}, got {label_tokens!r}")
-        # merged form: no prefill; candidates are prefix+letter tokens over the merging letters
+        #: the merging letters when labels are scored as merged ``prefix + letter`` tokens
         self.alphabet: list[str] | None = None
         if label_tokens != "prefill" and wanted and can_prefill:
             own_tokens = isinstance(engine.tokenizer, HFTokenizer)
@@ -181,10 +180,14 @@ class FIRST(ListwiseRanker):
                 )
         elif label_tokens == "merged":
             raise ConfigError("label_tokens='merged' needs an engine that renders the chat (PREFILL)")
+        # merged form: no prefill, the prefix goes into each candidate token instead
         self.candidate_prefix = wanted if self.alphabet is not None else ""
-        if self.alphabet is not None:
-            self.prefill = ""
-        self.label_tokens = "merged" if self.alphabet is not None else "prefill"
+        self.prefill = wanted if can_prefill and self.alphabet is None else ""
+
+    @property
+    def label_tokens(self) -> str:
+        """``"merged"`` or ``"prefill"``: the label form this ranker scores."""
+        return "merged" if self.alphabet is not None else "prefill"
 
     async def _score(self, requests: list[LogprobRequest]) -> list[TokenLogprobs]:
         if len(requests) == 1:
