@@ -29,30 +29,25 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from rerank_dl19 import hotpot_metrics, load, ndcg10  # noqa: E402
 
+from hoprank.evals.results import ResultsLog  # noqa: E402
 from hoprank.tools.hybrid import rrf_fuse  # noqa: E402
 from hoprank.types import Document, Ranking  # noqa: E402
 
 
 def read_rows(path: Path) -> dict[str, dict[str, Any]]:
     """qid -> {"ranked": [ids], "seconds", "prompt_tokens"} from either format."""
-    rows: dict[str, dict[str, Any]] = {}
-    file = path / "results.jsonl" if path.is_dir() else path
-    with open(file, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            r = json.loads(line)
-            if "usage" in r:  # evals runner
-                ranked = [x[0] for x in r["ranked"]]
-                usage = r["usage"]
-                rows[r["qid"]] = {
-                    "ranked": ranked,
-                    "seconds": usage["seconds"],
-                    "prompt_tokens": usage["prompt_tokens"],
-                }
-            else:
-                rows[r["qid"]] = {k: r[k] for k in ("ranked", "seconds", "prompt_tokens")}
-    return rows
+    if path.is_dir():  # an evals run folder: its results log (torn last line skipped)
+        return {
+            qid: {
+                "ranked": [x[0] for x in r["ranked"]],
+                "seconds": r["usage"]["seconds"],
+                "prompt_tokens": r["usage"]["prompt_tokens"],
+            }
+            for qid, r in ResultsLog(path / "results.jsonl").load().items()
+        }
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {r["qid"]: {k: r[k] for k in ("ranked", "seconds", "prompt_tokens")} for r in rows}
 
 
 def score(dataset: str, qid: str, ids: list[str], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
@@ -86,7 +81,11 @@ def main() -> None:
             for q in qids:
                 by_id = {d.id: d for d in prior[q]}
                 model = [by_id[i] for i in rows[q]["ranked"]]
-                ids = [d.id for d in rrf_fuse([model, prior[q]], k=60, weights=[1.0, w])] if w else rows[q]["ranked"]
+                ids = (
+                    [d.id for d in rrf_fuse([model, prior[q]], k=60, weights=[1.0, w])]
+                    if w
+                    else rows[q]["ranked"]
+                )
                 per.append(score(args.dataset, q, ids, qrels))
             cells = [name, str(len(qids)), *[f"{statistics.fmean(p[k] for p in per):.4f}" for k in keys]]
             cells += [
