@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import statistics
@@ -37,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._engines import add_engine_args, open_engine  # noqa: E402
 from hoprank.agents import (  # noqa: E402
     Answer,
     Answerer,
@@ -81,6 +83,43 @@ class _MemoAnswerer(Answerer):
         if key not in cache:
             cache[key] = await super().aanswer(question, evidence)
         return cache[key]
+
+
+class _Sink:
+    """Appends each question's records to ``PREFIX.jsonl`` as soon as they exist (a killed
+    run loses at most the question in flight); with ``resume`` the records already there
+    are kept and their questions skipped (a torn last line is dropped)."""
+
+    def __init__(self, prefix: str | None, *, resume: bool) -> None:
+        self.path = Path(prefix).with_suffix(".jsonl") if prefix else None
+        self.done: list[dict[str, Any]] = []
+        if self.path is not None and resume and self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    self.done.append(json.loads(line))
+                except json.JSONDecodeError:
+                    log.warning("dropping a torn line of %s", self.path)
+        self.qids = {r["qid"] for r in self.done}
+        self._f: Any = None
+
+    def __enter__(self) -> _Sink:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = self.path.open("w", encoding="utf-8")
+            for r in self.done:  # rewrite without a torn tail
+                self._f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            self._f.flush()
+        return self
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if self._f is not None:
+            for r in rows:
+                self._f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            self._f.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._f is not None:
+            self._f.close()
 
 
 def _params(pairs: list[str]) -> dict[str, Any]:
@@ -138,7 +177,7 @@ async def _answer(
     rec["ans_tokens"] = ans.usage.total_tokens
 
 
-async def run_hotpotqa(args: argparse.Namespace) -> list[dict[str, Any]]:
+async def run_hotpotqa(args: argparse.Namespace, engine: Any, sink: _Sink) -> list[dict[str, Any]]:
     folder = Path(args.data) / "hotpotqa-dev-distractor-500"
     docs = load_corpus(folder / "corpus.jsonl")
     t0 = time.perf_counter()
@@ -147,14 +186,11 @@ async def run_hotpotqa(args: argparse.Namespace) -> list[dict[str, Any]]:
     queries = _read_jsonl(folder / "queries.jsonl", args.limit)
     systems = set(args.systems.split(","))
 
-    engine = ranker = None
-    if systems - {"a"}:
-        from hoprank.llm import load_engine
+    ranker = None
+    if engine is not None and systems & {"b", "c"}:
         from hoprank.rankers import make_ranker
 
-        engine = load_engine(args.model, threads=args.threads)
-        if systems & {"b", "c"}:
-            ranker = make_ranker("first", engine, **_params(args.first_param))
+        ranker = make_ranker("first", engine, **_params(args.first_param))
     answerer = Answerer(engine, mode="short") if engine is not None and not args.no_answer else None
     decomposer = _Memo(Decomposer(engine)) if engine is not None else None
     bridge = _MemoAnswerer(engine, mode="short") if engine is not None and not args.no_bridge else None
@@ -183,9 +219,12 @@ async def run_hotpotqa(args: argparse.Namespace) -> list[dict[str, Any]]:
         else None
     )
 
-    records: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = list(sink.done)
     for i, q in enumerate(queries, 1):
+        if q["id"] in sink.qids:
+            continue
         question = q["text"]
+        n_before = len(records)
         t0 = time.perf_counter()
         first = await bm25.search(question, max(args.depth, 10))
         t_bm25 = time.perf_counter() - t0
@@ -222,7 +261,8 @@ async def run_hotpotqa(args: argparse.Namespace) -> list[dict[str, Any]]:
             if answerer is not None:
                 await _answer(answerer, q, ares.evidence, rec)
             records.append(rec)
-        done = [r for r in records if r["qid"] == q["id"]]
+        done = records[n_before:]
+        sink.write(done)
         log.info(
             "[%d/%d] %s",
             i,
@@ -292,13 +332,15 @@ def well_formed(sub: str, question: str) -> bool:
     return len(sub.split()) >= 3 and norm_query(sub) != norm_query(question)
 
 
-async def run_multihop_rag(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
-    from hoprank.llm import load_engine
-
+async def run_multihop_rag(
+    args: argparse.Namespace, engine: Any, sink: _Sink
+) -> tuple[list[dict[str, Any]], str]:
     queries = _read_jsonl(Path(args.data) / "multihop-rag-facts-500" / "queries.jsonl", args.limit)
-    decomposer = Decomposer(load_engine(args.model, threads=args.threads))
-    records = []
+    decomposer = Decomposer(engine)
+    records = list(sink.done)
     for i, q in enumerate(queries, 1):
+        if q["id"] in sink.qids:
+            continue
         t0 = time.perf_counter()
         dec = await decomposer.adecompose(q["text"])
         good = [s for s in dec.sub_questions if well_formed(s, q["text"])] if not dec.fallback else []
@@ -315,6 +357,7 @@ async def run_multihop_rag(args: argparse.Namespace) -> tuple[list[dict[str, Any
                 "tokens": dec.usage.total_tokens,
             }
         )
+        sink.write(records[-1:])
         log.info("[%d/%d] %d well-formed sub-questions", i, len(queries), len(good))
     n = len(records)
     by_type: dict[str, list[dict[str, Any]]] = {}
@@ -337,14 +380,11 @@ async def run_multihop_rag(args: argparse.Namespace) -> tuple[list[dict[str, Any
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=100, help="first N questions (default 100)")
-    ap.add_argument(
-        "--model", default="qwen2.5-coder-1.5b", help="engine spec (pack name, folder, openai:<model>)"
-    )
+    add_engine_args(ap)
     ap.add_argument("--systems", default="a,b,c,d", help="comma-separated subset of a,b,c0,c,d")
     ap.add_argument("--depth", type=int, default=20, help="BM25 depth per query and rerank pool (default 20)")
     ap.add_argument("--agent-steps", type=int, default=4)
     ap.add_argument("--agent-k", type=int, default=5, help="documents per agent search")
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-answer", action="store_true", help="skip answer EM/F1")
     ap.add_argument("--no-bridge", action="store_true", help="c/c0 without the bridge stage")
     ap.add_argument("--rrf-k", type=int, default=10, help="RRF k of c/c0 (default 10)")
@@ -362,7 +402,12 @@ def main() -> None:
     )
     ap.add_argument("--data", default=str(DATA), help="shared datasets folder")
     ap.add_argument(
-        "--out", default=None, help="write records (JSONL) and the table (.md) with this path prefix"
+        "--out",
+        default=None,
+        help="records go to PREFIX.jsonl as each question finishes, the table to PREFIX.md",
+    )
+    ap.add_argument(
+        "--resume", action="store_true", help="keep the questions already in PREFIX.jsonl and skip them"
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
@@ -370,23 +415,22 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     t0 = time.perf_counter()
-    if args.multihop_rag:
-        records, table = asyncio.run(run_multihop_rag(args))
-    else:
-        records = asyncio.run(run_hotpotqa(args))
-        table = (
-            f"HotpotQA dev distractor-500, full pool BM25, first {args.limit} questions, model {args.model}\n\n"
-            + hotpotqa_table(records, args)
-        )
+    needs_engine = args.multihop_rag or set(args.systems.split(",")) - {"a"}
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(open_engine(args)) if needs_engine else None
+        sink = stack.enter_context(_Sink(args.out, resume=args.resume))
+        if args.multihop_rag:
+            records, table = asyncio.run(run_multihop_rag(args, engine, sink))
+        else:
+            records = asyncio.run(run_hotpotqa(args, engine, sink))
+            table = (
+                f"HotpotQA dev distractor-500, full pool BM25, first {args.limit} questions, "
+                f"model {args.model} ({args.engine})\n\n" + hotpotqa_table(records, args)
+            )
     table += f"\n\nTotal wall time {time.perf_counter() - t0:.0f} s."
     print(table)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.with_suffix(".jsonl").open("w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        out.with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+        Path(args.out).with_suffix(".md").write_text(table + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,15 @@ Examples::
     .venv/bin/python benchmarks/rerank_dl19.py --dataset hotpotqa --limit 100 --rankers identity,first
     .venv/bin/python benchmarks/rerank_dl19.py --engine openai --model qwen \\
         --base-url http://127.0.0.1:8080/v1 --server llamacpp --rankers rankgpt
+    .venv/bin/python benchmarks/rerank_dl19.py --engine llamacpp --model qwen2.5-coder-1.5b \\
+        --rankers first,rankgpt      # starts llama.cpp on 127.0.0.1 for the pack's GGUF
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -37,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._engines import add_engine_args, open_engine  # noqa: E402
 from hoprank.rankers import make_ranker  # noqa: E402
 from hoprank.types import Document, Ranking  # noqa: E402
 
@@ -135,19 +139,6 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, Any]]:
     return spec, name, params
 
 
-def build_engine(args: argparse.Namespace) -> Any:
-    if args.engine == "transformers":
-        from hoprank.llm.transformers_engine import TransformersEngine
-
-        kwargs: dict[str, Any] = {"threads": args.threads}
-        if args.attn:
-            kwargs["attn_implementation"] = args.attn
-        return TransformersEngine(args.model, **kwargs)
-    from hoprank.llm.openai_engine import OpenAIEngine
-
-    return OpenAIEngine(model=args.model, base_url=args.base_url, server=args.server)
-
-
 async def run_ranker(
     label: str,
     ranker: Any,
@@ -211,7 +202,18 @@ async def main_async(args: argparse.Namespace) -> None:
     items, qrels = load(args.dataset, args.depth, args.limit)
     specs = [parse_spec(s.strip()) for s in args.rankers.split(",") if s.strip()]
     needs_engine = any(name not in ("identity", "cross-encoder") for _, name, _ in specs)
-    engine = build_engine(args) if needs_engine else None
+    with contextlib.ExitStack() as stack:
+        engine = stack.enter_context(open_engine(args)) if needs_engine else None
+        await _run_all(args, specs, items, qrels, engine)
+
+
+async def _run_all(
+    args: argparse.Namespace,
+    specs: list[tuple[str, str, dict[str, Any]]],
+    items: list[dict[str, Any]],
+    qrels: dict[str, dict[str, int]],
+    engine: Any,
+) -> None:
     out_path = Path(args.out or ROOT / "runs" / f"rerank_{args.dataset}_{Path(args.model).name}.jsonl")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
@@ -232,15 +234,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=["dl19", "hotpotqa"], default="dl19")
     ap.add_argument("--rankers", default="identity,pointwise,rankgpt,first,icr")
-    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
-    ap.add_argument("--engine", choices=["transformers", "openai"], default="transformers")
-    ap.add_argument("--base-url", default=None)
-    ap.add_argument("--server", choices=["openai", "vllm", "llamacpp"], default="openai")
-    ap.add_argument("--attn", default=None, help="attn_implementation for transformers (ICR needs eager)")
+    add_engine_args(ap)
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--window", type=int, default=None, help="window for listwise rankers (default 20)")
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--out", default=None, help="per-query JSONL (default runs/rerank_<dataset>_<model>.jsonl)"
     )
