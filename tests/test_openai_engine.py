@@ -222,6 +222,28 @@ async def test_batch_failure_raises(fault: FaultServer) -> None:
         await make(fault.base_url, max_concurrency=1).next_token_logprobs_batch(reqs)
 
 
+async def test_batch_with_several_failures_leaves_no_unretrieved_exception(fault: FaultServer) -> None:
+    import gc
+
+    # lone surrogates are refused before any request: every task fails in the same loop tick
+    bad: list[Any] = [{"role": "user", "content": "Rank \ud800 A."}]
+    seen: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, ctx: seen.append(ctx))
+    try:
+        reqs = [LogprobRequest(messages=bad, candidates=["A"]) for _ in range(4)]
+        with pytest.raises(InvalidInput):
+            await make(fault.base_url, max_concurrency=4).next_token_logprobs_batch(reqs)
+        await asyncio.sleep(0.05)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(old)
+    assert fault.count == 0
+    assert not [c for c in seen if "never retrieved" in str(c.get("message", ""))], seen
+
+
 async def test_async_context_manager_closes_clients(fault: FaultServer) -> None:
     fault.default = chat_ok("hi")
     async with make(fault.base_url) as eng:

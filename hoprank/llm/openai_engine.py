@@ -388,11 +388,11 @@ class OpenAIEngine(SyncFacade):
             t.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
-        for t in tasks:
-            if t.done() and not t.cancelled() and t.exception() is not None:
-                exc = t.exception()
-                assert exc is not None
-                raise exc
+        # read every finished task's exception (not only the first), so a batch in which
+        # several requests failed leaves no "Task exception was never retrieved" behind
+        errors = [e for t in tasks if t.done() and not t.cancelled() and (e := t.exception()) is not None]
+        if errors:
+            raise errors[0]
         return [t.result() for t in tasks]
 
     # ------------------------------------------------------------------ sync facade
