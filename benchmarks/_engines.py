@@ -37,7 +37,7 @@ def _hf_tokenizer(model: str) -> Any:
     from hoprank.llm.packs import resolve
 
     folder = resolve(model).path
-    return HFTokenizer(AutoTokenizer.from_pretrained(str(folder)), name=model)
+    return HFTokenizer(AutoTokenizer.from_pretrained(str(folder), local_files_only=True), name=model)
 
 
 @contextlib.contextmanager

@@ -416,9 +416,10 @@ def main() -> None:
 
     t0 = time.perf_counter()
     needs_engine = args.multihop_rag or set(args.systems.split(",")) - {"a"}
-    with contextlib.ExitStack() as stack:
-        engine = stack.enter_context(open_engine(args)) if needs_engine else None
-        sink = stack.enter_context(_Sink(args.out, resume=args.resume))
+    with (
+        open_engine(args) if needs_engine else contextlib.nullcontext() as engine,
+        _Sink(args.out, resume=args.resume) as sink,
+    ):
         if args.multihop_rag:
             records, table = asyncio.run(run_multihop_rag(args, engine, sink))
         else:

@@ -175,7 +175,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 ranker = FIRST(
                     cached, window=args.window, step=max(1, args.window // 2), neutralize=neutralize
                 )
-                labels = make_labels(args.depth + 1, "letters")
+                labels = ranker.labels_for(args.depth + 1)  # merged "[X" letters on Qwen
             else:
                 ranker = PointwiseLLM(cached)
                 labels = make_labels(args.depth + 1, "numeric")

@@ -184,12 +184,7 @@ async def per_query(args: argparse.Namespace, engine: Any, items: list[Any]) -> 
     rows = []
     for qid, query, docs in items:
         window_docs = docs[-args.window :]  # the first window FIRST sees (back to front)
-        # the labels FIRST uses: merged "[X" letters (Qwen) or A.. after a "[" prefill
-        labels = (
-            first.alphabet[: len(window_docs)]
-            if first.alphabet is not None
-            else make_labels(len(window_docs), "letters")
-        )
+        labels = first.labels_for(len(window_docs))
         wp = first.build_prompt(query, window_docs, labels, max_new_tokens=1, prefill=first.prefill)
         ids = engine._encode_prompt(engine.render(wp.messages, first.prefill))
         row: dict[str, Any] = {"qid": qid, "first_prompt_tokens": len(ids), "bare": [], "first": []}

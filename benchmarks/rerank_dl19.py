@@ -202,8 +202,7 @@ async def main_async(args: argparse.Namespace) -> None:
     items, qrels = load(args.dataset, args.depth, args.limit)
     specs = [parse_spec(s.strip()) for s in args.rankers.split(",") if s.strip()]
     needs_engine = any(name not in ("identity", "cross-encoder") for _, name, _ in specs)
-    with contextlib.ExitStack() as stack:
-        engine = stack.enter_context(open_engine(args)) if needs_engine else None
+    with open_engine(args) if needs_engine else contextlib.nullcontext() as engine:
         await _run_all(args, specs, items, qrels, engine)
 
 

@@ -184,6 +184,10 @@ class FIRST(ListwiseRanker):
         self.candidate_prefix = wanted if self.alphabet is not None else ""
         self.prefill = wanted if can_prefill and self.alphabet is None else ""
 
+    def labels_for(self, n: int) -> list[str]:
+        """The labels of an ``n``-passage window: the merging letters, else ``A``, ``B``, ..."""
+        return self.alphabet[:n] if self.alphabet is not None else make_labels(n, "letters")
+
     @property
     def label_tokens(self) -> str:
         """``"merged"`` or ``"prefill"``: the label form this ranker scores."""
@@ -212,9 +216,7 @@ class FIRST(ListwiseRanker):
     async def _rank_window(
         self, query: str, docs: list[Document], span: WindowSpan
     ) -> tuple[list[int], Step]:
-        labels = (
-            self.alphabet[: len(docs)] if self.alphabet is not None else make_labels(len(docs), "letters")
-        )
+        labels = self.labels_for(len(docs))
         candidates = [self.candidate_prefix + lab for lab in labels]
         orderings = self._orderings(len(docs))
         requests: list[LogprobRequest] = []
