@@ -185,9 +185,16 @@ class ModelBehindFaults:
     _calls: dict[str, int] = field(default_factory=dict)
     _queues: dict[str, list[Reply]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: requests whose body never arrived whole (a client cancelled mid-send: the server
+    #: read fewer bytes than Content-Length); not attempts of any logical call
+    torn: int = 0
 
     def __call__(self, req: RecordedRequest) -> Reply:
-        body = req.json if isinstance(req.json, dict) else {}
+        body = req.json
+        if not isinstance(body, dict):
+            with self._lock:
+                self.torn += 1
+            return status(400, "torn request body")
         key = body_key(req)
         with self._lock:
             self.attempts[key] += 1
