@@ -316,6 +316,15 @@ def hotpotqa_table(records: list[dict[str, Any]], args: argparse.Namespace) -> s
             f"Agent: states {states}; own-answer EM {_mean(agent_rows, 'agent_EM'):.3f} "
             f"F1 {_mean(agent_rows, 'agent_F1'):.3f}; mean steps {_mean(agent_rows, 'steps'):.2f}"
         )
+    by_sys = {s: {r["qid"]: r for r in records if r["system"] == s} for s in ("c0", "c")}
+    both = by_sys["c0"].keys() & by_sys["c"].keys()
+    if both:
+        full = statistics.fmean(by_sys["c0"][q]["seconds"] + by_sys["c"][q]["seconds"] for q in both)
+        lines.append("")
+        lines.append(
+            f"(c) runs after (c0) and reuses its decomposition and bridge (memoised), so its s/q "
+            f"above is the rest of the pipeline only; (c) from scratch costs (c0) + (c) = {full:.1f} s/q"
+        )
     c_rows = [r for r in records if r["system"] in ("c", "c0")]
     if c_rows:
         nsub = statistics.fmean(len(r["sub_questions"]) for r in c_rows)

@@ -71,3 +71,28 @@ def test_rerank_benchmark_over_a_llamacpp_server_it_starts(tmp_path: Path) -> No
     assert row["llm_calls"] == 1 and row["fallbacks"] == 0
     assert len(row["ranked"]) == 5 and len(set(row["ranked"])) == 5  # type: ignore[arg-type]
     assert '"server": "llamacpp"' in res.stdout
+
+
+def test_agents_table_charges_c_for_the_decomposition_it_shares_with_c0() -> None:
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "agents_hotpotqa", ROOT / "benchmarks" / "agents_hotpotqa.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = {"R@2": 1.0, "R@5": 1.0, "R@10": 1.0, "MRR@10": 1.0, "tokens": 10, "decompose_fallback": False}
+    records = [
+        {**base, "system": "c0", "qid": "q1", "seconds": 20.0, "sub_questions": ["x", "y"]},
+        {**base, "system": "c", "qid": "q1", "seconds": 10.0, "sub_questions": ["x", "y"]},
+        {**base, "system": "c0", "qid": "q2", "seconds": 30.0, "sub_questions": ["x"]},
+        {**base, "system": "c", "qid": "q2", "seconds": 6.0, "sub_questions": ["x"]},
+    ]
+    args = argparse.Namespace(
+        no_bridge=False, depth=20, agent_steps=4, agent_k=5, rrf_k=10, original_weight=1.0
+    )
+    table = mod.hotpotqa_table(records, args)
+    assert "| (c) decompose + bridge + BM25 + RRF + FIRST | 2 |" in table
+    assert "(c) from scratch costs (c0) + (c) = 33.0 s/q" in table
