@@ -5,7 +5,7 @@ stopwords); the queries are the questions. Support recall@k = both supporting
 paragraphs are in the top k. Systems:
 
   a  single-query BM25
-  b  (a) + FIRST rerank of its top 20
+  b  (a) + FIRST rerank of its top 20 (``--ranker`` swaps FIRST for another ranker)
   c0 decompose + per-sub-question BM25 + RRF (no rerank; diagnostic, not in the default set)
   c  decompose + per-sub-question BM25 + RRF + FIRST rerank (pool 20)
   d  MultiHopAgent (JSON action protocol, BM25 tool)
@@ -190,7 +190,7 @@ async def run_hotpotqa(args: argparse.Namespace, engine: Any, sink: _Sink) -> li
     if engine is not None and systems & {"b", "c"}:
         from hoprank.rankers import make_ranker
 
-        ranker = make_ranker("first", engine, **_params(args.first_param))
+        ranker = make_ranker(args.ranker, engine, **_params(args.ranker_param))
     answerer = Answerer(engine, mode="short") if engine is not None and not args.no_answer else None
     decomposer = _Memo(Decomposer(engine)) if engine is not None else None
     bridge = _MemoAnswerer(engine, mode="short") if engine is not None and not args.no_bridge else None
@@ -236,6 +236,7 @@ async def run_hotpotqa(args: argparse.Namespace, engine: Any, sink: _Sink) -> li
             ranked = list(rk.documents) + first[args.depth :]
             rec = _record("b", q, ranked, rk.usage, t_bm25 + time.perf_counter() - t0)
             rec["fallbacks"] = rk.fallbacks
+            rec["ranker"] = args.ranker
             if answerer is not None:
                 await _answer(answerer, q, ranked, rec)
             records.append(rec)
@@ -248,6 +249,8 @@ async def run_hotpotqa(args: argparse.Namespace, engine: Any, sink: _Sink) -> li
             rec["sub_questions"] = res.sub_questions
             rec["decompose_fallback"] = res.fallback
             rec["bridge"] = res.bridge
+            if pipe is pipe_c:
+                rec["ranker"] = args.ranker
             if answerer is not None:
                 await _answer(answerer, q, res.ranked, rec)
             records.append(rec)
@@ -277,13 +280,17 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     return statistics.fmean(vals) if vals else None
 
 
+_RANKER_LABELS = {"first": "FIRST", "icr": "ICR", "rankgpt": "RankGPT", "pointwise": "pointwise"}
+
+
 def hotpotqa_table(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     bridge = "" if args.no_bridge else " + bridge"
+    label = _RANKER_LABELS.get(args.ranker, args.ranker)
     names = {
         "a": "(a) BM25",
-        "b": f"(b) BM25 + FIRST top-{args.depth}",
+        "b": f"(b) BM25 + {label} top-{args.depth}",
         "c0": f"(c0) decompose{bridge} + BM25 + RRF",
-        "c": f"(c) decompose{bridge} + BM25 + RRF + FIRST",
+        "c": f"(c) decompose{bridge} + BM25 + RRF + {label}",
         "d": f"(d) MultiHopAgent ({args.agent_steps} steps, k={args.agent_k})",
     }
     cols = ["R@2", "R@5", "R@10", "MRR@10", "EM", "F1", "seconds", "tokens", "ans_seconds", "ans_tokens"]
@@ -404,7 +411,17 @@ def main() -> None:
         help="RRF weight of the original question's lists (c/c0)",
     )
     ap.add_argument(
-        "--first-param", action="append", default=[], help="FIRST parameter key=value (JSON value)"
+        "--ranker",
+        default="first",
+        help="reranker of systems b and c (a hoprank.rankers.make_ranker name; default first)",
+    )
+    ap.add_argument(
+        "--ranker-param",
+        "--first-param",
+        dest="ranker_param",
+        action="append",
+        default=[],
+        help="ranker parameter key=value (JSON value); repeatable",
     )
     ap.add_argument(
         "--multihop-rag", action="store_true", help="decomposition quality on MultiHop-RAG instead"

@@ -91,8 +91,10 @@ def test_agents_table_charges_c_for_the_decomposition_it_shares_with_c0() -> Non
         {**base, "system": "c", "qid": "q2", "seconds": 6.0, "sub_questions": ["x"]},
     ]
     args = argparse.Namespace(
-        no_bridge=False, depth=20, agent_steps=4, agent_k=5, rrf_k=10, original_weight=1.0
+        no_bridge=False, depth=20, agent_steps=4, agent_k=5, rrf_k=10, original_weight=1.0, ranker="first"
     )
     table = mod.hotpotqa_table(records, args)
     assert "| (c) decompose + bridge + BM25 + RRF + FIRST | 2 |" in table
     assert "(c) from scratch costs (c0) + (c) = 33.0 s/q" in table
+    args.ranker = "icr"
+    assert "| (c) decompose + bridge + BM25 + RRF + ICR | 2 |" in mod.hotpotqa_table(records, args)
