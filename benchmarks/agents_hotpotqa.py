@@ -343,6 +343,36 @@ def hotpotqa_table(records: list[dict[str, Any]], args: argparse.Namespace) -> s
     return "\n".join(lines)
 
 
+def report_table(args: argparse.Namespace) -> str:
+    """The HotpotQA table of records saved by earlier runs (``--report``)."""
+    records: list[dict[str, Any]] = []
+    seen: dict[tuple[str, str], str] = {}
+    for name in args.report:
+        for i, line in enumerate(Path(name).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("skipping a torn line %s:%d", name, i)
+                continue
+            key = (str(r["system"]), str(r["qid"]))
+            if key in seen:
+                raise SystemExit(f"{name}:{i}: system {key[0]} of question {key[1]} is also in {seen[key]}")
+            seen[key] = f"{name}:{i}"
+            records.append(r)
+    rankers = {str(r["ranker"]) for r in records if r.get("ranker")}
+    if len(rankers) > 1:
+        raise SystemExit(f"records of different rerankers ({', '.join(sorted(rankers))}): report them apart")
+    if rankers:
+        args.ranker = rankers.pop()
+    n = len({r["qid"] for r in records})
+    return (
+        f"HotpotQA dev distractor-500, full pool BM25, {n} questions, model {args.model} "
+        f"(from {', '.join(args.report)})\n\n" + hotpotqa_table(records, args)
+    )
+
+
 def well_formed(sub: str, question: str) -> bool:
     """A usable sub-question: at least 3 words, not the original question."""
     return len(sub.split()) >= 3 and norm_query(sub) != norm_query(question)
@@ -435,10 +465,24 @@ def main() -> None:
     ap.add_argument(
         "--resume", action="store_true", help="keep the questions already in PREFIX.jsonl and skip them"
     )
+    ap.add_argument(
+        "--report",
+        nargs="+",
+        metavar="JSONL",
+        help="run nothing: rebuild the HotpotQA table from these records files (e.g. a,b,c from one "
+        "run and d from another); a (system, question) pair found twice is an error",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "transformers", "hoprank"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    if args.report:
+        table = report_table(args)
+        print(table)
+        if args.out:
+            Path(args.out).with_suffix(".md").write_text(table + "\n", encoding="utf-8")
+        return
 
     t0 = time.perf_counter()
     needs_engine = args.multihop_rag or set(args.systems.split(",")) - {"a"}

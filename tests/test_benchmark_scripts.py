@@ -98,3 +98,27 @@ def test_agents_table_charges_c_for_the_decomposition_it_shares_with_c0() -> Non
     assert "(c) from scratch costs (c0) + (c) = 33.0 s/q" in table
     args.ranker = "icr"
     assert "| (c) decompose + bridge + BM25 + RRF + ICR | 2 |" in mod.hotpotqa_table(records, args)
+
+
+def test_agents_report_merges_record_files_and_refuses_a_pair_twice(tmp_path: Path) -> None:
+    base = {"R@2": 0.0, "R@5": 1.0, "R@10": 1.0, "MRR@10": 0.5, "seconds": 2.0, "tokens": 10}
+    one, two = tmp_path / "abc.jsonl", tmp_path / "d.jsonl"
+    one.write_text(
+        "".join(
+            json.dumps({**base, "system": s, "qid": q, **({"ranker": "icr"} if s == "b" else {})}) + "\n"
+            for q in ("q1", "q2")
+            for s in ("a", "b")
+        )
+        + '{"system": "a", "qid"',  # a torn tail is skipped
+        encoding="utf-8",
+    )
+    two.write_text(json.dumps({**base, "system": "a", "qid": "q3", "R@5": 0.0}) + "\n", encoding="utf-8")
+    res = _script("agents_hotpotqa.py", "--report", str(one), str(two), "--out", str(tmp_path / "t"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "3 questions" in res.stdout
+    assert "| (a) BM25 | 3 | 0.000 | 0.667 |" in res.stdout
+    assert "| (b) BM25 + ICR top-20 | 2 |" in res.stdout
+    assert (tmp_path / "t.md").read_text(encoding="utf-8").strip() == res.stdout.strip()
+    dup = _script("agents_hotpotqa.py", "--report", str(one), str(one))
+    assert dup.returncode != 0
+    assert "system a of question q1 is also in" in dup.stderr
