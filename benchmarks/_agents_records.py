@@ -152,8 +152,16 @@ def report_table(args: argparse.Namespace) -> str:
         raise SystemExit(f"records of different rerankers ({', '.join(sorted(rankers))}): report them apart")
     if rankers:
         args.ranker = rankers.pop()
+    scope = ""
+    if getattr(args, "common", False):
+        by_sys: dict[str, set[str]] = {}
+        for r in records:
+            by_sys.setdefault(str(r["system"]), set()).add(str(r["qid"]))
+        shared = set.intersection(*by_sys.values()) if by_sys else set()
+        records = [r for r in records if str(r["qid"]) in shared]
+        scope = f", only those every system ({', '.join(sorted(by_sys))}) answered"
     n = len({r["qid"] for r in records})
     return (
-        f"HotpotQA dev distractor-500, full pool BM25, {n} questions, model {args.model} "
+        f"HotpotQA dev distractor-500, full pool BM25, {n} questions{scope}, model {args.model} "
         f"(from {', '.join(args.report)})\n\n" + hotpotqa_table(records, args)
     )

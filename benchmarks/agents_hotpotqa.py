@@ -332,6 +332,11 @@ def main() -> None:
         help="run nothing: rebuild the HotpotQA table from these records files (e.g. a,b,c from one "
         "run and d from another); a (system, question) pair found twice is an error",
     )
+    ap.add_argument(
+        "--common",
+        action="store_true",
+        help="with --report: keep only the questions that every system in the files answered",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     for noisy in ("httpx", "transformers", "hoprank"):

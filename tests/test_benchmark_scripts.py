@@ -119,6 +119,10 @@ def test_agents_report_merges_record_files_and_refuses_a_pair_twice(tmp_path: Pa
     assert "| (a) BM25 | 3 | 0.000 | 0.667 |" in res.stdout
     assert "| (b) BM25 + ICR top-20 | 2 |" in res.stdout
     assert (tmp_path / "t.md").read_text(encoding="utf-8").strip() == res.stdout.strip()
+    common = _script("agents_hotpotqa.py", "--report", str(one), str(two), "--common")
+    assert common.returncode == 0, common.stderr[-2000:]
+    assert "2 questions, only those every system (a, b) answered" in common.stdout
+    assert "| (a) BM25 | 2 | 0.000 | 1.000 |" in common.stdout  # q3 (only a ran it) left out
     dup = _script("agents_hotpotqa.py", "--report", str(one), str(one))
     assert dup.returncode != 0
     assert "system a of question q1 is also in" in dup.stderr
