@@ -118,6 +118,13 @@ def hotpotqa_table(records: list[dict[str, Any]], args: argparse.Namespace) -> s
             f"(c) runs after (c0) and reuses its decomposition and bridge (memoised), so its s/q "
             f"above is the rest of the pipeline only; (c) from scratch costs (c0) + (c) = {full:.1f} s/q"
         )
+    reused = [r for r in records if r.get("reused_decomposition")]
+    if reused:
+        lines.append("")
+        lines.append(
+            f"{len(reused)} (c0)/(c) rows reused saved decompositions and bridge answers "
+            "(--reuse-decompositions): their s/q excludes those generations"
+        )
     c_rows = [r for r in records if r["system"] in ("c", "c0")]
     if c_rows:
         nsub = statistics.fmean(len(r["sub_questions"]) for r in c_rows)

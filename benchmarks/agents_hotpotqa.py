@@ -91,6 +91,46 @@ class _MemoAnswerer(Answerer):
         return cache[key]
 
 
+class _Replay(Decomposer):
+    """Decompositions and bridge answers read back from saved c0/c records
+    (``--reuse-decompositions``): run c with another reranker without paying for the
+    decomposition and bridge generations again (its s/q then excludes them)."""
+
+    def __init__(self, inner: Decomposer, path: str) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.subs: dict[str, tuple[list[str], bool]] = {}
+        self.bridges: dict[str, str | None] = {}
+        for r in read_jsonl(Path(path), None):
+            if r.get("system") not in ("c0", "c") or "sub_questions" not in r:
+                continue
+            self.subs[r["qid"]] = (list(r["sub_questions"]), bool(r.get("decompose_fallback")))
+            for sub in r["sub_questions"]:
+                self.bridges[norm_query(sub)] = r.get("bridge")
+        if not self.subs:
+            raise SystemExit(f"{path}: no c0/c records with sub_questions to reuse")
+        self.qid_of: dict[str, str] = {}
+
+    async def adecompose(self, question: str) -> Decomposition:
+        qid = self.qid_of.get(question)
+        if qid is None or qid not in self.subs:
+            raise SystemExit(f"no saved decomposition for question {qid or question!r}")
+        subs, fallback = self.subs[qid]
+        return Decomposition(question=question, sub_questions=subs, fallback=fallback)
+
+
+class _ReplayBridge(Answerer):
+    """The saved bridge answer of a sub-question (an empty fallback where there was none)."""
+
+    replay: _Replay
+
+    async def aanswer(self, question: str, evidence: Sequence[Document]) -> Answer:
+        key = norm_query(question)
+        if key not in self.replay.bridges:
+            raise SystemExit(f"no saved bridge answer for sub-question {question!r}")
+        saved = self.replay.bridges[key]
+        return Answer(question=question, answer=saved or "", mode="short", fallback=saved is None)
+
+
 def _params(pairs: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -150,8 +190,18 @@ async def run_hotpotqa(args: argparse.Namespace, engine: Any, sink: Sink) -> lis
 
         ranker = make_ranker(args.ranker, engine, **_params(args.ranker_param))
     answerer = Answerer(engine, mode="short") if engine is not None and not args.no_answer else None
-    decomposer = _Memo(Decomposer(engine)) if engine is not None else None
-    bridge = _MemoAnswerer(engine, mode="short") if engine is not None and not args.no_bridge else None
+    decomposer: Decomposer | None = _Memo(Decomposer(engine)) if engine is not None else None
+    bridge: Answerer | None = (
+        _MemoAnswerer(engine, mode="short") if engine is not None and not args.no_bridge else None
+    )
+    replay = None
+    if args.reuse_decompositions and engine is not None:
+        replay = _Replay(Decomposer(engine), args.reuse_decompositions)
+        replay.qid_of = {q["text"]: q["id"] for q in queries}
+        decomposer = replay
+        if bridge is not None:
+            bridge = _ReplayBridge(engine, mode="short")
+            bridge.replay = replay
     fusion = {"k": args.depth, "rrf_k": args.rrf_k, "original_weight": args.original_weight}
     pipe_c = (
         DecomposeRetrieveRerank(
@@ -209,6 +259,8 @@ async def run_hotpotqa(args: argparse.Namespace, engine: Any, sink: Sink) -> lis
             rec["bridge"] = res.bridge
             if pipe is pipe_c:
                 rec["ranker"] = args.ranker
+            if replay is not None:
+                rec["reused_decomposition"] = True
             if answerer is not None:
                 await _answer(answerer, q, res.ranked, rec)
             records.append(rec)
@@ -293,6 +345,12 @@ def main() -> None:
     ap.add_argument("--agent-k", type=int, default=5, help="documents per agent search")
     ap.add_argument("--no-answer", action="store_true", help="skip answer EM/F1")
     ap.add_argument("--no-bridge", action="store_true", help="c/c0 without the bridge stage")
+    ap.add_argument(
+        "--reuse-decompositions",
+        metavar="JSONL",
+        help="c/c0 take their sub-questions and bridge answers from these saved records "
+        "(e.g. to rerank with another --ranker); their s/q then excludes those generations",
+    )
     ap.add_argument("--rrf-k", type=int, default=10, help="RRF k of c/c0 (default 10)")
     ap.add_argument(
         "--original-weight",

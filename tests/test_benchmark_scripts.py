@@ -126,3 +126,47 @@ def test_agents_report_merges_record_files_and_refuses_a_pair_twice(tmp_path: Pa
     dup = _script("agents_hotpotqa.py", "--report", str(one), str(one))
     assert dup.returncode != 0
     assert "system a of question q1 is also in" in dup.stderr
+
+
+def test_agents_reuse_decompositions_replays_saved_sub_questions_and_bridges(tmp_path: Path) -> None:
+    """c0/c read their sub-questions and bridge answers back from saved records (real
+    HotpotQA questions, the real SmolLM2 engine loaded, no generation: 0 tokens)."""
+    queries = _jsonl(SHARED / "datasets" / "hotpotqa-dev-distractor-500" / "queries.jsonl")[:2]
+    saved = tmp_path / "saved.jsonl"
+    subs = {
+        str(queries[0]["id"]): (
+            ["Which film starred the actress?", "What office did she hold?"],
+            "Shirley Temple",
+        ),
+        str(queries[1]["id"]): (["Which magazine was founded first?"], None),
+    }
+    saved.write_text(
+        "".join(
+            json.dumps(
+                {"system": "c0", "qid": qid, "sub_questions": s, "decompose_fallback": False, "bridge": b}
+            )
+            + "\n"
+            for qid, (s, b) in subs.items()
+        ),
+        encoding="utf-8",
+    )
+    prefix = tmp_path / "replay"
+    common = (
+        "agents_hotpotqa.py", "--systems", "c0,c", "--ranker", "identity", "--no-answer",
+        "--model", "smollm2-135m", "--data", str(SHARED / "datasets"), "--reuse-decompositions", str(saved),
+    )  # fmt: skip
+    res = _script(*common, "--limit", "2", "--out", str(prefix))
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = _jsonl(prefix.with_suffix(".jsonl"))
+    assert [(r["system"], r["qid"]) for r in rows] == [(s, q) for q in subs for s in ("c0", "c")]
+    for r in rows:
+        assert r["sub_questions"] == subs[str(r["qid"])][0]
+        assert r["bridge"] == subs[str(r["qid"])][1]
+        assert r["reused_decomposition"] is True
+        assert r["tokens"] == 0 and r["llm_calls"] == 0
+    assert "4 (c0)/(c) rows reused saved decompositions" in res.stdout
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    saved.write_text(lines[1] + "\n", encoding="utf-8")  # the first question's record gone
+    missing = _script(*common, "--limit", "1")
+    assert missing.returncode != 0
+    assert "no saved decomposition for question" in missing.stderr
