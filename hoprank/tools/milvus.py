@@ -127,7 +127,7 @@ class MilvusRetriever(BaseRetriever):
         if self._embedder is None:
             from hoprank.tools.dense import resolve_embedder
 
-            self._embedder = resolve_embedder(self._embedder_arg)  # type: ignore[arg-type]
+            self._embedder = resolve_embedder(self._embedder_arg)
         return self._embedder
 
     def _field_names(self) -> set[str]:
