@@ -111,7 +111,7 @@ class _Replay(Decomposer):
         self.qid_of: dict[str, str] = {}
 
     async def adecompose(self, question: str) -> Decomposition:
-        qid = self.qid_of.get(question)
+        qid = self.qid_of.get(norm_query(question))  # the pipeline strips the question
         if qid is None or qid not in self.subs:
             raise SystemExit(f"no saved decomposition for question {qid or question!r}")
         subs, fallback = self.subs[qid]
@@ -197,7 +197,7 @@ async def run_hotpotqa(args: argparse.Namespace, engine: Any, sink: Sink) -> lis
     replay = None
     if args.reuse_decompositions and engine is not None:
         replay = _Replay(Decomposer(engine), args.reuse_decompositions)
-        replay.qid_of = {q["text"]: q["id"] for q in queries}
+        replay.qid_of = {norm_query(q["text"]): q["id"] for q in queries}
         decomposer = replay
         if bridge is not None:
             bridge = _ReplayBridge(engine, mode="short")
