@@ -170,3 +170,40 @@ def test_agents_reuse_decompositions_replays_saved_sub_questions_and_bridges(tmp
     missing = _script(*common, "--limit", "1")
     assert missing.returncode != 0
     assert "no saved decomposition for question" in missing.stderr
+
+
+def test_agents_replay_finds_a_question_the_pipeline_strips(tmp_path: Path) -> None:
+    """HotpotQA question 29 ends in a space, which DecomposeRetrieveRerank strips before
+    decomposing: the replay must still find its saved record (it did not, once)."""
+    import asyncio
+    import importlib.util
+
+    from hoprank.agents import Decomposer, DecomposeRetrieveRerank
+    from hoprank.llm.scripted import ScriptedEngine
+    from hoprank.tools.bm25 import BM25Retriever
+    from hoprank.tools.corpus import load_corpus
+
+    spec = importlib.util.spec_from_file_location(
+        "agents_hotpotqa", ROOT / "benchmarks" / "agents_hotpotqa.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    folder = SHARED / "datasets" / "hotpotqa-dev-distractor-500"
+    q = _jsonl(folder / "queries.jsonl")[28]
+    text = str(q["text"])
+    assert text != text.strip()
+    saved = tmp_path / "saved.jsonl"
+    record = {"system": "c0", "qid": q["id"], "sub_questions": ["Which company did Sachin Warrier work for?"],
+              "decompose_fallback": False, "bridge": "Tata Consultancy Services"}  # fmt: skip
+    saved.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    engine = ScriptedEngine([])  # any generation would fail: everything comes from the file
+    replay = mod._Replay(Decomposer(engine), str(saved))
+    replay.qid_of = {mod.norm_query(text): q["id"]}
+    bridge = mod._ReplayBridge(engine, mode="short")
+    bridge.replay = replay
+    bm25 = BM25Retriever.from_documents(load_corpus(folder / "corpus.jsonl"))
+    res = asyncio.run(DecomposeRetrieveRerank(bm25, decomposer=replay, bridge_answerer=bridge).arun(text))
+    assert res.sub_questions == record["sub_questions"]
+    assert res.bridge == "Tata Consultancy Services"
+    assert engine.calls == []
