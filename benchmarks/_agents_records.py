@@ -4,11 +4,15 @@ HotpotQA table, and ``--report`` (merge saved record files into one table)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from hoprank.evals.dataset import iter_jsonl
 
 log = logging.getLogger("agents_hotpotqa")
 
@@ -22,11 +26,7 @@ class Sink:
         self.path = Path(prefix).with_suffix(".jsonl") if prefix else None
         self.done: list[dict[str, Any]] = []
         if self.path is not None and resume and self.path.is_file():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    self.done.append(json.loads(line))
-                except json.JSONDecodeError:
-                    log.warning("dropping a torn line of %s", self.path)
+            self.done = [r for _, r in read_records(self.path)]
         self.qids = {r["qid"] for r in self.done}
         self._f: Any = None
 
@@ -51,14 +51,20 @@ class Sink:
 
 
 def read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rows.append(json.loads(line))
-                if limit is not None and len(rows) >= limit:
-                    break
-    return rows
+    """The first ``limit`` objects of a dataset JSONL file (errors name file and line)."""
+    return [obj for _, obj in itertools.islice(iter_jsonl(path), limit)]
+
+
+def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line_number, record)`` of a records file written by :class:`Sink`, skipping
+    blank and torn lines (a run killed mid-write) with a warning."""
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("skipping a torn line %s:%d", path, i)
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -141,14 +147,7 @@ def report_table(args: argparse.Namespace) -> str:
     records: list[dict[str, Any]] = []
     seen: dict[tuple[str, str], str] = {}
     for name in args.report:
-        for i, line in enumerate(Path(name).read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("skipping a torn line %s:%d", name, i)
-                continue
+        for i, r in read_records(Path(name)):
             key = (str(r["system"]), str(r["qid"]))
             if key in seen:
                 raise SystemExit(f"{name}:{i}: system {key[0]} of question {key[1]} is also in {seen[key]}")
@@ -160,7 +159,7 @@ def report_table(args: argparse.Namespace) -> str:
     if rankers:
         args.ranker = rankers.pop()
     scope = ""
-    if getattr(args, "common", False):
+    if args.common:
         by_sys: dict[str, set[str]] = {}
         for r in records:
             by_sys.setdefault(str(r["system"]), set()).add(str(r["qid"]))

@@ -42,6 +42,7 @@ from benchmarks._agents_records import (  # noqa: E402
     Sink,
     hotpotqa_table,
     read_jsonl,
+    read_records,
     report_table,
 )
 from benchmarks._engines import add_engine_args, open_engine  # noqa: E402
@@ -96,11 +97,13 @@ class _Replay(Decomposer):
     (``--reuse-decompositions``): run c with another reranker without paying for the
     decomposition and bridge generations again (its s/q then excludes them)."""
 
-    def __init__(self, inner: Decomposer, path: str) -> None:
+    def __init__(self, inner: Decomposer, path: str, queries: list[dict[str, Any]]) -> None:
         self.__dict__.update(inner.__dict__)
+        # the pipeline strips the question before decomposing, so look it up normalised
+        self.qid_of = {norm_query(q["text"]): q["id"] for q in queries}
         self.subs: dict[str, tuple[list[str], bool]] = {}
         self.bridges: dict[str, str | None] = {}
-        for r in read_jsonl(Path(path), None):
+        for _, r in read_records(Path(path)):
             if r.get("system") not in ("c0", "c") or "sub_questions" not in r:
                 continue
             self.subs[r["qid"]] = (list(r["sub_questions"]), bool(r.get("decompose_fallback")))
@@ -108,10 +111,9 @@ class _Replay(Decomposer):
                 self.bridges[norm_query(sub)] = r.get("bridge")
         if not self.subs:
             raise SystemExit(f"{path}: no c0/c records with sub_questions to reuse")
-        self.qid_of: dict[str, str] = {}
 
     async def adecompose(self, question: str) -> Decomposition:
-        qid = self.qid_of.get(norm_query(question))  # the pipeline strips the question
+        qid = self.qid_of.get(norm_query(question))
         if qid is None or qid not in self.subs:
             raise SystemExit(f"no saved decomposition for question {qid or question!r}")
         subs, fallback = self.subs[qid]
@@ -121,7 +123,9 @@ class _Replay(Decomposer):
 class _ReplayBridge(Answerer):
     """The saved bridge answer of a sub-question (an empty fallback where there was none)."""
 
-    replay: _Replay
+    def __init__(self, engine: Any, replay: _Replay) -> None:
+        super().__init__(engine, mode="short")
+        self.replay = replay
 
     async def aanswer(self, question: str, evidence: Sequence[Document]) -> Answer:
         key = norm_query(question)
@@ -196,12 +200,10 @@ async def run_hotpotqa(args: argparse.Namespace, engine: Any, sink: Sink) -> lis
     )
     replay = None
     if args.reuse_decompositions and engine is not None:
-        replay = _Replay(Decomposer(engine), args.reuse_decompositions)
-        replay.qid_of = {norm_query(q["text"]): q["id"] for q in queries}
+        replay = _Replay(Decomposer(engine), args.reuse_decompositions, queries)
         decomposer = replay
         if bridge is not None:
-            bridge = _ReplayBridge(engine, mode="short")
-            bridge.replay = replay
+            bridge = _ReplayBridge(engine, replay)
     fusion = {"k": args.depth, "rrf_k": args.rrf_k, "original_weight": args.original_weight}
     pipe_c = (
         DecomposeRetrieveRerank(

@@ -6,11 +6,13 @@ SmolLM2 GGUF served by llama.cpp on 127.0.0.1.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,17 @@ def _script(name: str, *args: str, timeout: float = 300) -> subprocess.Completed
 
 def _jsonl(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _agents_module() -> Any:
+    """benchmarks/agents_hotpotqa.py imported in-process (it is a script, not a package module)."""
+    spec = importlib.util.spec_from_file_location(
+        "agents_hotpotqa", ROOT / "benchmarks" / "agents_hotpotqa.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_agents_benchmark_streams_records_and_resumes(tmp_path: Path) -> None:
@@ -75,14 +88,8 @@ def test_rerank_benchmark_over_a_llamacpp_server_it_starts(tmp_path: Path) -> No
 
 def test_agents_table_charges_c_for_the_decomposition_it_shares_with_c0() -> None:
     import argparse
-    import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "agents_hotpotqa", ROOT / "benchmarks" / "agents_hotpotqa.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _agents_module()
     base = {"R@2": 1.0, "R@5": 1.0, "R@10": 1.0, "MRR@10": 1.0, "tokens": 10, "decompose_fallback": False}
     records = [
         {**base, "system": "c0", "qid": "q1", "seconds": 20.0, "sub_questions": ["x", "y"]},
@@ -176,19 +183,13 @@ def test_agents_replay_finds_a_question_the_pipeline_strips(tmp_path: Path) -> N
     """HotpotQA question 29 ends in a space, which DecomposeRetrieveRerank strips before
     decomposing: the replay must still find its saved record (it did not, once)."""
     import asyncio
-    import importlib.util
 
     from hoprank.agents import Decomposer, DecomposeRetrieveRerank
     from hoprank.llm.scripted import ScriptedEngine
     from hoprank.tools.bm25 import BM25Retriever
     from hoprank.tools.corpus import load_corpus
 
-    spec = importlib.util.spec_from_file_location(
-        "agents_hotpotqa", ROOT / "benchmarks" / "agents_hotpotqa.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _agents_module()
     folder = SHARED / "datasets" / "hotpotqa-dev-distractor-500"
     q = _jsonl(folder / "queries.jsonl")[28]
     text = str(q["text"])
@@ -198,10 +199,8 @@ def test_agents_replay_finds_a_question_the_pipeline_strips(tmp_path: Path) -> N
               "decompose_fallback": False, "bridge": "Tata Consultancy Services"}  # fmt: skip
     saved.write_text(json.dumps(record) + "\n", encoding="utf-8")
     engine = ScriptedEngine([])  # any generation would fail: everything comes from the file
-    replay = mod._Replay(Decomposer(engine), str(saved))
-    replay.qid_of = {mod.norm_query(text): q["id"]}
-    bridge = mod._ReplayBridge(engine, mode="short")
-    bridge.replay = replay
+    replay = mod._Replay(Decomposer(engine), str(saved), [q])
+    bridge = mod._ReplayBridge(engine, replay)
     bm25 = BM25Retriever.from_documents(load_corpus(folder / "corpus.jsonl"))
     res = asyncio.run(DecomposeRetrieveRerank(bm25, decomposer=replay, bridge_answerer=bridge).arun(text))
     assert res.sub_questions == record["sub_questions"]
