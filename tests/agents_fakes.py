@@ -28,7 +28,8 @@ DOCS = [
 
 class FakeRetriever:
     """Word-overlap retrieval over ``docs``. ``fail`` maps a query substring to an
-    exception to raise; ``delay`` sleeps per search; in-flight searches are counted."""
+    exception to raise (after ``delay``, or at once with ``fail_first``); ``delay``
+    sleeps per search; in-flight and cancelled searches are recorded."""
 
     name = "fake"
     description = "fake word-overlap retriever"
@@ -40,7 +41,9 @@ class FakeRetriever:
         fail: dict[str, BaseException] | None = None,
         delay: float = 0.0,
         on_cancel: Callable[[str], None] | None = None,
+        fail_first: bool = False,
     ) -> None:
+        self.fail_first = fail_first
         self.docs = list(docs)
         self.fail = fail or {}
         self.delay = delay
@@ -55,11 +58,13 @@ class FakeRetriever:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            failing = [exc for key, exc in self.fail.items() if key in query]
+            if failing and self.fail_first:
+                raise failing[0]
             if self.delay:
                 await asyncio.sleep(self.delay)
-            for key, exc in self.fail.items():
-                if key in query:
-                    raise exc
+            if failing:
+                raise failing[0]
             words = {w.lower().strip("?.,\"'") for w in query.split()}
             scored = []
             for d in self.docs:

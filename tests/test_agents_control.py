@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,9 +21,11 @@ from hoprank.agents import (
     PipelineResult,
     Rewriter,
 )
-from hoprank.errors import EngineError, RetrievalError
+from hoprank.errors import EngineError, InvalidInput, RetrievalError
 from hoprank.llm.base import Completion, Message
 from hoprank.llm.scripted import ScriptedEngine
+from hoprank.rankers.base import RankerOutput
+from hoprank.types import Document
 
 Q = "What government position was held by the woman who portrayed Corliss Archer in the film Kiss and Tell?"
 
@@ -130,11 +133,13 @@ async def test_pipeline_retrieval_is_concurrent_but_bounded() -> None:
 
 async def test_pipeline_retriever_error_propagates_and_cancels_siblings() -> None:
     subs = dec_out("Corliss slow 1?", "Corliss slow 2?", "boom?")
-    retr = FakeRetriever(fail={"boom": RetrievalError("index gone")}, delay=0.05)
+    # "boom" fails at once while its siblings are still sleeping: they must be cancelled
+    retr = FakeRetriever(fail={"boom": RetrievalError("index gone")}, delay=30.0, fail_first=True)
     pipe = DecomposeRetrieveRerank(retr, decomposer=Decomposer(ScriptedEngine([subs])), concurrency=4)
     with pytest.raises(RetrievalError):
-        await pipe.arun(Q)
+        await asyncio.wait_for(pipe.arun(Q), timeout=10)
     assert retr.in_flight == 0
+    assert sorted(retr.cancelled) == sorted([Q, "Corliss slow 1?", "Corliss slow 2?"])
 
 
 async def test_pipeline_cancellation_propagates() -> None:
@@ -325,3 +330,101 @@ async def test_agent_cuts_run_on_queries() -> None:
     retr2 = FakeRetriever()
     await MultiHopAgent(eng2, retr2, initial_search=False).arun(Q)
     assert len(retr2.queries[0].split()) == 32
+
+
+async def test_agent_budget_seconds_leaves_the_interrupted_call_in_the_trace() -> None:
+    eng = SlowEngine(5.0, [act(action="answer", answer="x")])
+    res = await MultiHopAgent(eng, FakeRetriever(), budget=Budget(max_seconds=0.2)).arun(Q)
+    assert [s.kind for s in res.trace] == ["retrieve", "agent", "stop"]
+    cut = res.trace[1]
+    assert cut.error == "cancelled before the model replied" and cut.prompt and cut.input["question"] == Q
+    assert 0.1 < cut.seconds < 2.0 and res.steps == 0
+
+
+class SlowRanker(ReverseRanker):
+    async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
+        await asyncio.sleep(30.0)
+        return await super()._rank(query, docs, top_k=top_k)
+
+
+async def test_agent_time_budget_covers_the_final_rerank() -> None:
+    eng = ScriptedEngine([act(action="answer", answer="Chief of Protocol", citations=["d2"])])
+    agent = MultiHopAgent(eng, FakeRetriever(), ranker=SlowRanker(), budget=Budget(max_seconds=0.3))
+    res = await asyncio.wait_for(agent.arun(Q), timeout=10)
+    assert res.state == "answered" and res.usage.seconds < 2.0
+    rerank = res.trace[-1]
+    assert rerank.kind == "rerank" and rerank.fallback and "fused order" in (rerank.error or "")
+    assert res.evidence[0].id == "d2"  # cited first, then the fused order
+    # with time left the rerank runs and orders the evidence
+    ranker = ReverseRanker()
+    quick = MultiHopAgent(
+        ScriptedEngine([act(action="answer", answer="x")]),
+        FakeRetriever(),
+        ranker=ranker,
+        budget=Budget(max_seconds=30),
+    )
+    res2 = await quick.arun(Q)
+    assert ranker.queries == [Q] and [d.id for d in res2.evidence] == list(reversed(ranker.pools[0]))
+
+
+async def test_agent_own_timeouts_are_tool_errors_not_the_budget() -> None:
+    eng = ScriptedEngine(
+        [act(action="search", query="slow index"), act(action="answer", answer="Chief of Protocol")]
+    )
+    retr = FakeRetriever(fail={"slow": TimeoutError("backend timed out")})
+    res = await MultiHopAgent(eng, retr, initial_search=False, budget=Budget(max_seconds=60)).arun(Q)
+    assert res.state == "answered"
+    failed = next(s for s in res.trace if s.kind == "retrieve")
+    assert "backend timed out" in (failed.error or "")
+
+
+async def test_agent_and_pipeline_reject_non_document_results() -> None:
+    class DictRetriever(FakeRetriever):
+        async def search(self, query: str, k: int = 10) -> list[Any]:
+            return [{"id": "d1", "text": "x"}]
+
+    with pytest.raises(InvalidInput, match="must return Document objects"):
+        await MultiHopAgent(ScriptedEngine([]), DictRetriever()).arun(Q)
+    with pytest.raises(InvalidInput, match="must return Document objects"):
+        await DecomposeRetrieveRerank(DictRetriever()).arun(Q)
+
+
+async def test_agent_accepts_numeric_answers_and_json_after_bracketed_prose() -> None:
+    eng = ScriptedEngine(['see [d1]", "action": "answer", "answer": 1945, "citations": ["d1"]}'])
+    res = await MultiHopAgent(eng, FakeRetriever()).arun("When was Kiss and Tell released?")
+    assert res.state == "answered" and res.answer == "1945" and res.citations == ["d1"]
+    # prose holding a bracketed id before the JSON object (an engine without prefill)
+    prose = 'Based on passage [d1], my reply: {"notes": "x", "action": "answer", "answer": "1945"}'
+    res2 = await MultiHopAgent(ScriptedEngine([prose]), FakeRetriever()).arun("When?")
+    assert res2.state == "answered" and res2.answer == "1945" and res2.steps == 1
+
+
+async def test_pipeline_bridge_passages_of_a_separate_search_join_the_fusion() -> None:
+    sub1, sub2 = "Who portrayed Corliss Archer in Kiss and Tell?", "What position did that woman hold?"
+    retr = FakeRetriever()
+    pipe = DecomposeRetrieveRerank(
+        retr,
+        decomposer=Decomposer(ScriptedEngine([dec_out(sub1, sub2)])),
+        rewriter=Rewriter(
+            ScriptedEngine(lambda msgs: "Corliss Archer film"), "keywords", include_original=False
+        ),
+        bridge_answerer=Answerer(ScriptedEngine(["Shirley Temple [d1]"]), mode="short"),
+        ranker=SleepyRanker(),
+    )
+    res = await pipe.arun(Q)
+    ended = time.time()
+    assert sub1 not in retr.queries[:1] and sub1 in retr.queries  # searched by the bridge stage
+    assert sub1 in res.queries  # and fused like the others
+    fuse_step = next(s for s in res.trace if s.kind == "fuse")
+    assert fuse_step.input["lists"] == len(res.queries)
+    bridge = next(s for s in res.trace if s.kind == "bridge")
+    assert set(bridge.input["ids"]) <= set(res.ids) | {d.id for d in res.ranked}
+    rerank = next(s for s in res.trace if s.kind == "rerank")
+    assert ended - rerank.started_at >= 0.2  # stamped before the ranking, not after it
+    assert bridge.seconds > 0
+
+
+class SleepyRanker(ReverseRanker):
+    async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
+        await asyncio.sleep(0.2)
+        return await super()._rank(query, docs, top_k=top_k)

@@ -24,6 +24,18 @@ PREFILL = '{"find_first": "'
 
 
 # -- JSON repair ----------------------------------------------------------------------
+def test_json_found_after_bracketed_prose_and_first_fitting_value_wins() -> None:
+    text = 'Passages [d3] and [1, 2] say: {"sub_questions": ["a?", "b?"]} (done)'
+    assert extract_json(text) == [1, 2]  # the first value that parses
+    assert parse_model(text, SubQuestions).sub_questions == ["a?", "b?"]  # the first that fits
+    # inner brackets of a parsed span are not tried on their own
+    assert parse_model(
+        '{"sub_questions": [["x"]]} {"sub_questions": ["c?"]}', SubQuestions
+    ).sub_questions == ["c?"]
+    with pytest.raises(ParseError, match="expected schema"):
+        parse_model("see [1] and [2]", SubQuestions)
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -186,6 +198,13 @@ def test_parse_citations_and_clean_short() -> None:
     )
     assert valid == ["d1", "d2", "d5"] and invalid == ["d9"]
     assert clean_short_answer('Answer: "Chief of Protocol" [d2].\nBecause ...') == "Chief of Protocol"
+    # titles as ids may hold commas, semicolons and quotes (raw HotpotQA / 2Wiki context)
+    titles = {"Clinton, Minnesota", '"Weird Al" Yankovic', "A; B", "d1"}
+    valid, invalid = parse_citations(
+        'In [Clinton, Minnesota] and ["Weird Al" Yankovic] [d1, A; B, Minnesota] [A; B]', titles
+    )
+    assert valid == ["Clinton, Minnesota", '"Weird Al" Yankovic', "d1", "A; B"]
+    assert invalid == ["Minnesota"]
     assert clean_short_answer("") == ""
 
 

@@ -43,13 +43,16 @@ async def llm_step(
     trace_input: dict[str, Any] | None = None,
     extra_messages: Sequence[Message] = (),
     stop: Sequence[str] | None = None,
+    trace: list[Step] | None = None,
 ) -> tuple[str, Step, Completion]:
     """Render ``template``, call ``engine.generate`` and return ``(text, step, completion)``.
 
     ``text`` is the model output with the template's ``params.prefill`` prepended when
     the engine can continue a prefilled assistant turn. The step records the inputs
     (``trace_input`` or the variables), the prompt ref, the raw output, tokens and
-    seconds; callers fill ``output``/``fallback``/``error``.
+    seconds; callers fill ``output``/``fallback``/``error``. With ``trace`` the step is
+    appended to it before the call, so a call that fails or is cancelled (a time budget)
+    still leaves its step, with ``error`` saying so.
     """
     messages = cast(list[Message], template.render(**variables))
     messages.extend(extra_messages)
@@ -64,10 +67,18 @@ async def llm_step(
     )
     t0 = time.perf_counter()
     step.started_at = time.time()
+    if trace is not None:
+        trace.append(step)
     try:
         comp = await engine.generate(
             messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
         )
+    except asyncio.CancelledError:
+        step.error = "cancelled before the model replied"
+        raise
+    except Exception as e:
+        step.error = f"{type(e).__name__}: {e}"
+        raise
     finally:
         step.seconds = time.perf_counter() - t0
     text = prefill + comp.text
@@ -100,6 +111,16 @@ async def gather_bounded(aws: Iterable[Awaitable[T]], limit: int) -> list[T]:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+def check_documents(docs: Sequence[object], retriever: object) -> None:
+    """Raise ``InvalidInput`` unless every search result is a :class:`Document`."""
+    wrong = [d for d in docs if not isinstance(d, Document)]
+    if wrong:
+        raise InvalidInput(
+            f"{type(retriever).__name__}.search must return Document objects; "
+            f"got {len(wrong)} of type {type(wrong[0]).__name__}"
+        )
 
 
 def norm_query(q: str) -> str:

@@ -65,17 +65,29 @@ def _balanced_span(text: str, start: int) -> str | None:
     return rest + "".join(reversed(stack))
 
 
+_MAX_SPANS = 8  # bracketed spans tried per text: prose may hold "[d3]" before the JSON
+
+
 def _candidates(text: str) -> list[str]:
     out: list[str] = []
     for base in (text.strip(), _strip_fences(text)):
         if base and base not in out:
             out.append(base)
-        for i, c in enumerate(base):
-            if c in "{[":
-                span = _balanced_span(base, i)
-                if span and span not in out:
-                    out.append(span)
-                break
+        i, spans = 0, 0
+        while i < len(base) and spans < _MAX_SPANS:
+            if base[i] not in "{[":
+                i += 1
+                continue
+            span = _balanced_span(base, i)
+            if span is None:
+                i += 1
+                continue
+            spans += 1
+            if span not in out:
+                out.append(span)
+            # Past a closed span (its inner brackets are part of it); an unterminated
+            # one ran to the end of the text.
+            i += len(span) if base.startswith(span, i) else len(base)
     return out
 
 
@@ -97,16 +109,25 @@ def _loads(s: str) -> Any:
     return json.loads(fixed)
 
 
-def extract_json(text: str) -> Any:
-    """The first JSON value in ``text`` after repairs (code fences, surrounding prose,
-    trailing commas, Python quoting, an unterminated object). Raises ``ParseError``."""
+def _values(text: str) -> tuple[list[Any], Exception | None]:
+    """Every candidate of ``text`` that parses, in order, and the last parse error."""
+    values: list[Any] = []
     last: Exception | None = None
     for cand in _candidates(text):
         try:
-            return _loads(cand)
+            values.append(_loads(cand))
         except json.JSONDecodeError as e:
             last = e
-    raise ParseError(f"no JSON value found in model output ({last or 'empty output'})", raw=text)
+    return values, last
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON value in ``text`` after repairs (code fences, surrounding prose,
+    trailing commas, Python quoting, an unterminated object). Raises ``ParseError``."""
+    values, last = _values(text)
+    if not values:
+        raise ParseError(f"no JSON value found in model output ({last or 'empty output'})", raw=text)
+    return values[0]
 
 
 def numbered_list(text: str) -> list[str]:
@@ -125,20 +146,25 @@ def parse_model(text: str, model: type[M], *, list_field: str | None = None) -> 
     With ``list_field``, a bare JSON array or a plain numbered list is accepted as the
     value of that field. Raises ``ParseError`` (with the raw text) when nothing fits.
     """
-    try:
-        data = extract_json(text)
-    except ParseError:
+    values, last = _values(text)
+    if not values:
         items = numbered_list(text) if list_field else []
         if not items:
-            raise
-        data = {list_field: items}
-    if list_field and isinstance(data, list):
-        data = {list_field: data}
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise ParseError(
-            f"output does not match the expected schema: {where}: {first['msg']}", raw=text
-        ) from e
+            raise ParseError(f"no JSON value found in model output ({last or 'empty output'})", raw=text)
+        values = [{list_field: items}]
+    # The first value that fits the schema wins ("see [3]: {...}" parses [3] first);
+    # when none fits, the first value's mismatch is the error.
+    first_error: ValidationError | None = None
+    for data in values:
+        if list_field and isinstance(data, list):
+            data = {list_field: data}
+        try:
+            return model.model_validate(data)
+        except ValidationError as e:
+            first_error = first_error or e
+    assert first_error is not None
+    err = first_error.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "<root>"
+    raise ParseError(
+        f"output does not match the expected schema: {where}: {err['msg']}", raw=text
+    ) from first_error

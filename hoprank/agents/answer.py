@@ -27,16 +27,38 @@ _MARKER_RE = re.compile(r"\[([^\[\]\n]{1,200})\]")
 _ANSWER_PREFIX_RE = re.compile(r"^\s*(?:final\s+)?(?:short\s+)?answer\s*[:：-]\s*", re.IGNORECASE)
 
 
+def _clean_id(s: str) -> str:
+    return s.strip().strip("'\"`").strip()
+
+
+def _marker_ids(content: str, valid_ids: Collection[str]) -> list[str]:
+    """The ids in one marker's content. An id may itself hold a comma, a semicolon or
+    quotes (titles as ids: ``Clinton, Minnesota``, ``"Weird Al" Yankovic``), so the
+    longest run of comma/semicolon-separated pieces that is a valid id wins; pieces
+    left over are ids on their own."""
+    tokens = re.split(r"([,;])", content)  # piece, sep, piece, sep, ...
+    n = (len(tokens) + 1) // 2
+    out: list[str] = []
+    i = 0
+    while i < n:
+        for j in range(n - 1, i - 1, -1):
+            raw = "".join(tokens[2 * i : 2 * j + 1])
+            cand = raw.strip() if raw.strip() in valid_ids else _clean_id(raw)
+            if cand in valid_ids or j == i:
+                if cand:
+                    out.append(cand)
+                i = j + 1
+                break
+    return out
+
+
 def parse_citations(text: str, valid_ids: Collection[str]) -> tuple[list[str], list[str]]:
     """``[id]`` / ``[id1, id2]`` markers in ``text``, split into ids present in
     ``valid_ids`` and ids that are not; each list in order of first appearance."""
     valid: list[str] = []
     invalid: list[str] = []
     for m in _MARKER_RE.finditer(text):
-        for part in re.split(r"[,;]", m.group(1)):
-            cid = part.strip().strip("'\"`").strip()
-            if not cid:
-                continue
+        for cid in _marker_ids(m.group(1), valid_ids):
             bucket = valid if cid in valid_ids else invalid
             if cid not in bucket:
                 bucket.append(cid)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from hoprank._sync import run_sync
 from hoprank.agents._common import (
+    check_documents,
     format_passages,
     fuse,
     gather_bounded,
@@ -48,7 +49,12 @@ AgentState = Literal["answered", "budget_exhausted", "failed"]
 
 class Budget(BaseModel):
     """Limits of one agent run: LLM decision steps, total tokens, wall-clock seconds
-    (``None`` = unlimited)."""
+    (``None`` = unlimited).
+
+    ``max_seconds`` is hard: a search, model call or final rerank still running when it
+    passes is cancelled (the final rerank then leaves the fused order). ``max_tokens`` is
+    checked before each model call, so the call that crosses it completes: a run can end
+    up to one call's prompt and completion (plus a final rerank's tokens) above it."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -75,10 +81,19 @@ class AgentAction(BaseModel):
         for alias in ("bridge_fact", "bridge", "thought", "facts"):
             if "notes" not in data and alias in data:
                 data["notes"] = data.pop(alias)
-        if isinstance(data.get("notes"), list):
-            data["notes"] = " ".join(str(x) for x in data["notes"])
-        if data.get("notes") is None:
+        notes = data.get("notes")
+        if isinstance(notes, list):
+            data["notes"] = " ".join(str(x) for x in notes)
+        elif isinstance(notes, dict):
+            data["notes"] = "; ".join(f"{k}: {v}" for k, v in notes.items())
+        elif notes is None:
             data["notes"] = ""
+        elif not isinstance(notes, str):
+            data["notes"] = str(notes)
+        # Small models write years and counts as bare numbers: {"answer": 1970}.
+        for key in ("answer", "query"):
+            if isinstance(data.get(key), int | float):  # bool is an int too
+                data[key] = str(data[key]).lower() if isinstance(data[key], bool) else str(data[key])
         if isinstance(data.get("action"), str):
             data["action"] = data["action"].strip().lower()
         if "action" not in data:
@@ -168,7 +183,22 @@ _FIELD = re.compile(r"\{(\w+)\}")
 
 
 class _Timeout(Exception):
-    pass
+    """The run's time budget ran out."""
+
+
+class _InnerTimeout(Exception):
+    """A ``TimeoutError`` raised by the awaited work itself (not the budget)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _tag_timeouts(aw: Awaitable[T]) -> T:
+    try:
+        return await aw
+    except asyncio.TimeoutError as e:
+        raise _InnerTimeout(e) from e
 
 
 class MultiHopAgent:
@@ -232,11 +262,11 @@ class MultiHopAgent:
                 aw.close()
             raise _Timeout
         try:
-            return await asyncio.wait_for(aw, timeout=left)
+            return await asyncio.wait_for(_tag_timeouts(aw), timeout=left)
+        except _InnerTimeout as e:  # the work's own timeout, not the budget's
+            raise e.error from None
         except asyncio.TimeoutError:
-            if run.elapsed() >= self.budget.max_seconds:
-                raise _Timeout from None
-            raise
+            raise _Timeout from None
 
     def _observe(self, key: str, **fields: object) -> str:
         """The observation text ``key`` (see ``params.observations`` of ``agent-step@1``)
@@ -273,7 +303,11 @@ class MultiHopAgent:
             run.observation = self._observe("search_error", query=query, error=step.error)
             return
         step.seconds = time.perf_counter() - t0
-        docs = [d for d in docs if isinstance(d, Document)]
+        try:  # a programming error in the retriever, not a tool failure to observe
+            check_documents(docs, self.retriever)
+        except InvalidInput as e:
+            step.error = str(e)
+            raise
         new = [d.id for d in docs if d.id not in run.docs]
         for d in docs:
             run.docs.setdefault(d.id, d)
@@ -309,10 +343,22 @@ class MultiHopAgent:
         invalid = [c for c in dict.fromkeys(citations) if c not in run.docs]
         ordered = fuse(run.lists, k=self.rrf_k) if run.lists else []
         if self.ranker is not None and len(ordered) > 1:
-            ranking = await self.ranker.arank(run.question, ordered)
-            run.trace.extend(ranking.trace)
-            run.usage = run.usage + ranking.usage.model_copy(update={"seconds": 0.0})
-            ordered = list(ranking.documents)
+            try:
+                ranking = await self._within(run, self.ranker.arank(run.question, ordered))
+            except _Timeout:
+                run.trace.append(
+                    Step(
+                        kind="rerank",
+                        name="agent.rerank",
+                        input={"n": len(ordered)},
+                        fallback=True,
+                        error=f"max_seconds={self.budget.max_seconds} reached: evidence left in fused order",
+                    )
+                )
+            else:
+                run.trace.extend(ranking.trace)
+                run.usage = run.usage + ranking.usage.model_copy(update={"seconds": 0.0})
+                ordered = list(ranking.documents)
         by_id = {d.id: d for d in ordered}
         evidence = [by_id.get(c, run.docs[c]) for c in valid] + [d for d in ordered if d.id not in valid]
         if reason is not None:
@@ -360,9 +406,9 @@ class MultiHopAgent:
                         max_tokens=self.max_tokens,
                         temperature=self.temperature,
                         trace_input={**variables, "passages": run.order[: self.max_passages]},
+                        trace=run.trace,
                     ),
                 )
-                run.trace.append(step)
                 run.steps += 1
                 run.usage = run.usage + step.usage.model_copy(update={"seconds": 0.0})
                 try:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 from hoprank._sync import run_sync
-from hoprank.agents._common import fuse, gather_bounded, norm_query, unique
+from hoprank.agents._common import check_documents, fuse, gather_bounded, norm_query, unique
 from hoprank.agents.answer import Answerer
 from hoprank.agents.decompose import Decomposer
 from hoprank.agents.rewrite import Rewriter
@@ -54,8 +54,8 @@ class DecomposeRetrieveRerank:
     """The retrieve-and-rerank pipeline for multi-hop questions.
 
     ``k``: documents retrieved per query; ``pool_depth``: how many fused documents the
-    ranker sees; ``top_k``: evidence returned; ``concurrency``: searches (and rewrites)
-    in flight at once. ``include_original`` keeps the original question among the
+    ranker sees; ``top_k``: evidence returned; ``concurrency``: searches in flight at
+    once per question (rewrites follow the rewriter's own ``concurrency``). ``include_original`` keeps the original question among the
     queries next to its sub-questions. ``rrf_k`` and ``original_weight`` (the RRF weight
     of the lists of the original question and its bridge form; 1 for the others) set
     the fusion. ``bridge_answerer`` (an :class:`Answerer`, usually ``mode="short"``)
@@ -104,6 +104,7 @@ class DecomposeRetrieveRerank:
         t0 = time.perf_counter()
         docs = list(await self.retriever.search(query, self.k))
         step.seconds = time.perf_counter() - t0
+        check_documents(docs, self.retriever)
         step.output = {"ids": [d.id for d in docs]}
         return docs, step
 
@@ -126,7 +127,9 @@ class DecomposeRetrieveRerank:
             fallback = dec.fallback
             queries = dec.queries if self.include_original else unique(sub_questions) or [question]
         if self.rewriter is not None:
-            rewrites = await gather_bounded((self.rewriter.arewrite(q) for q in queries), self.concurrency)
+            rewrites = await gather_bounded(
+                (self.rewriter.arewrite(q) for q in queries), self.rewriter.concurrency
+            )
             for rw in rewrites:
                 trace.extend(rw.trace)
                 usage = usage + rw.usage
@@ -166,8 +169,10 @@ class DecomposeRetrieveRerank:
         ranked = fused
         if self.ranker is not None and len(fused) > 1:
             pool = fused[: self.pool_depth]
+            started = time.time()
             ranking = await self.ranker.arank(question, pool)
             rerank_step = Step(
+                started_at=started,
                 kind="rerank",
                 name=getattr(self.ranker, "name", "ranker"),
                 input={"query": question, "ids": [d.id for d in pool]},
@@ -211,17 +216,21 @@ class DecomposeRetrieveRerank:
         keys = [norm_query(q) for q in queries]
         if norm_query(first) in keys:
             docs = lists[keys.index(norm_query(first))]
-        else:
+        else:  # its passages join the fusion like every other query's
             docs, step = await self._retrieve(first)
             trace.append(step)
-        ans = await answerer.aanswer(first, docs[: self.bridge_k])
-        trace.extend(ans.trace)
-        answer = ans.answer.strip()
+            queries.append(first)
+            lists.append(docs)
         step = Step(
             kind="bridge",
             name="bridge",
             input={"sub_question": first, "ids": [d.id for d in docs[: self.bridge_k]]},
         )
+        t0 = time.perf_counter()
+        ans = await answerer.aanswer(first, docs[: self.bridge_k])
+        step.seconds = time.perf_counter() - t0
+        trace.extend(ans.trace)
+        answer = ans.answer.strip()
         if ans.fallback or not answer or len(answer.split()) > 12:
             step.fallback = True
             step.error = "no usable short answer to the first sub-question"
@@ -239,7 +248,10 @@ class DecomposeRetrieveRerank:
         return answer, extra, ans.usage
 
     async def arun_many(self, questions: Sequence[str], *, concurrency: int = 1) -> list[PipelineResult]:
-        """Run several questions, at most ``concurrency`` at a time, in order."""
+        """Run several questions, at most ``concurrency`` at a time, in order.
+
+        Each question keeps its own limit of ``self.concurrency`` searches in flight, so
+        up to ``concurrency * self.concurrency`` searches run at once."""
         return await gather_bounded((self.arun(q) for q in questions), concurrency)
 
     def run(self, question: str) -> PipelineResult:

@@ -130,10 +130,12 @@ async def _ask(
         )
         res = await agent.arun(question)
         out["agent"] = json.loads(res.model_dump_json())
-        evidence = res.evidence[:top_k]
         if res.state == "answered" and res.answer:
+            # the agent's evidence starts with what it cited: keep every cited passage
+            evidence = res.evidence[: max(top_k, len(res.citations))]
             out["answer"], out["citations"] = res.answer, res.citations
         else:
+            evidence = res.evidence[:top_k]
             ans = await answerer.aanswer(question, evidence)
             out["answer"], out["citations"] = ans.answer, ans.citations
             out["answerer"] = json.loads(ans.model_dump_json())
