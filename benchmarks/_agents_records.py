@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hoprank.evals.dataset import iter_jsonl
+from hoprank.evals.metrics import exact_match, f1_score
 
 log = logging.getLogger("agents_hotpotqa")
 
@@ -142,6 +143,25 @@ def hotpotqa_table(records: list[dict[str, Any]], args: argparse.Namespace) -> s
     return "\n".join(lines)
 
 
+def rescore(records: list[dict[str, Any]], gold: dict[str, list[str]]) -> int:
+    """Recompute EM/F1 (Answerer and agent answers) from the saved answer texts with the
+    current metric functions, so records saved before a metric fix score as new ones
+    do; returns how many values changed."""
+    changed = 0
+    for r in records:
+        golds = gold.get(str(r["qid"]))
+        if not golds:
+            continue
+        for text, em, f1 in (("answer", "EM", "F1"), ("agent_answer", "agent_EM", "agent_F1")):
+            if em not in r:
+                continue
+            pred = r.get(text) or ""
+            new = {em: exact_match(pred, golds), f1: f1_score(pred, golds)}
+            changed += sum(r[key] != v for key, v in new.items())
+            r.update(new)
+    return changed
+
+
 def report_table(args: argparse.Namespace) -> str:
     """The HotpotQA table of records saved by earlier runs (``--report``)."""
     records: list[dict[str, Any]] = []
@@ -166,6 +186,10 @@ def report_table(args: argparse.Namespace) -> str:
         shared = set.intersection(*by_sys.values()) if by_sys else set()
         records = [r for r in records if str(r["qid"]) in shared]
         scope = f", only those every system ({', '.join(sorted(by_sys))}) answered"
+    queries = Path(args.data) / "hotpotqa-dev-distractor-500" / "queries.jsonl"
+    changed = rescore(records, {str(q["id"]): list(q["answers"]) for _, q in iter_jsonl(queries)})
+    if changed:
+        log.info("rescored %d EM/F1 values with the current metrics", changed)
     n = len({r["qid"] for r in records})
     return (
         f"HotpotQA dev distractor-500, full pool BM25, {n} questions{scope}, model {args.model} "

@@ -107,6 +107,22 @@ def test_agents_table_charges_c_for_the_decomposition_it_shares_with_c0() -> Non
     assert "| (c) decompose + bridge + BM25 + RRF + ICR | 2 |" in mod.hotpotqa_table(records, args)
 
 
+def test_agents_report_rescores_saved_answers_with_the_current_metrics() -> None:
+    _agents_module()  # puts the repository root on sys.path
+    from benchmarks._agents_records import rescore
+
+    records = [
+        {"qid": "q1", "answer": "Yes, both are", "EM": 0.0, "F1": 0.5},  # stale: before the yes/no rule
+        {"qid": "q1", "agent_answer": None, "agent_EM": 1.0, "agent_F1": 1.0},
+        {"qid": "q2", "answer": "x", "EM": 0.0, "F1": 0.0},  # no gold: left alone
+        {"qid": "q1"},  # no answers at all (system a)
+    ]
+    assert rescore(records, {"q1": ["yes"]}) == 3
+    assert records[0]["F1"] == 0.0 and records[1]["agent_EM"] == 0.0 and records[1]["agent_F1"] == 0.0
+    assert records[2]["F1"] == 0.0 and records[3] == {"qid": "q1"}
+    assert rescore(records, {"q1": ["yes"]}) == 0
+
+
 def test_agents_report_merges_record_files_and_refuses_a_pair_twice(tmp_path: Path) -> None:
     base = {"R@2": 0.0, "R@5": 1.0, "R@10": 1.0, "MRR@10": 0.5, "seconds": 2.0, "tokens": 10}
     one, two = tmp_path / "abc.jsonl", tmp_path / "d.jsonl"

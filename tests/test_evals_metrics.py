@@ -119,7 +119,11 @@ def test_unjudged_queries_are_left_out_of_ranking_metrics() -> None:
         ("Animorphs series", ["Animorphs"], 0.0, 2 * (0.5 * 1.0) / 1.5),  # P=1/2, R=1
         ("Greenwich Village", ["Greenwich Village, New York City"], 0.0, 2 * (1.0 * 0.4) / 1.4),  # P=1, R=2/5
         ("YG", ["YG Entertainment", "YG"], 1.0, 1.0),  # best over gold answers
-        ("a", ["the"], 1.0, 1.0),  # both normalise to "" (SQuAD: equal empties score 1)
+        ("a", ["the"], 1.0, 0.0),  # both normalise to "": EM 1, F1 0 (HotpotQA / SQuAD v1.1 scripts)
+        ("Yes, they are both American", ["yes"], 0.0, 0.0),  # HotpotQA: yes/no only by exact match
+        ("yes.", ["Yes"], 1.0, 1.0),
+        ("no", ["no way out"], 0.0, 0.0),  # a yes/no prediction against another gold
+        ("noanswer", ["noanswer"], 1.0, 1.0),
         ("Paris", ["London"], 0.0, 0.0),
     ],
 )

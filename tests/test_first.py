@@ -117,6 +117,13 @@ def test_rank_by_label_logprobs() -> None:
     assert math.isclose(sum(math.exp(v) for v in r.scores.values()), 1.0)
     r = rank_by_label_logprobs(["A", "B", "C"], {"A": -3.0, "B": -1.0}, {"A": -5.0, "B": -0.5})
     assert r.order == [0, 1, 2] and r.missing == ["C"]
+    # a label the calibration did not return (top-k only) is not pushed to the end: it
+    # takes the lowest calibration value reported
+    r = rank_by_label_logprobs(list("ABC"), {"A": -1.0, "B": -2.0, "C": -0.5}, {"A": -0.5, "B": -1.0})
+    assert r.order[0] == 2 and r.missing == [] and set(r.scores) == {"A", "B", "C"}
+    # a calibration with nothing usable is ignored
+    r = rank_by_label_logprobs(list("AB"), {"A": -2.0, "B": -1.0}, {})
+    assert r.order == [1, 0]
     assert log_softmax({}) == {}
 
 

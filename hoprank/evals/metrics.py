@@ -153,20 +153,27 @@ def exact_match(prediction: str, golds: Sequence[str]) -> float:
     return 1.0 if any(p == normalize_answer(g) for g in golds) else 0.0
 
 
+_YES_NO = frozenset({"yes", "no", "noanswer"})
+
+
 def _f1(prediction: str, gold: str) -> float:
-    p, g = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not p or not g:
-        return float(p == g)
-    common = Counter(p) & Counter(g)
-    same = sum(common.values())
-    if same == 0:
+    p_norm, g_norm = normalize_answer(prediction), normalize_answer(gold)
+    # HotpotQA's official rule: a yes/no/noanswer prediction or gold scores only when
+    # the two are equal ("Yes, both are American" against "yes" is 0, not 0.33).
+    if (p_norm in _YES_NO or g_norm in _YES_NO) and p_norm != g_norm:
         return 0.0
-    precision, recall = same / len(p), same / len(g)
+    common = Counter(p_norm.split()) & Counter(g_norm.split())
+    same = sum(common.values())
+    if same == 0:  # also two empty strings, as in the HotpotQA and SQuAD v1.1 scripts
+        return 0.0
+    precision, recall = same / len(p_norm.split()), same / len(g_norm.split())
     return 2 * precision * recall / (precision + recall)
 
 
 def f1_score(prediction: str, golds: Sequence[str]) -> float:
-    """Token-level F1 after normalisation, the best over the gold answers."""
+    """Token-level F1 after normalisation, the best over the gold answers, as HotpotQA's
+    official script computes it (2WikiMultiHopQA uses the same): yes/no/noanswer answers
+    score only on an exact match, and empty strings score 0."""
     return max((_f1(prediction, g) for g in golds), default=0.0)
 
 

@@ -158,6 +158,8 @@ class OpenAIEngine(SyncFacade):
         self.restrict_candidates = restrict_candidates
         self.extra_body = dict(extra_body or {})
         self.tokenizer: Tokenizer = _as_tokenizer(tokenizer, model)
+        #: True unless the tokenizer is the o200k stand-in for a model tiktoken does not know
+        self.tokenizer_exact = tokenizer is not None or getattr(self.tokenizer, "exact_for_model", False)
         prefill = supports_prefill if supports_prefill is not None else server in ("vllm", "llamacpp")
         caps = {Capability.GENERATE, Capability.TOKEN_LOGPROBS}
         if prefill:
@@ -325,11 +327,14 @@ class OpenAIEngine(SyncFacade):
             model=str(data.get("model") or self.model),
         )
 
-    def _candidate_token_ids(self, candidates: Sequence[str]) -> dict[int, str]:
+    def _candidate_token_ids(self, candidates: Sequence[str], prefill: str = "") -> dict[int, str]:
+        """Single-token forms of each candidate, the form the model writes first
+        (after a prefill: the bare candidate; without one: ``[X``) before the others."""
         ids: dict[int, str] = {}
+        forms = ("{}", " {}", "[{}") if prefill else ("[{}", "{}", " {}")
         for c in candidates:
-            for form in (c, f" {c}", f"[{c}"):
-                enc = self.tokenizer.encode(form)
+            for form in forms:
+                enc = self.tokenizer.encode(form.format(c))
                 if len(enc) == 1:
                     ids.setdefault(enc[0], c)
         return ids
@@ -351,13 +356,18 @@ class OpenAIEngine(SyncFacade):
             "top_logprobs": min(self.top_logprobs, _MAX_TOP_LOGPROBS),
         }
         if self.logit_bias is not None or (self.restrict_candidates and self.server == "vllm"):
-            ids = self._candidate_token_ids(candidates)
+            ids = self._candidate_token_ids(candidates, prefill)
             if not ids:
                 logger.warning(
                     "%s: no candidate maps to a single token of %s", self.name, self.tokenizer.name
                 )
             elif self.logit_bias is not None:
-                body["logit_bias"] = {str(i): self.logit_bias for i in ids}
+                # one biased form per candidate: three forms of each would crowd the
+                # top_logprobs slots and push other candidates out of the reply
+                first_form: dict[str, int] = {}
+                for i, c in ids.items():
+                    first_form.setdefault(c, i)
+                body["logit_bias"] = {str(i): self.logit_bias for i in first_form.values()}
             if ids and self.restrict_candidates and self.server == "vllm":
                 extra = {**extra, "allowed_token_ids": sorted(ids)}
         data, _ = await self._post(f"{self.name} next_token_logprobs", body, extra)

@@ -187,11 +187,15 @@ class TiktokenTokenizer:
     def __init__(self, encoding: str | tiktoken.Encoding = "o200k_base") -> None:
         self.encoding = get_encoding(encoding) if isinstance(encoding, str) else encoding
         self.name = f"tiktoken:{self.encoding.name}"
+        #: set by :meth:`for_model`: the encoding is the named model's own
+        self.exact_for_model = False
 
     @classmethod
     def for_model(cls, model: str) -> TiktokenTokenizer:
         """The tokenizer of an OpenAI model name (``KeyError`` if tiktoken does not know it)."""
-        return cls(encoding_for_model(model))
+        tok = cls(encoding_for_model(model))
+        tok.exact_for_model = True
+        return tok
 
     def encode(self, text: str) -> list[int]:
         return list(self.encoding.encode(text, disallowed_special=()))

@@ -63,6 +63,12 @@ def merged_letters(engine: LLM, prefix: str) -> list[str]:
     return [c for c in string.ascii_uppercase if len(tok.encode(prefix + c)) == 1]
 
 
+def _exact_tokenizer(engine: LLM) -> bool:
+    """Whether the engine tokenizes like the served model (an HF tokenizer of the model,
+    or tiktoken's own encoding of an OpenAI model), not an approximation."""
+    return isinstance(engine.tokenizer, HFTokenizer) or bool(getattr(engine, "tokenizer_exact", False))
+
+
 def log_softmax(logprobs: Mapping[str, float]) -> dict[str, float]:
     """Renormalise log-probabilities over the given keys (log-sum-exp stable)."""
     if not logprobs:
@@ -89,17 +95,19 @@ def rank_by_label_logprobs(
     """Order ``labels`` by their renormalised log-probabilities, best first.
 
     With ``calibration`` the score is the difference of the two renormalised
-    distributions. Labels without a score (absent from ``logprobs`` or, when
-    calibrating, from ``calibration``) follow the scored ones in prior order. Ties keep
-    the prior order.
+    distributions. A label absent from ``calibration`` (an API returns only its top
+    tokens) takes the lowest calibration value reported, an upper bound of its own; a
+    calibration with no usable value is ignored. Labels absent from ``logprobs`` follow
+    the scored ones in prior order. Ties keep the prior order.
     """
     present = {lab: logprobs[lab] for lab in labels if lab in logprobs and math.isfinite(logprobs[lab])}
-    if calibration is not None:
-        present = {k: v for k, v in present.items() if k in calibration and math.isfinite(calibration[k])}
     scores = log_softmax(present)
     if calibration is not None and scores:
-        base = log_softmax({k: calibration[k] for k in scores})
-        scores = {k: v - base[k] for k, v in scores.items()}
+        cal = {k: calibration[k] for k in labels if k in calibration and math.isfinite(calibration[k])}
+        if cal:
+            floor = min(cal.values())
+            base = log_softmax({k: cal.get(k, floor) for k in scores})
+            scores = {k: v - base[k] for k, v in scores.items()}
     index = {lab: i for i, lab in enumerate(labels)}
     scored = sorted(scores, key=lambda lab: (-scores[lab], index[lab]))
     missing = [lab for lab in labels if lab not in scores]
@@ -180,13 +188,22 @@ class FIRST(ListwiseRanker):
                 )
         elif label_tokens == "merged":
             raise ConfigError("label_tokens='merged' needs an engine that renders the chat (PREFILL)")
+        #: without prefill the model's first token is ``[X`` or a bare ``[``; when the
+        #: engine's tokenizer is the model's own, only letters whose ``[X`` is one token
+        #: label a window (o200k splits ``[H``, ``[O``, ``[Q``: those would never score)
+        self.plain_letters: list[str] | None = None
+        if label_tokens == "auto" and wanted and not can_prefill and _exact_tokenizer(engine):
+            letters = merged_letters(engine, wanted)
+            if window <= len(letters) < len(string.ascii_uppercase):
+                self.plain_letters = letters
         # merged form: no prefill, the prefix goes into each candidate token instead
         self.candidate_prefix = wanted if self.alphabet is not None else ""
         self.prefill = wanted if can_prefill and self.alphabet is None else ""
 
     def labels_for(self, n: int) -> list[str]:
         """The labels of an ``n``-passage window: the merging letters, else ``A``, ``B``, ..."""
-        return self.alphabet[:n] if self.alphabet is not None else make_labels(n, "letters")
+        letters = self.alphabet if self.alphabet is not None else self.plain_letters
+        return letters[:n] if letters is not None else make_labels(n, "letters")
 
     @property
     def label_tokens(self) -> str:
@@ -252,6 +269,7 @@ class FIRST(ListwiseRanker):
         step.usage = usage
         per_request = 2 if self.calibrate else 1
         doc_scores: dict[int, list[float]] = {}
+        scored_once: set[int] = set()
         label_view: LabelScores | None = None
         for j, perm in enumerate(orderings):
             main = self._by_label(results[j * per_request].logprobs, labels, candidates)
@@ -262,10 +280,16 @@ class FIRST(ListwiseRanker):
             )
             ranked = rank_by_label_logprobs(labels, main, base)
             label_view = label_view or ranked
+            if not ranked.scores:
+                continue
+            # a label this rotation did not return gets its lowest score (an upper bound),
+            # so every rotation averages over the same documents on one scale
+            floor = min(ranked.scores.values())
             for pos, lab in enumerate(labels):
                 if lab in ranked.scores:
-                    doc_scores.setdefault(perm[pos], []).append(ranked.scores[lab])
-        mean = {i: sum(v) / len(v) for i, v in doc_scores.items()}
+                    scored_once.add(perm[pos])
+                doc_scores.setdefault(perm[pos], []).append(ranked.scores.get(lab, floor))
+        mean = {i: sum(v) / len(v) for i, v in doc_scores.items() if i in scored_once}
         order = sorted(mean, key=lambda i: (-mean[i], i))
         unscored = [i for i in range(len(docs)) if i not in mean]
         order += unscored
