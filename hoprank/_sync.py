@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["run_sync"]
+__all__ = ["gather_bounded", "run_sync"]
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -25,3 +25,31 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hoprank-sync") as ex:
         return ex.submit(asyncio.run, coro).result()
+
+
+async def gather_bounded(aws: Iterable[Awaitable[T]], limit: int) -> list[T]:
+    """Run awaitables with at most ``limit`` in flight; results keep their order.
+
+    The first failure (or cancellation of the caller) cancels every other task, waits
+    for them to finish, and is re-raised: nothing keeps running in the background.
+    """
+    if limit < 1:
+        from hoprank.errors import InvalidInput
+
+        raise InvalidInput(f"concurrency must be >= 1, got {limit}")
+    sem = asyncio.Semaphore(limit)
+
+    async def one(aw: Awaitable[T]) -> T:
+        async with sem:
+            return await aw
+
+    tasks = [asyncio.ensure_future(one(aw)) for aw in aws]
+    if not tasks:
+        return []
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

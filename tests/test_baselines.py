@@ -83,3 +83,35 @@ def test_factory_builds_icr_lazily() -> None:
 
     with pytest.raises(CapabilityMissing):
         make_ranker("icr", ScriptedEngine(["x"]))
+
+
+async def test_arank_many_cancels_the_rest_after_a_failure() -> None:
+    import asyncio
+
+    from hoprank.rankers.base import BaseRanker, RankerOutput
+
+    class Slow(BaseRanker):
+        name = "slow"
+
+        def __init__(self) -> None:
+            self.cancelled: list[str] = []
+            self.finished: list[str] = []
+
+        async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
+            if query == "bad":
+                raise ConfigError("bad query")
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                self.cancelled.append(query)
+                raise
+            self.finished.append(query)
+            return RankerOutput(docs)
+
+    ranker = Slow()
+    docs = [Document(id="a", text="x"), Document(id="b", text="y")]
+    with pytest.raises(ConfigError, match="bad query"):
+        await asyncio.wait_for(
+            ranker.arank_many([("q1", docs), ("bad", docs), ("q2", docs)], concurrency=3), timeout=10
+        )
+    assert sorted(ranker.cancelled) == ["q1", "q2"] and ranker.finished == []

@@ -235,3 +235,11 @@ async def test_icr_qwen_finds_the_relevant_passage(
     assert relevant in ranking.ids[:3], scores
     # measured: first in every case, with a calibrated score ~5x the runner-up's
     assert ranking.ids[0] == relevant, scores
+
+
+def test_icr_text_cleaning_drops_lone_surrogates() -> None:
+    from hoprank.rankers.icr import _clean
+
+    cleaned = _clean("bad \ud800 text")
+    assert "\ud800" not in cleaned and "bad" in cleaned and "text" in cleaned
+    cleaned.encode("utf-8")  # the HF tokenizer needs valid text

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar, cast
 
+from hoprank._sync import gather_bounded
 from hoprank.errors import InvalidInput
 from hoprank.llm.base import LLM, Capability, Completion, Message
 from hoprank.prompts.registry import PromptLike, PromptTemplate, load_prompt
@@ -85,32 +86,6 @@ async def llm_step(
     step.raw = text
     step.usage = comp.usage.model_copy(update={"seconds": step.seconds})
     return text, step, comp
-
-
-async def gather_bounded(aws: Iterable[Awaitable[T]], limit: int) -> list[T]:
-    """Run awaitables with at most ``limit`` in flight; results keep their order.
-
-    The first failure (or cancellation of the caller) cancels every other task, waits
-    for them to finish, and is re-raised: nothing keeps running in the background.
-    """
-    if limit < 1:
-        raise InvalidInput(f"concurrency must be >= 1, got {limit}")
-    sem = asyncio.Semaphore(limit)
-
-    async def one(aw: Awaitable[T]) -> T:
-        async with sem:
-            return await aw
-
-    tasks = [asyncio.ensure_future(one(aw)) for aw in aws]
-    if not tasks:
-        return []
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 def check_documents(docs: Sequence[object], retriever: object) -> None:

@@ -7,13 +7,12 @@ and bounded-concurrency batch ranking. Subclasses implement ``_rank``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from hoprank._sync import run_sync
+from hoprank._sync import gather_bounded, run_sync
 from hoprank.errors import HoprankError, InvalidInput
 from hoprank.types import Document, Ranking, Step, Usage
 
@@ -115,13 +114,7 @@ class BaseRanker(ABC):
         """
         if concurrency < 1:
             raise InvalidInput("concurrency must be >= 1")
-        sem = asyncio.Semaphore(concurrency)
-
-        async def one(q: str, ds: Sequence[Document]) -> Ranking:
-            async with sem:
-                return await self.arank(q, ds, top_k=top_k)
-
-        return list(await asyncio.gather(*(one(q, ds) for q, ds in items)))
+        return await gather_bounded((self.arank(q, ds, top_k=top_k) for q, ds in items), concurrency)
 
     def rank_many(
         self,

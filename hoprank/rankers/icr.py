@@ -38,6 +38,7 @@ from hoprank.llm.attention import AttentionEngine
 from hoprank.llm.base import LLM, AttentionRows, Capability, Message
 from hoprank.prompts.registry import PromptLike, load_prompt, prompt_param
 from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.passages import scrub_surrogates
 from hoprank.types import Document, Step, Usage, timed_step
 
 __all__ = ["ICRRanker"]
@@ -61,7 +62,8 @@ class _Layout:
 
 
 def _clean(text: str) -> str:
-    return text.replace(_DOC, "").replace(_SPLIT, "")
+    # lone surrogates would make the HF tokenizer raise a TypeError
+    return scrub_surrogates(text.replace(_DOC, "").replace(_SPLIT, ""))
 
 
 def _parse(rendered: str, n_docs: int, prompt: str) -> _Layout:
