@@ -252,3 +252,18 @@ async def test_first_and_rankgpt_over_a_real_llamacpp_server(
     ranking = await RankGPT(eng, window=6, max_passage_tokens=40, max_new_tokens=24).arank(query, docs)
     assert sorted(ranking.ids) == sorted(d.id for d in docs)
     assert ranking.trace[0].raw is not None and ranking.usage.completion_tokens > 0
+
+
+def test_no_prefill_engine_with_the_models_tokenizer_labels_with_single_token_brackets() -> None:
+    from hoprank.llm.openai_engine import OpenAIEngine
+
+    exact = OpenAIEngine("gpt-4o", base_url="http://127.0.0.1:9/v1", api_key="sk-test")
+    ranker = FIRST(exact, window=20)
+    labels = ranker.labels_for(20)
+    assert ranker.prefill == "" and len(labels) == 20
+    assert all(len(exact.tokenizer.encode(f"[{c}")) == 1 for c in labels)
+    assert not {"H", "O", "Q"} & set(labels)  # o200k splits "[H", "[O", "[Q"
+    # an approximate tokenizer (a model tiktoken does not know) keeps the plain A..T
+    approx = OpenAIEngine("served-open-model", base_url="http://127.0.0.1:9/v1", api_key="sk-test")
+    assert not approx.tokenizer_exact
+    assert "".join(FIRST(approx, window=20).labels_for(20)) == "ABCDEFGHIJKLMNOPQRST"
