@@ -13,6 +13,8 @@ import concurrent.futures
 from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, TypeVar
 
+from hoprank.errors import InvalidInput
+
 T = TypeVar("T")
 
 __all__ = ["gather_bounded", "run_sync"]
@@ -34,8 +36,6 @@ async def gather_bounded(aws: Iterable[Awaitable[T]], limit: int) -> list[T]:
     for them to finish, and is re-raised: nothing keeps running in the background.
     """
     if limit < 1:
-        from hoprank.errors import InvalidInput
-
         raise InvalidInput(f"concurrency must be >= 1, got {limit}")
     sem = asyncio.Semaphore(limit)
 

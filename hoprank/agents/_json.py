@@ -121,12 +121,16 @@ def _values(text: str) -> tuple[list[Any], Exception | None]:
     return values, last
 
 
+def _no_json(text: str, last: Exception | None) -> ParseError:
+    return ParseError(f"no JSON value found in model output ({last or 'empty output'})", raw=text)
+
+
 def extract_json(text: str) -> Any:
     """The first JSON value in ``text`` after repairs (code fences, surrounding prose,
     trailing commas, Python quoting, an unterminated object). Raises ``ParseError``."""
     values, last = _values(text)
     if not values:
-        raise ParseError(f"no JSON value found in model output ({last or 'empty output'})", raw=text)
+        raise _no_json(text, last)
     return values[0]
 
 
@@ -150,7 +154,7 @@ def parse_model(text: str, model: type[M], *, list_field: str | None = None) -> 
     if not values:
         items = numbered_list(text) if list_field else []
         if not items:
-            raise ParseError(f"no JSON value found in model output ({last or 'empty output'})", raw=text)
+            raise _no_json(text, last)
         values = [{list_field: items}]
     # The first value that fits the schema wins ("see [3]: {...}" parses [3] first);
     # when none fits, the first value's mismatch is the error.

@@ -55,8 +55,9 @@ class DecomposeRetrieveRerank:
 
     ``k``: documents retrieved per query; ``pool_depth``: how many fused documents the
     ranker sees; ``top_k``: evidence returned; ``concurrency``: searches in flight at
-    once per question (rewrites follow the rewriter's own ``concurrency``). ``include_original`` keeps the original question among the
-    queries next to its sub-questions. ``rrf_k`` and ``original_weight`` (the RRF weight
+    once per question (rewrites follow the rewriter's own ``concurrency``).
+    ``include_original`` keeps the original question among the queries next to its
+    sub-questions. ``rrf_k`` and ``original_weight`` (the RRF weight
     of the lists of the original question and its bridge form; 1 for the others) set
     the fusion. ``bridge_answerer`` (an :class:`Answerer`, usually ``mode="short"``)
     enables the bridge stage, answering the first sub-question from its top

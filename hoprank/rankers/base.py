@@ -112,8 +112,6 @@ class BaseRanker(ABC):
 
         Results keep the order of ``items``. The first failure cancels the rest and is raised.
         """
-        if concurrency < 1:
-            raise InvalidInput("concurrency must be >= 1")
         return await gather_bounded((self.arank(q, ds, top_k=top_k) for q, ds in items), concurrency)
 
     def rank_many(
