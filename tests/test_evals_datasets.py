@@ -117,8 +117,12 @@ def test_hotpotqa_official_json() -> None:
 def test_hotpotqa_fullwiki_records_missing_gold() -> None:
     ds = load_dataset(FIX / "hotpot_dev_fullwiki_mini.json")
     q = next(iter(ds.queries.values()))
-    assert q.supporting == ["Shirley Temple"]
+    # the missing gold paragraph stays gold: recall over the context cannot reach 1
+    assert q.supporting == ["Shirley Temple", "Kiss and Tell (1945 film)"]
     assert q.metadata["gold_missing"] == ["Kiss and Tell (1945 film)"]
+    assert ds.qrels[q.id]["Kiss and Tell (1945 film)"] == 1
+    assert "Kiss and Tell (1945 film)" not in ds.corpus
+    assert ds.gold(q.id) == {"Shirley Temple", "Kiss and Tell (1945 film)"}
 
 
 def test_same_title_with_two_texts_gets_distinct_ids(tmp_path: Path) -> None:
@@ -189,7 +193,7 @@ def test_trec_qrels_and_run_layouts(tmp_path: Path) -> None:
         == {"q1": [("d1", 3.5), ("d3", 2.0), ("d2", 2.0)]}
     )
     write_run(tmp_path / "out.trec", {"q1": ["d2", "d1"]}, tag="x")
-    assert (tmp_path / "out.trec").read_text() == "q1 Q0 d2 1 2 x\nq1 Q0 d1 2 1 x\n"
+    assert (tmp_path / "out.trec").read_text() == "q1\tQ0\td2\t1\t2\tx\nq1\tQ0\td1\t2\t1\tx\n"
     assert read_run(tmp_path / "out.trec") == {"q1": [("d2", 2.0), ("d1", 1.0)]}
 
 
@@ -311,3 +315,38 @@ def test_package_data_is_in_the_wheel(tmp_path: Path) -> None:
         for f in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"):
             assert f"hoprank/data/{sample}/{f}" in names
     assert "hoprank/data/PROVENANCE.md" in names
+
+
+def test_relevance_level_from_dataset_json_argument_and_name(tmp_path: Path) -> None:
+    """A renamed DL folder keeps level 2 through dataset.json; the argument wins over both."""
+    src = sample_path("sample-dl19")
+    copy = tmp_path / "my-passages"
+    shutil.copytree(src, copy)
+    assert load_dataset(copy).relevance_level == 2  # dataset.json ships with the sample
+    (copy / "dataset.json").unlink()
+    assert load_dataset(copy).relevance_level == 1  # no file, no DL name: the generic default
+    assert load_dataset(copy, name="dl19-subset").relevance_level == 2  # the given name counts
+    assert load_dataset(copy, relevance_level=3).relevance_level == 3
+    (copy / "dataset.json").write_text('{"relevance_level": 2}')
+    assert load_dataset(copy, relevance_level=1).relevance_level == 1
+    for bad in ('{"relevance_level": 0}', '{"relevance_level": "2"}', "{oops"):
+        (copy / "dataset.json").write_text(bad)
+        with pytest.raises(DatasetError, match=r"dataset\.json"):
+            load_dataset(copy)
+    with pytest.raises(DatasetError, match="relevance_level"):
+        load_dataset(src, relevance_level=0)
+
+
+def test_run_with_spaced_ids_round_trips_and_bom_is_skipped(tmp_path: Path) -> None:
+    """HotpotQA title ids hold spaces: write_run/read_run keep them whole."""
+    ids = ["Kiss and Tell (1945 film)", "Shirley Temple", "d3"]
+    write_run(tmp_path / "r.trec", {"q 1": ids})
+    assert [d for d, _ in read_run(tmp_path / "r.trec")["q 1"]] == ids
+    for bad in ("a\tb", " lead", "line\nbreak", ""):
+        with pytest.raises(DatasetError, match="cannot be written"):
+            write_run(tmp_path / "x.trec", {"q1": [bad]})
+    assert not (tmp_path / "x.trec").exists()
+    (tmp_path / "bom.tsv").write_text("\ufeffq1\td1\t1\n", encoding="utf-8")
+    assert read_qrels(tmp_path / "bom.tsv") == {"q1": {"d1": 1}}
+    (tmp_path / "sp.tsv").write_text("q1\tA title\t1\nq1\tother\t0\n", encoding="utf-8")
+    assert read_qrels(tmp_path / "sp.tsv") == {"q1": {"A title": 1, "other": 0}}

@@ -152,3 +152,18 @@ def test_em_f1_enter_evaluate_only_with_answers() -> None:
 def test_bad_metric_names(bad: str) -> None:
     with pytest.raises(ConfigError):
         parse_metric(bad)
+
+
+def test_metric_names_canonical_and_duplicates_counted_once() -> None:
+    """' NDCG@10' and 'ndcg@10' are one metric; a document listed twice counts once."""
+    from hoprank.evals import ExperimentConfig
+    from hoprank.evals.metrics import canonical_metrics
+
+    qrels = {"q": {"a": 1, "b": 1}}
+    rows = evaluate({"q": ["a", "a", "b"]}, qrels, [" NDCG@10", "ndcg@10", "Recall@2", "MRR@1"])
+    assert list(rows["q"]) == ["ndcg@10", "recall@2", "mrr@1"]
+    assert rows["q"]["recall@2"] == 1.0  # 'a' twice does not push 'b' out of the top 2
+    assert rows["q"]["ndcg@10"] == pytest.approx(1.0)
+    assert canonical_metrics(["EM", "em", " F1"]) == ["em", "f1"]
+    cfg = ExperimentConfig(dataset="sample-dl19", metrics=["NDCG@10", "ndcg@10 "])
+    assert cfg.metrics == ["ndcg@10"]

@@ -284,3 +284,40 @@ def test_refuses_to_resume_after_the_prompt_text_changed(datasets_dir: Path, tmp
     redo = run_experiment(cfg, out, engine=engine, cache=False, progress=False, plots=False, overwrite=True)
     assert redo.executed == 2 and redo.resumed == 0
     assert json.loads((out / "manifest.json").read_text())["prompt"]["hash"] != man["prompt"]["hash"]
+
+
+class _WeightsEngine(ScriptedEngine):
+    """A scripted engine that reports the sha256 of (pretend) weights in describe()."""
+
+    def __init__(self, sha: str) -> None:
+        super().__init__(lambda messages: "[2] > [1]")
+        self.sha = sha
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "sha256": self.sha}
+
+
+def test_refuses_to_resume_after_the_data_or_the_weights_changed(tmp_path: Path) -> None:
+    """Same config, other bytes behind it: an edited corpus or other model weights."""
+    import shutil
+
+    from hoprank.evals import sample_path
+
+    data = tmp_path / "dl"
+    shutil.copytree(sample_path("sample-dl19"), data)
+    cfg = ExperimentConfig(dataset=str(data), ranker="rankgpt", depth=5, limit=2)
+    out = tmp_path / "run"
+    kw: dict[str, Any] = {"cache": False, "progress": False, "plots": False}
+    assert run_experiment(cfg, out, engine=_WeightsEngine("a" * 64), **kw).executed == 2
+    assert run_experiment(cfg, out, engine=_WeightsEngine("a" * 64), **kw).resumed == 2
+    with pytest.raises(ConfigError, match="model weights"):
+        run_experiment(cfg, out, engine=_WeightsEngine("b" * 64), **kw)
+    corpus = data / "corpus.jsonl"
+    lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+    rec = json.loads(lines[0])
+    rec["text"] += " (edited)"
+    corpus.write_text(json.dumps(rec) + "\n" + "".join(lines[1:]), encoding="utf-8")
+    with pytest.raises(ConfigError, match="dataset content"):
+        run_experiment(cfg, out, engine=_WeightsEngine("a" * 64), **kw)
+    redo = run_experiment(cfg, out, engine=_WeightsEngine("b" * 64), overwrite=True, **kw)
+    assert redo.executed == 2 and redo.resumed == 0

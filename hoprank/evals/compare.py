@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from hoprank.errors import ConfigError
+from hoprank.evals.metrics import canonical_metrics
 
 __all__ = ["Comparison", "MetricComparison", "RunSummary", "compare", "paired_tests"]
 
@@ -185,7 +186,9 @@ def compare(
     if not common:
         raise ConfigError("the runs share no queries")
     order = [q for q in loaded[0][0][0]["per_query"] if q in common]
-    if metrics is None:
+    if metrics is not None:
+        metrics = canonical_metrics(metrics)
+    else:
         metrics = [
             mt for mt in loaded[0][0][0]["metrics"] if all(mt in m["aggregate"] for (m, _), _ in loaded)
         ]

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hoprank.evals.metrics import parse_metric
+from hoprank.evals.metrics import canonical_metrics
 
 __all__ = ["ExperimentConfig"]
 
@@ -55,10 +55,7 @@ class ExperimentConfig(BaseModel):
     @field_validator("metrics")
     @classmethod
     def _check_metrics(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None:
-            for m in v:
-                parse_metric(m)
-        return v
+        return canonical_metrics(v) if v is not None else None
 
     def identity(self) -> dict[str, Any]:
         """The fields that determine the per-query results. Concurrency, executor, name,

@@ -7,7 +7,9 @@
   Paragraphs become documents (id = title; a ``#<hash>`` suffix if one title carries two
   different texts); the paragraphs of the supporting facts are the gold set; the context
   order becomes run ``context``. In fullwiki files, gold titles missing from the retrieved
-  context are listed in ``Query.metadata["gold_missing"]``.
+  context stay in the gold set and the qrels (id = the title; no document in the corpus,
+  so no ranking of the context can reach them) and are listed in
+  ``Query.metadata["gold_missing"]``.
 * 2WikiMultihopQA (JSON list or JSONL): HotpotQA's layout plus ``evidences``.
 * MuSiQue JSONL: ``{id, paragraphs: [{idx, title, paragraph_text, is_supporting}],
   question, question_decomposition, answer, answer_aliases, answerable}``; documents are
@@ -150,8 +152,10 @@ def context_qa_dataset(records: Iterable[tuple[str, dict[str, Any]]], *, name: s
         ):
             raise DatasetError(f"{where}: supporting_facts must be a list of [title, sentence_id]")
         gold_titles = list(dict.fromkeys(f[0] for f in facts))
-        supporting = [title_to_id[t] for t in gold_titles if t in title_to_id]
         missing = [t for t in gold_titles if t not in title_to_id]
+        # A gold paragraph the (fullwiki) context lacks stays gold, under its title as id:
+        # dropping it would score a retrieval that missed it as complete.
+        supporting = [title_to_id.get(t, t) for t in gold_titles]
         answer = rec.get("answer")
         md: dict[str, Any] = {
             k: rec[k] for k in ("type", "level", "supporting_facts", "evidences", "entity_ids") if k in rec
@@ -169,7 +173,7 @@ def context_qa_dataset(records: Iterable[tuple[str, dict[str, Any]]], *, name: s
             metadata=md,
         )
         if facts:
-            qrels[qid] = {d: int(d in supporting) for d in order}
+            qrels[qid] = {d: int(d in supporting) for d in order} | {t: 1 for t in missing}
         n = len(order)
         run[qid] = [(d, float(n - i)) for i, d in enumerate(order)]
     if not queries:
@@ -307,13 +311,20 @@ def load_dataset(
     qrels: str | os.PathLike[str] | None = None,
     runs: dict[str, str | os.PathLike[str]] | None = None,
     split: str = "test",
+    relevance_level: int | None = None,
 ) -> Dataset:
     """Load a dataset from a shipped sample name, a folder or a file.
 
     ``qrels`` replaces the judgments and ``runs`` adds first-stage runs (TREC files).
+    ``relevance_level`` sets the binary-relevance threshold (default: the dataset's own,
+    see :mod:`hoprank.evals.dataset`).
     """
     if format not in FORMATS:
         raise DatasetError(f"unknown dataset format {format!r}; known: {', '.join(FORMATS)}")
+    if relevance_level is not None and (
+        not isinstance(relevance_level, int) or isinstance(relevance_level, bool) or relevance_level < 1
+    ):
+        raise DatasetError(f"relevance_level must be an integer >= 1, got {relevance_level!r}")
     key = os.fspath(spec)
     if key in SAMPLES:
         ds = load_common(sample_path(key), name=name or key)
@@ -334,6 +345,8 @@ def load_dataset(
         ds.qrels = read_qrels(qrels)
     for rname, rpath in (runs or {}).items():
         ds.runs[rname] = read_run(rpath)
+    if relevance_level is not None:
+        ds.relevance_level = relevance_level
     if qrels is not None or runs:
         ds.__dict__.pop("content_hash", None)
     return ds

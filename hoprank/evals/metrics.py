@@ -36,6 +36,7 @@ __all__ = [
     "QA_METRICS",
     "MetricSpec",
     "average_precision",
+    "canonical_metrics",
     "evaluate",
     "exact_match",
     "f1_score",
@@ -79,6 +80,11 @@ def parse_metric(name: str) -> MetricSpec:
     if not cut.isdigit() or int(cut) < 1:
         raise ConfigError(f"metric {name!r}: the cutoff must be a positive integer")
     return MetricSpec(kind, int(cut))
+
+
+def canonical_metrics(names: Sequence[str]) -> list[str]:
+    """Canonical, de-duplicated metric names in their given order (``parse_metric``)."""
+    return list(dict.fromkeys(parse_metric(m).name for m in names))
 
 
 def _cut(ranked: Sequence[T], k: int | None) -> Sequence[T]:
@@ -192,10 +198,14 @@ def evaluate(
     ``run`` maps qids to ranked doc ids (best first). ``gold`` gives the gold set for
     ``support_recall`` (defaults to qrels with ``rel >= relevance_level``); ``answers``
     and ``gold_answers`` feed ``em``/``f1``. A query gets only the metrics it can be scored on.
+    Metric names are canonical in the output (``" NDCG@10"`` is ``ndcg@10``); a document
+    listed twice in a ranked list counts once, at its first rank (a TREC run cannot hold
+    it twice).
     """
-    specs = [parse_metric(m) for m in metrics]
+    specs = list({s.name: s for s in (parse_metric(m) for m in metrics)}.values())
     out: dict[str, dict[str, float]] = {}
-    for qid, ranked in run.items():
+    for qid, listed in run.items():
+        ranked = list(dict.fromkeys(listed))
         row: dict[str, float] = {}
         q = qrels.get(qid)
         g = (gold or {}).get(qid) or {d for d, r in (q or {}).items() if r >= relevance_level}

@@ -13,7 +13,7 @@ from typing import Any
 
 from hoprank.evals.build import write_json_atomic
 from hoprank.evals.dataset import Dataset
-from hoprank.evals.metrics import DEFAULT_METRICS, QA_METRICS, evaluate, mean_metrics
+from hoprank.evals.metrics import DEFAULT_METRICS, QA_METRICS, canonical_metrics, evaluate, mean_metrics
 from hoprank.evals.trec import Run, write_run
 
 __all__ = ["compute_metrics", "plot_metric_bars", "plot_quality_latency", "write_outputs"]
@@ -47,7 +47,7 @@ def compute_metrics(
     label: str,
 ) -> dict[str, Any]:
     """Aggregate and per-query metrics of the reranked lists and of the first stage."""
-    metrics = list(metrics) if metrics else default_metrics(ds, qids, records)
+    metrics = canonical_metrics(metrics) if metrics else default_metrics(ds, qids, records)
     reranked = {q: [d for d, _ in records[q]["ranked"]] for q in qids}
     initial = {q: [d for d, _ in first_stage.get(q, [])] for q in qids}
     gold = {q: ds.gold(q) for q in qids}

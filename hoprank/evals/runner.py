@@ -96,6 +96,21 @@ def _engine_of(ranker: Any, engine: Any) -> Any:
     return engine if engine is not None else getattr(ranker, "engine", None)
 
 
+def _changed_inputs(old: dict[str, Any] | None, data_hash: str, model_sha: str | None) -> str:
+    """What differs between a run folder's manifest and this run: the dataset's content
+    or the model's weights (the config fingerprint names them, this checks their bytes)."""
+    if old is None:
+        return ""
+    diffs = []
+    old_hash = (old.get("dataset") or {}).get("hash")
+    if old_hash not in (None, data_hash):
+        diffs.append(f"dataset content {old_hash} != {data_hash}")
+    old_sha = old.get("model_sha256")
+    if old_sha is not None and model_sha is not None and old_sha != model_sha:
+        diffs.append(f"model weights sha256 {old_sha[:12]} != {model_sha[:12]}")
+    return "; ".join(diffs)
+
+
 def _model_sha256(desc: dict[str, Any] | None) -> str | None:
     if not desc:
         return None
@@ -168,6 +183,15 @@ async def arun_experiment(
             raise ConfigError(
                 f"{run_dir} was started with prompt {old_prompt.get('ref')} and the prompt is now "
                 f"{pinfo['ref']} (its text changed); use another output folder or overwrite"
+            )
+        _clear_outputs(run_dir)
+        old = None
+    changed = _changed_inputs(old, ds.content_hash, _model_sha256(engine_desc))
+    if changed:
+        if not overwrite:
+            raise ConfigError(
+                f"{run_dir} was started on other inputs ({changed}); its results would mix with "
+                "this run's; use another output folder or overwrite"
             )
         _clear_outputs(run_dir)
         old = None

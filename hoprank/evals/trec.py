@@ -8,6 +8,11 @@ Accepted layouts (whitespace- or tab-separated, ``#`` comments and blank lines s
 * runs, 6 columns: ``qid Q0 docid rank score tag``;
 * runs, 4 columns: ``qid docid rank score`` (hoprank's common layout).
 
+A line that holds a tab is split on tabs only, so document ids with spaces (HotpotQA
+titles) survive a round trip through :func:`write_run`, which writes tab-separated lines
+(trec_eval itself splits on any whitespace and cannot read such ids). A UTF-8 byte-order
+mark is skipped.
+
 Run order follows trec_eval: by score descending, ties broken by docid **descending**
 (the rank column is read but, as in trec_eval, not used for ordering). Every error names
 the file and the line.
@@ -44,14 +49,17 @@ Run = dict[str, list[tuple[str, float]]]
 def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         lineno = 0
         try:
             for lineno, line in enumerate(f, 1):
                 s = line.strip()
                 if not s or s.startswith("#"):
                     continue
-                yield lineno, s.split()
+                if "\t" in s:
+                    yield lineno, [c.strip() for c in s.split("\t") if c.strip()]
+                else:
+                    yield lineno, s.split()
         except UnicodeDecodeError as e:
             raise DatasetError(f"{path}:{lineno + 1}: not UTF-8 text: {e}") from e
 
@@ -160,16 +168,23 @@ def write_run(
     """Write a 6-column TREC run. Lists are taken as ranked (best first).
 
     Scores written are ``n - rank + 1`` (strictly decreasing), so trec_eval, which orders
-    by score, sees exactly the given order whatever scores the ranker produced.
+    by score, sees exactly the given order whatever scores the ranker produced. Columns
+    are tab-separated; an id holding a tab or a line break, or with leading or trailing
+    whitespace, cannot be written (:class:`DatasetError`); ids with inner spaces are
+    written as they are (``read_run`` reads them back; trec_eval cannot).
     """
     p = Path(path)
+    for qid, docs in run.items():
+        for d in (qid, *(x if isinstance(x, str) else x[0] for x in docs)):
+            if d != d.strip() or any(c in d for c in "\t\r\n\v\f") or not d:
+                raise DatasetError(f"{p}: id {d!r} cannot be written to a TREC file")
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         for qid, docs in run.items():
             n = len(docs)
             for i, d in enumerate(docs):
                 docid = d if isinstance(d, str) else d[0]
-                f.write(f"{qid} Q0 {docid} {i + 1} {n - i} {tag}\n")
+                f.write(f"{qid}\tQ0\t{docid}\t{i + 1}\t{n - i}\t{tag}\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, p)
