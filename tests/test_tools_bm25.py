@@ -96,9 +96,7 @@ async def test_add_rebuilds_and_matches_full_build(docs: list[Document]) -> None
 
 async def test_stopword_only_query_and_empty_index(docs: list[Document]) -> None:
     r = BM25Retriever.from_documents(docs[:30])
-    hits = await r.search("the of and", k=3)  # nothing indexable: all scores 0, corpus order
-    assert [d.score for d in hits] == [0.0, 0.0, 0.0]
-    assert [d.id for d in hits] == [d.id for d in docs[:3]]
+    assert await r.search("the of and", k=3) == []  # nothing indexable: no document matches
     empty = BM25Retriever.from_documents([])
     assert await empty.search("anything", k=5) == []
 

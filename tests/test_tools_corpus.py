@@ -117,7 +117,7 @@ def test_read_run_4_and_6_columns_agree(datasets_dir: Path, tmp_path: Path) -> N
 def test_read_run_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tsv"
     bad.write_text("q1\td1\t1\t3.0\nq1\td2\t2\n", encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"bad.tsv:2: .*3 fields"):
+    with pytest.raises(DatasetError, match=r"bad.tsv:2: .*got 3"):
         read_run(bad)
     bad.write_text("q1\td1\tone\t3.0\n", encoding="utf-8")
     with pytest.raises(DatasetError, match=r"bad\.tsv:1"):
@@ -169,3 +169,12 @@ def test_run_retriever_dl19_and_missing_docs(datasets_dir: Path, tmp_path: Path)
     no_queries = RunRetriever.from_files(d / "run.bm25.tsv", d / "corpus.jsonl")
     with pytest.raises(HoprankError, match="no queries file"):
         no_queries.search_sync("anything", 3)
+
+
+def test_run_ties_follow_trec_eval(tmp_path: Path) -> None:
+    """A replayed run and its evaluation read one order: ties by docid descending."""
+    from hoprank.evals import read_run as evals_read_run
+
+    f = tmp_path / "tie.tsv"
+    f.write_text("q1\ta\t1\t2.0\nq1\tb\t2\t2.0\nq1\tc\t3\t1.0\n", encoding="utf-8")
+    assert read_run(f) == evals_read_run(f) == {"q1": [("b", 2.0), ("a", 2.0), ("c", 1.0)]}

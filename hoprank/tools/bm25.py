@@ -3,7 +3,9 @@
 The index covers each document's title and text (``Document.full_text``), tokenised by
 bm25s (lower-cased words, optional stopword removal and PyStemmer stemming). Scoring
 and top-k run in a worker thread. Ties are broken by corpus order, so a saved and
-reloaded index returns exactly the same ranking.
+reloaded index returns exactly the same ranking. A search returns only documents that
+share a term with the query, so it may return fewer than ``k`` (none for a query of
+stopwords only), as Milvus full-text search does.
 """
 
 from __future__ import annotations
@@ -187,7 +189,9 @@ class BM25Retriever(BaseRetriever):
             # A query with no indexable token (only stopwords/punctuation) matches nothing.
             scores = self._bm25.get_scores(toks) if toks else np.zeros(len(self._docs), dtype=np.float32)
             idx = topk_indices(scores, k)
-            out.append([self._docs[i].with_score(float(scores[i])) for i in idx])
+            # Only documents that share a term with the query (score > 0; bm25s' idf is
+            # positive): padding with non-matches would hand RRF fusion arbitrary ranks.
+            out.append([self._docs[i].with_score(float(scores[i])) for i in idx if scores[i] > 0])
         return out
 
     async def _search(self, query: str, k: int) -> list[Document]:

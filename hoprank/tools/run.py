@@ -1,66 +1,24 @@
 """Serve first-stage candidates from a TREC run file.
 
 Reads ``qid docid rank score`` (the 4-column TSV of ``shared/datasets/*/run.*.tsv``)
-or the standard 6-column TREC format ``qid Q0 docid rank score tag`` (tab or space
-separated). Per query, documents are ordered by score (descending), ties by the rank
-column, the way ``trec_eval`` reads runs.
+or the standard 6-column TREC format ``qid Q0 docid rank score tag`` with
+:func:`hoprank.evals.trec.read_run`: per query, documents are ordered the way
+``trec_eval`` reads runs (score descending, ties by docid descending), so a replayed
+run and its evaluation see one order.
 """
 
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from hoprank.errors import DatasetError, InvalidInput, RetrievalError
+from hoprank.evals.trec import read_run
 from hoprank.tools.corpus import check_unique_ids, load_corpus, load_queries
 from hoprank.tools.retriever import BaseRetriever
 from hoprank.types import Document
 
 __all__ = ["RunRetriever", "read_run"]
-
-
-def read_run(path: str | os.PathLike[str]) -> dict[str, list[tuple[str, float]]]:
-    """Parse a run file into ``{qid: [(docid, score), ...]}``, best first.
-
-    Raises :class:`DatasetError` naming the file and line for malformed lines.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DatasetError(f"run file not found: {p}")
-    rows: dict[str, list[tuple[float, int, int, str]]] = defaultdict(list)
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) == 4:
-                qid, docid, rank_s, score_s = parts
-            elif len(parts) == 6:
-                qid, _q0, docid, rank_s, score_s, _tag = parts
-            else:
-                raise DatasetError(
-                    f"{p}:{lineno}: expected 'qid docid rank score' or 'qid Q0 docid rank score tag', "
-                    f"got {len(parts)} fields"
-                )
-            try:
-                rank, score = int(rank_s), float(score_s)
-            except ValueError as e:
-                raise DatasetError(f"{p}:{lineno}: rank must be an integer and score a number") from e
-            rows[qid].append((score, rank, lineno, docid))
-    run: dict[str, list[tuple[str, float]]] = {}
-    for qid, items in rows.items():
-        items.sort(key=lambda t: (-t[0], t[1], t[2]))
-        seen: set[str] = set()
-        ranked = []
-        for score, _rank, lineno, docid in items:
-            if docid in seen:
-                raise DatasetError(f"{p}:{lineno}: document {docid!r} appears twice for query {qid!r}")
-            seen.add(docid)
-            ranked.append((docid, score))
-        run[qid] = ranked
-    return run
 
 
 def _norm(text: str) -> str:
