@@ -152,11 +152,35 @@ async def test_logprobs_renormalised_over_candidates(fake: tuple[Any, list[Any],
     # logprob_token_ids; with it, every candidate does
     expected = ["A", "B", "C", "D"] if exact else ["A"]
     assert sorted(res.logprobs) == expected and res.missing == [c for c in "ABCD" if c not in expected]
-    z = math.log(sum(math.exp(LOGITS[c]) for c in expected))
+    # renormalised over the candidates when all were scored; with one unseen, the values stay
+    # on raw_top's full-vocabulary scale so its floor bounds the unseen one on one scale
+    z = math.log(sum(math.exp(LOGITS[c]) for c in (expected if exact else LOGITS)))
     for c in expected:
         assert res.logprobs[c] == pytest.approx(LOGITS[c] - z)
-    assert math.fsum(math.exp(v) for v in res.logprobs.values()) == pytest.approx(1.0)
+    if exact:
+        assert math.fsum(math.exp(v) for v in res.logprobs.values()) == pytest.approx(1.0)
     assert {"x", "y", "z"} <= set(res.raw_top)
+    assert res.raw_top["x"] == pytest.approx(
+        LOGITS["x"] - math.log(sum(math.exp(v) for v in LOGITS.values()))
+    )
+
+
+async def test_pointwise_margin_on_one_scale_when_no_is_unseen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Yes scored, No outside the top-k: the margin is raw(Yes) - raw floor, not 0 - floor."""
+    from hoprank.rankers.pointwise import yes_no_score
+
+    logits = {"Y": 2.5, "N": -4.0, "x": 3.0, "y": 2.0, "w": 1.5}
+    mod, _ = make_fake_vllm(token_ids_param=False, logits=logits)
+    monkeypatch.setitem(sys.modules, "vllm", mod)
+    from hoprank.llm.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine("fake", llm=mod.LLM(), max_logprobs=3, context_window=500)
+    res = await engine.next_token_logprobs(MSGS, candidates=["Y", "N"])
+    assert res.missing == ["N"] and set(res.raw_top) == {"x", "Y", "y"}
+    # the floor (y) bounds the unseen N: margin raw(Y) - raw(y), the same on any one scale
+    assert yes_no_score(res, "Y", "N") == pytest.approx(logits["Y"] - logits["y"])
+    res2 = await engine.next_token_logprobs(MSGS, candidates=["Y", "x"])  # both seen: renormalised
+    assert math.fsum(math.exp(v) for v in res2.logprobs.values()) == pytest.approx(1.0)
 
 
 async def test_batch_is_one_generate_call(fake: tuple[Any, list[Any], bool]) -> None:

@@ -14,7 +14,8 @@ requested as well, otherwise they are read from the top-``max_logprobs`` list (t
 sampled token, always a candidate, is always in it; others may be ``missing``). vLLM takes
 these log-probabilities *before* logit processors (``allowed_token_ids`` included), so
 they are over the full vocabulary; with ``renormalize=True`` (default) they are
-renormalised over the scored candidates (log-softmax over candidates). A whole batch
+renormalised over the candidates (log-softmax over candidates) when every candidate was
+scored, and left on the full-vocabulary scale (that of ``raw_top``) when one is missing. A whole batch
 goes to vLLM in one ``generate`` call.
 """
 
@@ -213,7 +214,10 @@ class VLLMEngine(SyncFacade):
             value = float(getattr(entry, "logprob", entry)) if entry is not None else -math.inf
             if math.isfinite(value):
                 scores[c] = value
-        if self.renormalize and scores:
+        # Renormalise only a complete candidate distribution: with a candidate unseen (top-k
+        # only), present values stay on the full-vocabulary scale of raw_top, whose lowest
+        # entry callers use as the bound on the unseen one (pointwise, FIRST).
+        if self.renormalize and scores and len(scores) == len(req.candidates):
             peak = max(scores.values())
             z = peak + math.log(sum(math.exp(v - peak) for v in scores.values()))
             scores = {c: v - z for c, v in scores.items()}
