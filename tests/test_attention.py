@@ -139,3 +139,57 @@ def test_bad_input(fp32_engine: Any) -> None:
         attn.attention_rows(fp32_engine, "prefix", [""])
     with pytest.raises(InvalidInput):
         attn.attention_rows(fp32_engine, "prefix", ["suffix"], layers=[999])
+
+
+@pytest.fixture(scope="module")
+def sliding_engine(fp32_engine: Any) -> Any:
+    """SmolLM2's tokenizer and chat template on a tiny random Mistral with a sliding window
+    of 192 tokens (no real sliding-window weights exist offline; the cache layout, not the
+    weights, is what is tested)."""
+    import copy
+
+    from transformers import AutoModelForCausalLM, MistralConfig
+
+    cfg = MistralConfig(
+        vocab_size=len(fp32_engine.hf_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=192,
+        max_position_embeddings=4096,
+    )
+    torch.manual_seed(0)
+    eng = copy.copy(fp32_engine)
+    eng.model = AutoModelForCausalLM.from_config(cfg).eval()
+    return eng
+
+
+def test_sliding_window_models_refuse_rows_past_the_window(fp32_engine: Any, sliding_engine: Any) -> None:
+    """Past the sliding window the cache no longer holds the first prefix tokens: a typed
+    ContextOverflow, not rows silently shorter than the prefix."""
+    from hoprank.errors import ContextOverflow
+
+    assert attn.attention_span(sliding_engine.model) == 192 and sliding_engine.attention_window == 192
+    assert attn.attention_span(fp32_engine.model) is None
+    assert fp32_engine.attention_window == fp32_engine.context_window
+    short = attn.attention_rows(sliding_engine, "word " * 20, ["a query"])
+    assert len(short.rows[0]) == short.prefix_tokens
+    with pytest.raises(ContextOverflow, match="sliding window of 192") as e:
+        attn.attention_rows(sliding_engine, "word " * 300, ["a query"])
+    assert e.value.context_window == 192
+
+
+async def test_icr_sizes_its_passes_to_the_sliding_window(sliding_engine: Any, datasets_dir: Path) -> None:
+    """ICR on a sliding-window model splits the list into passes that fit the window."""
+    from hoprank.rankers.icr import ICRRanker
+    from hoprank.types import Document
+
+    with open(datasets_dir / "trec-dl-2019-passage" / "corpus.jsonl", encoding="utf-8") as f:
+        docs = [Document(id=str(i), text=" ".join(json.loads(next(f))["text"].split()[:25])) for i in range(8)]
+    ranking = await ICRRanker(sliding_engine, max_doc_tokens=40).arank("what is anthropology?", docs)
+    assert sorted(d.id for d in ranking.documents) == [d.id for d in docs]
+    windows = [s for s in ranking.trace if s.kind == "icr"]
+    assert len(windows) > 1  # one pass of eight would overflow the 192-token window
+    assert all(s.input["prefix_tokens"] + max(s.input["suffix_tokens_encoded"]) <= 192 for s in windows)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from hoprank.errors import EngineError, HoprankError, InvalidInput
+from hoprank.errors import ContextOverflow, EngineError, HoprankError, InvalidInput
 from hoprank.llm.base import AttentionRows, Capability, Message, Tokenizer
 from hoprank.types import Usage
 
@@ -234,6 +234,40 @@ def _select_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
     return sorted(out)
 
 
+def attention_span(model: Any) -> int | None:
+    """The longest sequence over which every layer attends to every earlier token: the
+    sliding window when any layer slides (Mistral v0.1, Gemma 2/3), else ``None``.
+
+    Past it, a sliding layer's keys no longer hold the first tokens, so attention rows
+    would silently miss the start of the prefix.
+    """
+    cfg = getattr(model, "config", None)
+    get_text = getattr(cfg, "get_text_config", None)
+    if callable(get_text):
+        cfg = get_text()
+    window = getattr(cfg, "sliding_window", None)
+    if isinstance(window, bool) or not isinstance(window, int) or window <= 0:
+        return None
+    layer_types = getattr(cfg, "layer_types", None)
+    if layer_types is not None:
+        return window if any("sliding" in str(t) for t in layer_types) else None
+    if getattr(cfg, "use_sliding_window", True) is False:
+        return None
+    return window
+
+
+def _cache_arg(base: Any, cache: Any) -> dict[str, Any]:
+    """The KV cache keyword of this model's forward: ``cache`` (transformers >= 5.2x;
+    ``past_key_values`` is deprecated there and goes in 5.40) or ``past_key_values``."""
+    import inspect
+
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - forward without a signature
+        params = {}
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
 def _new_cache(model: Any) -> Any:
     from transformers import DynamicCache
 
@@ -259,7 +293,7 @@ def _sync(device: Any) -> None:
 
 def _run_suffix_eager(base: Any, model: Any, ids: Any, cache: Any, sel: list[int], n_prefix: int) -> Any:
     with _attn_implementation(model, "eager"):
-        out = base(input_ids=ids, past_key_values=cache, use_cache=True, output_attentions=True)
+        out = base(input_ids=ids, **_cache_arg(base, cache), use_cache=True, output_attentions=True)
     attentions = getattr(out, "attentions", None)
     if not attentions:
         raise EngineError(f"{type(model).__name__} returned no attentions with eager attention")
@@ -275,7 +309,7 @@ def _run_suffix_capture(base: Any, model: Any, ids: Any, cache: Any, sel: list[i
     _local.capture = cap
     try:
         with _attn_implementation(model, CAPTURE_IMPLEMENTATION):
-            base(input_ids=ids, past_key_values=cache, use_cache=True)
+            base(input_ids=ids, **_cache_arg(base, cache), use_cache=True)
     finally:
         _local.capture = None
     if cap.seen != set(sel) or cap.acc is None:
@@ -324,6 +358,16 @@ def attention_rows(
         if not ids:
             raise InvalidInput(f"attention_rows: suffix {i} encodes to no tokens")
     n_prefix = len(prefix_ids)
+    span = attention_span(model)
+    longest = n_prefix + max(len(ids) for ids in suffix_ids)
+    if span is not None and longest > span:
+        raise ContextOverflow(
+            f"{type(model).__name__} attends over a sliding window of {span} tokens, and the prefix "
+            f"({n_prefix} tokens) plus the longest suffix need {longest}: the suffix could not attend "
+            "to the start of the prefix; use fewer or shorter passages (ICR: chunk_docs, max_doc_tokens)",
+            prompt_tokens=longest,
+            context_window=span,
+        )
     use = method
     if use != "eager" and not _can_capture(model):
         if use == "capture":
@@ -343,7 +387,7 @@ def attention_rows(
     with torch.inference_mode():
         t0 = time.perf_counter()
         cache = _new_cache(model)
-        base(input_ids=torch.tensor([prefix_ids], device=device), past_key_values=cache, use_cache=True)
+        base(input_ids=torch.tensor([prefix_ids], device=device), **_cache_arg(base, cache), use_cache=True)
         _sync(device)
         prefix_seconds = time.perf_counter() - t0
         if cache.get_seq_length() != n_prefix:

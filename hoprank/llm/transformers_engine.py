@@ -450,6 +450,15 @@ class TransformersEngine(SyncFacade):
 
     # ------------------------------------------------------------------ attention
 
+    @property
+    def attention_window(self) -> int:
+        """Tokens over which attention rows see the whole prefix: the context window, or the
+        model's sliding window when it is shorter (ICR sizes its passes with it)."""
+        from hoprank.llm.attention import attention_span  # type: ignore[import-not-found,unused-ignore]
+
+        span = attention_span(self.model)
+        return self.context_window if span is None else min(span, self.context_window)
+
     async def attention_rows(
         self, prefix: str, suffixes: Sequence[str], *, layers: Sequence[int] | None = None
     ) -> AttentionRows:

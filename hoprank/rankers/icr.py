@@ -16,7 +16,9 @@ Order: like the reference's BEIR runs (``--reverse_doc_order``), the passages ar
 in the reverse of their prior order, so the best first-stage passage sits nearest the
 query (``best_near_query=False`` shows them best first).
 
-Long inputs: when the passages do not fit the context window (or ``chunk_docs`` caps
+Long inputs: when the passages do not fit the context window (on a sliding-window
+model such as Mistral v0.1 or Gemma 2/3, the sliding window when it is shorter: the
+engine's ``attention_window``), or ``chunk_docs`` caps
 the passages per pass), ICR runs over sliding windows from the back of the list to the
 front (window ``w`` documents, stride ``w // 2``), re-ordering each window by its ICR
 scores, as the reference's sliding-window mode does. Scores of different windows are
@@ -189,13 +191,20 @@ class ICRRanker(BaseRanker):
 
     # ------------------------------------------------------------------ windows
 
+    def _span(self) -> int:
+        """Tokens one pass may hold: the context window, or the engine's shorter attention
+        window (a sliding-window model: past it, attention cannot reach the first passages)."""
+        span = getattr(self.engine, "attention_window", None)
+        ctx = self.engine.context_window
+        return min(ctx, span) if isinstance(span, int) and span > 0 else ctx
+
     def _window_size(self, query: str, texts: Sequence[str]) -> int:
         """How many passages one pass may hold (all of them if they fit)."""
         tok = self.engine.tokenizer
         longer = max(_clean(query), self.calibration_query, key=len)
         overhead = tok.count(_clean(self._render(longer, [])))
         cost = [tok.count(t) + _LABEL_TOKENS for t in texts]
-        budget = self.engine.context_window - self.margin_tokens
+        budget = self._span() - self.margin_tokens
         cap = min(len(texts), self.chunk_docs or len(texts))
         if overhead + sum(cost) <= budget:
             return cap
@@ -206,10 +215,10 @@ class ICRRanker(BaseRanker):
             total, k = total + c, k + 1
         if k < 2:
             raise ContextOverflow(
-                f"ICR: two passages (max_doc_tokens={self.max_doc_tokens}) do not fit the context "
-                f"window of {self.engine.context_window} tokens",
+                f"ICR: two passages (max_doc_tokens={self.max_doc_tokens}) do not fit the attention "
+                f"window of {self._span()} tokens",
                 prompt_tokens=overhead + sum(sorted(cost, reverse=True)[:2]),
-                context_window=self.engine.context_window,
+                context_window=self._span(),
             )
         return k
 
@@ -287,11 +296,11 @@ class ICRRanker(BaseRanker):
             suffixes.append(na_layout.suffix)
         tok = self.engine.tokenizer
         needed = tok.count(layout.prefix) + max(tok.count(s) for s in suffixes)
-        if needed > self.engine.context_window:
+        if needed > self._span():
             raise ContextOverflow(
-                f"ICR prompt needs {needed} tokens, context window is {self.engine.context_window}",
+                f"ICR prompt needs {needed} tokens, the attention window is {self._span()}",
                 prompt_tokens=needed,
-                context_window=self.engine.context_window,
+                context_window=self._span(),
             )
         step = Step(kind="icr", name=f"window {window[0]}-{window[1]}", prompt=self.template.ref)
         with timed_step(step):
