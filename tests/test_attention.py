@@ -181,14 +181,16 @@ def test_sliding_window_models_refuse_rows_past_the_window(fp32_engine: Any, sli
     assert e.value.context_window == 192
 
 
-async def test_icr_sizes_its_passes_to_the_sliding_window(sliding_engine: Any, datasets_dir: Path) -> None:
+def test_icr_sizes_its_passes_to_the_sliding_window(sliding_engine: Any, datasets_dir: Path) -> None:
     """ICR on a sliding-window model splits the list into passes that fit the window."""
     from hoprank.rankers.icr import ICRRanker
     from hoprank.types import Document
 
     with open(datasets_dir / "trec-dl-2019-passage" / "corpus.jsonl", encoding="utf-8") as f:
-        docs = [Document(id=str(i), text=" ".join(json.loads(next(f))["text"].split()[:25])) for i in range(8)]
-    ranking = await ICRRanker(sliding_engine, max_doc_tokens=40).arank("what is anthropology?", docs)
+        docs = [
+            Document(id=str(i), text=" ".join(json.loads(next(f))["text"].split()[:25])) for i in range(8)
+        ]
+    ranking = ICRRanker(sliding_engine, max_doc_tokens=40).rank("what is anthropology?", docs)
     assert sorted(d.id for d in ranking.documents) == [d.id for d in docs]
     windows = [s for s in ranking.trace if s.kind == "icr"]
     assert len(windows) > 1  # one pass of eight would overflow the 192-token window
