@@ -267,3 +267,19 @@ def test_no_prefill_engine_with_the_models_tokenizer_labels_with_single_token_br
     approx = OpenAIEngine("served-open-model", base_url="http://127.0.0.1:9/v1", api_key="sk-test")
     assert not approx.tokenizer_exact
     assert "".join(FIRST(approx, window=20).labels_for(20)) == "ABCDEFGHIJKLMNOPQRST"
+
+
+async def test_calibration_prompt_shows_the_same_passage_cuts() -> None:
+    """A long query leaves less room per passage than "N/A": the calibration prompt must
+    still show exactly the passages the real prompt showed (sized once, for both)."""
+    words = " ".join(f"w{i}" for i in range(200))
+    docs = [Document(id=f"d{i}", text=f"rel{i} {words}") for i in range(4)]
+    eng = ScriptedEngine(logprobs_fn=relevance_logprobs, context_window=700)
+    long_query = " ".join(["which"] * 100)
+    await FIRST(eng, calibrate=True).arank(long_query, docs)
+    real, cal = (c["messages"][-1]["content"] for c in eng.calls)
+    assert "search query: N/A" in cal and long_query in real
+    passages = re.compile(r"^\[[A-D]\] .*$", re.M)
+    assert passages.findall(real) == passages.findall(cal)
+    assert len(passages.findall(real)) == 4 and "w199" not in real  # cut to fit
+    assert all(sum(eng.tokenizer.count(m["content"]) for m in c["messages"]) <= 700 for c in eng.calls)

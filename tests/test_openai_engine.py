@@ -360,3 +360,23 @@ async def test_engine_keeps_requesting_logprobs(llamacpp_server: LlamaCppServer)
                 ][0]["logprob"]
             }
         )
+
+
+def test_prompt_tokens_counts_what_the_server_template_adds(smollm2_engine: Any) -> None:
+    """With the served model's HF tokenizer the count is the rendered chat template
+    (exactly what a local engine counts); with only tiktoken, a reserve is held back for
+    the default system prompt a server's template may insert."""
+    from hoprank.llm.hf_tokenizer import HFTokenizer
+    from hoprank.rankers.passages import TEMPLATE_RESERVE, prompt_tokens
+
+    msgs: list[Any] = [{"role": "user", "content": "Rank these passages for the query."}]
+    hf = OpenAIEngine(
+        "smol", base_url="http://127.0.0.1:9/v1", tokenizer=HFTokenizer(smollm2_engine.hf_tokenizer)
+    )
+    assert prompt_tokens(hf, msgs, "[") == prompt_tokens(smollm2_engine, msgs, "[")
+    assert prompt_tokens(hf, msgs) > hf.tokenizer.count(msgs[0]["content"]) + 6
+    plain = OpenAIEngine("gpt-4o", base_url="http://127.0.0.1:9/v1")
+    content = plain.tokenizer.count(msgs[0]["content"])
+    assert prompt_tokens(plain, msgs) == content + 6 + TEMPLATE_RESERVE
+    with_system: list[Any] = [{"role": "system", "content": "Be brief."}, *msgs]
+    assert prompt_tokens(plain, with_system) == content + plain.tokenizer.count("Be brief.") + 12

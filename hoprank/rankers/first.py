@@ -240,15 +240,14 @@ class FIRST(ListwiseRanker):
         first_prompt = None
         for perm in orderings:
             shown = [docs[i] for i in perm]
-            wp = self.build_prompt(query, shown, labels, max_new_tokens=1, prefill=self.prefill)
+            # The calibration prompt shows the very same passage cuts as the real one.
+            also = [self.calibration_query] if self.calibrate else []
+            wp = self.build_prompt(query, shown, labels, max_new_tokens=1, prefill=self.prefill, also=also)
             first_prompt = first_prompt or wp
             requests.append(LogprobRequest(messages=wp.messages, candidates=candidates, prefill=self.prefill))
             if self.calibrate:
-                cal = self.build_prompt(
-                    self.calibration_query, shown, labels, max_new_tokens=1, prefill=self.prefill
-                )
                 requests.append(
-                    LogprobRequest(messages=cal.messages, candidates=candidates, prefill=self.prefill)
+                    LogprobRequest(messages=wp.also[0], candidates=candidates, prefill=self.prefill)
                 )
         assert first_prompt is not None
         step = self._step(span, docs, first_prompt)

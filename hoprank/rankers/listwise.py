@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hoprank.errors import CapabilityMissing, ContextOverflow, PromptError
@@ -58,6 +58,8 @@ class WindowPrompt:
     labels: list[str]
     passage_budget: int
     prompt_tokens: int
+    #: the same passages (same cuts) under each of ``build_prompt``'s ``also`` queries
+    also: list[list[Message]] = field(default_factory=list)
 
 
 def _example(labels: Sequence[str]) -> str:
@@ -137,11 +139,18 @@ class ListwiseRanker(BaseRanker):
         *,
         max_new_tokens: int,
         prefill: str = "",
+        also: Sequence[str] = (),
     ) -> WindowPrompt:
         """Render the window prompt with every passage cut to the token budget that
-        makes the prompt fit ``engine.context_window - max_new_tokens``."""
+        makes the prompt fit ``engine.context_window - max_new_tokens``.
+
+        ``also``: more queries (FIRST's content-free calibration query) to render with
+        the very same passage cuts, each of which must fit too (``WindowPrompt.also``).
+        """
         tok = self.engine.tokenizer
-        overhead = prompt_tokens(self.engine, self._render(query, labels, [""] * len(labels)), prefill)
+        queries = [query, *also]
+        empty = [""] * len(labels)
+        overhead = max(prompt_tokens(self.engine, self._render(q, labels, empty), prefill) for q in queries)
         budget = fit_passage_budget(
             self.engine,
             overhead_tokens=overhead,
@@ -154,8 +163,9 @@ class ListwiseRanker(BaseRanker):
         while True:
             # A word is at least one token: cutting words first keeps tokenizing cheap.
             texts = [tok.truncate(" ".join(words[:budget]), budget) for words in full]
-            messages = self._render(query, labels, texts)
-            used = prompt_tokens(self.engine, messages, prefill)
+            rendered = [self._render(q, labels, texts) for q in queries]
+            sizes = [prompt_tokens(self.engine, m, prefill) for m in rendered]
+            used = max(sizes)
             if used <= limit:
                 break
             # Tokens merge differently at passage boundaries than in the empty-passage
@@ -170,7 +180,13 @@ class ListwiseRanker(BaseRanker):
                     context_window=self.engine.context_window,
                 )
             budget = smaller
-        return WindowPrompt(messages=messages, labels=list(labels), passage_budget=budget, prompt_tokens=used)
+        return WindowPrompt(
+            messages=rendered[0],
+            labels=list(labels),
+            passage_budget=budget,
+            prompt_tokens=sizes[0],
+            also=rendered[1:],
+        )
 
     # -------------------------------------------------------------- driving
 

@@ -14,6 +14,7 @@ from hoprank.llm.base import LLM, Message
 from hoprank.types import Document
 
 __all__ = [
+    "TEMPLATE_RESERVE",
     "LabelStyle",
     "fit_passage_budget",
     "make_labels",
@@ -26,6 +27,10 @@ __all__ = [
 ]
 
 LabelStyle = Literal["numeric", "letters"]
+
+#: Tokens held back, for an engine that cannot render its chat template, for the default
+#: system prompt a server's template may insert when a request has none.
+TEMPLATE_RESERVE = 32
 
 # [3], [12], [B], [ b ]  — anywhere
 _BRACKETED = re.compile(r"\[\s*(\d{1,3}|[A-Za-z])\s*\]")
@@ -106,10 +111,16 @@ def to_messages(rendered: Sequence[dict[str, str]]) -> list[Message]:
 def prompt_tokens(engine: LLM, messages: Sequence[Message], prefill: str = "") -> int:
     """Tokens of ``messages`` as the engine will see them.
 
-    Uses the engine's ``render`` (its chat template) when it has one; otherwise counts
-    the message contents plus a small per-message allowance for role markers.
+    Uses the engine's ``render`` (its chat template) when it has one, else its
+    tokenizer's ``render_chat`` (an OpenAIEngine given the served model's HF tokenizer);
+    otherwise counts the message contents plus a per-message allowance for role markers
+    and a reserve for what a server's chat template adds unseen (Qwen2.5's template, as
+    llama.cpp and vLLM servers apply it, inserts a default system prompt of ~20 tokens
+    when the request has none).
     """
     render: Callable[..., Any] | None = getattr(engine, "render", None)
+    if not callable(render):
+        render = getattr(engine.tokenizer, "render_chat", None)
     if callable(render):
         try:
             text = render(messages, prefill=prefill)
@@ -120,8 +131,11 @@ def prompt_tokens(engine: LLM, messages: Sequence[Message], prefill: str = "") -
         if isinstance(text, Sequence):  # some engines may return token ids
             return len(text)
     per_message = 6  # a prefill is sent as one more (assistant) message
-    return sum(engine.tokenizer.count(m["content"]) + per_message for m in messages) + (
-        engine.tokenizer.count(prefill) + per_message if prefill else 0
+    reserve = 0 if any(m["role"] == "system" for m in messages) else TEMPLATE_RESERVE
+    return (
+        reserve
+        + sum(engine.tokenizer.count(m["content"]) + per_message for m in messages)
+        + (engine.tokenizer.count(prefill) + per_message if prefill else 0)
     )
 
 
