@@ -174,10 +174,10 @@ def write_run(
     written as they are (``read_run`` reads them back; trec_eval cannot).
     """
     p = Path(path)
-    for qid, docs in run.items():
-        for d in (qid, *(x if isinstance(x, str) else x[0] for x in docs)):
-            if d != d.strip() or any(c in d for c in "\t\r\n\v\f") or not d:
-                raise DatasetError(f"{p}: id {d!r} cannot be written to a TREC file")
+    for qid, entries in run.items():
+        for ident in (qid, *(x if isinstance(x, str) else x[0] for x in entries)):
+            if ident != ident.strip() or any(c in ident for c in "\t\r\n\v\f") or not ident:
+                raise DatasetError(f"{p}: id {ident!r} cannot be written to a TREC file")
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as f:
         for qid, docs in run.items():

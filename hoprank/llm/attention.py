@@ -262,10 +262,10 @@ def _cache_arg(base: Any, cache: Any) -> dict[str, Any]:
     import inspect
 
     try:
-        params = inspect.signature(base.forward).parameters
+        takes_cache = "cache" in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover - forward without a signature
-        params = {}
-    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+        takes_cache = False
+    return {"cache": cache} if takes_cache else {"past_key_values": cache}
 
 
 def _new_cache(model: Any) -> Any:
