@@ -8,8 +8,8 @@ Common layout (the one of ``shared/datasets`` and of the shipped samples)::
     run.<name>.tsv   qid <TAB> docid <TAB> rank <TAB> score   (or 6-column TREC)
     dataset.json     {"relevance_level": 2}              optional; see below
 
-The binary-relevance threshold (``Dataset.relevance_level``) comes from, in order: the
-loader's ``relevance_level`` argument, ``dataset.json``, then the folder's or the given
+The binary-relevance threshold (``Dataset.relevance_level``) comes from, in order:
+``load_dataset``'s ``relevance_level`` argument, ``dataset.json``, then the folder's or the given
 name (``trec-dl``, ``dl19``, ``dl20``: 2, the TREC DL passage convention), else 1.
 
 Every malformed line raises :class:`~hoprank.errors.DatasetError` naming file and line.
@@ -235,6 +235,13 @@ def read_queries_jsonl(path: Path, *, id_keys: tuple[str, ...] = ("id", "_id")) 
     return queries
 
 
+def check_relevance_level(level: Any, where: str) -> int:
+    """``level`` if it is an integer >= 1, else :class:`DatasetError` naming ``where``."""
+    if not isinstance(level, int) or isinstance(level, bool) or level < 1:
+        raise DatasetError(f"{where}relevance_level must be an integer >= 1, got {level!r}")
+    return level
+
+
 def _folder_relevance_level(d: Path, dname: str) -> int:
     meta = d / "dataset.json"
     if meta.is_file():
@@ -242,18 +249,13 @@ def _folder_relevance_level(d: Path, dname: str) -> int:
             obj = json.loads(meta.read_text(encoding="utf-8-sig"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise DatasetError(f"{meta}: not valid JSON ({e})") from None
-        level = obj.get("relevance_level") if isinstance(obj, dict) else None
         if isinstance(obj, dict) and "relevance_level" in obj:
-            if not isinstance(level, int) or isinstance(level, bool) or level < 1:
-                raise DatasetError(f"{meta}: relevance_level must be an integer >= 1, got {level!r}")
-            return level
+            return check_relevance_level(obj["relevance_level"], f"{meta}: ")
     names = f"{d.name} {dname}".lower()
     return 2 if any(k in names for k in ("trec-dl", "dl19", "dl20")) else 1
 
 
-def load_common(
-    path: str | os.PathLike[str], *, name: str | None = None, relevance_level: int | None = None
-) -> Dataset:
+def load_common(path: str | os.PathLike[str], *, name: str | None = None) -> Dataset:
     """Load a folder in the common layout (see the module docstring)."""
     d = Path(path)
     if not d.is_dir():
@@ -270,7 +272,7 @@ def load_common(
     for rp in sorted(d.glob("run.*.tsv")) + sorted(d.glob("run.*.trec")):
         runs[rp.name.split(".")[1]] = read_run(rp)
     dname = name or d.name
-    level = relevance_level if relevance_level is not None else _folder_relevance_level(d, dname)
+    level = _folder_relevance_level(d, dname)
     ds = Dataset(
         name=dname,
         corpus=corpus,

@@ -37,6 +37,7 @@ from hoprank.evals.dataset import (
     SAMPLES,
     Dataset,
     Query,
+    check_relevance_level,
     iter_jsonl,
     load_common,
     read_corpus_jsonl,
@@ -321,10 +322,8 @@ def load_dataset(
     """
     if format not in FORMATS:
         raise DatasetError(f"unknown dataset format {format!r}; known: {', '.join(FORMATS)}")
-    if relevance_level is not None and (
-        not isinstance(relevance_level, int) or isinstance(relevance_level, bool) or relevance_level < 1
-    ):
-        raise DatasetError(f"relevance_level must be an integer >= 1, got {relevance_level!r}")
+    if relevance_level is not None:
+        check_relevance_level(relevance_level, "")
     key = os.fspath(spec)
     if key in SAMPLES:
         ds = load_common(sample_path(key), name=name or key)

@@ -202,7 +202,7 @@ def evaluate(
     listed twice in a ranked list counts once, at its first rank (a TREC run cannot hold
     it twice).
     """
-    specs = list({s.name: s for s in (parse_metric(m) for m in metrics)}.values())
+    specs = [parse_metric(m) for m in canonical_metrics(metrics)]
     out: dict[str, dict[str, float]] = {}
     for qid, listed in run.items():
         ranked = list(dict.fromkeys(listed))

@@ -96,12 +96,18 @@ def _engine_of(ranker: Any, engine: Any) -> Any:
     return engine if engine is not None else getattr(ranker, "engine", None)
 
 
-def _changed_inputs(old: dict[str, Any] | None, data_hash: str, model_sha: str | None) -> str:
-    """What differs between a run folder's manifest and this run: the dataset's content
-    or the model's weights (the config fingerprint names them, this checks their bytes)."""
+def _changed_inputs(
+    old: dict[str, Any] | None, prompt: dict[str, Any] | None, data_hash: str, model_sha: str | None
+) -> str:
+    """What differs between a run folder's manifest and this run: the prompt's text, the
+    dataset's content or the model's weights (the config fingerprint names them, this
+    checks their bytes)."""
     if old is None:
         return ""
     diffs = []
+    old_prompt = old.get("prompt") or {}
+    if prompt is not None and old_prompt.get("hash") not in (None, prompt["hash"]):
+        diffs.append(f"prompt {old_prompt.get('ref')}, now {prompt['ref']}: its text changed")
     old_hash = (old.get("dataset") or {}).get("hash")
     if old_hash not in (None, data_hash):
         diffs.append(f"dataset content {old_hash} != {data_hash}")
@@ -177,16 +183,7 @@ async def arun_experiment(
         engine_desc = eng.describe() if eng is not None and hasattr(eng, "describe") else None
 
     pinfo = prompt_info(config, ranker)
-    old_prompt = (old or {}).get("prompt") or {}
-    if pinfo is not None and old_prompt.get("hash") not in (None, pinfo["hash"]):
-        if not overwrite:
-            raise ConfigError(
-                f"{run_dir} was started with prompt {old_prompt.get('ref')} and the prompt is now "
-                f"{pinfo['ref']} (its text changed); use another output folder or overwrite"
-            )
-        _clear_outputs(run_dir)
-        old = None
-    changed = _changed_inputs(old, ds.content_hash, _model_sha256(engine_desc))
+    changed = _changed_inputs(old, pinfo, ds.content_hash, _model_sha256(engine_desc))
     if changed:
         if not overwrite:
             raise ConfigError(

@@ -256,7 +256,7 @@ def attention_span(model: Any) -> int | None:
     return window
 
 
-def _cache_arg(base: Any, cache: Any) -> dict[str, Any]:
+def _cache_keyword(base: Any) -> str:
     """The KV cache keyword of this model's forward: ``cache`` (transformers >= 5.2x;
     ``past_key_values`` is deprecated there and goes in 5.40) or ``past_key_values``."""
     import inspect
@@ -265,7 +265,7 @@ def _cache_arg(base: Any, cache: Any) -> dict[str, Any]:
         takes_cache = "cache" in inspect.signature(base.forward).parameters
     except (TypeError, ValueError):  # pragma: no cover - forward without a signature
         takes_cache = False
-    return {"cache": cache} if takes_cache else {"past_key_values": cache}
+    return "cache" if takes_cache else "past_key_values"
 
 
 def _new_cache(model: Any) -> Any:
@@ -291,9 +291,11 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run_suffix_eager(base: Any, model: Any, ids: Any, cache: Any, sel: list[int], n_prefix: int) -> Any:
+def _run_suffix_eager(
+    base: Any, model: Any, ids: Any, cache_kw: dict[str, Any], sel: list[int], n_prefix: int
+) -> Any:
     with _attn_implementation(model, "eager"):
-        out = base(input_ids=ids, **_cache_arg(base, cache), use_cache=True, output_attentions=True)
+        out = base(input_ids=ids, **cache_kw, use_cache=True, output_attentions=True)
     attentions = getattr(out, "attentions", None)
     if not attentions:
         raise EngineError(f"{type(model).__name__} returned no attentions with eager attention")
@@ -304,12 +306,14 @@ def _run_suffix_eager(base: Any, model: Any, ids: Any, cache: Any, sel: list[int
     return total
 
 
-def _run_suffix_capture(base: Any, model: Any, ids: Any, cache: Any, sel: list[int], n_prefix: int) -> Any:
+def _run_suffix_capture(
+    base: Any, model: Any, ids: Any, cache_kw: dict[str, Any], sel: list[int], n_prefix: int
+) -> Any:
     cap = _Capture(set(sel))
     _local.capture = cap
     try:
         with _attn_implementation(model, CAPTURE_IMPLEMENTATION):
-            base(input_ids=ids, **_cache_arg(base, cache), use_cache=True)
+            base(input_ids=ids, **cache_kw, use_cache=True)
     finally:
         _local.capture = None
     if cap.seen != set(sel) or cap.acc is None:
@@ -387,7 +391,8 @@ def attention_rows(
     with torch.inference_mode():
         t0 = time.perf_counter()
         cache = _new_cache(model)
-        base(input_ids=torch.tensor([prefix_ids], device=device), **_cache_arg(base, cache), use_cache=True)
+        key = _cache_keyword(base)
+        base(input_ids=torch.tensor([prefix_ids], device=device), **{key: cache}, use_cache=True)
         _sync(device)
         prefix_seconds = time.perf_counter() - t0
         if cache.get_seq_length() != n_prefix:
@@ -397,10 +402,10 @@ def attention_rows(
             t1 = time.perf_counter()
             x = torch.tensor([ids], device=device)
             if use == "eager":
-                vec = _run_suffix_eager(base, model, x, restore(), sel, n_prefix)
+                vec = _run_suffix_eager(base, model, x, {key: restore()}, sel, n_prefix)
             else:
                 try:
-                    vec = _run_suffix_capture(base, model, x, restore(), sel, n_prefix)
+                    vec = _run_suffix_capture(base, model, x, {key: restore()}, sel, n_prefix)
                 except _Unsupported as e:
                     if method == "capture":
                         raise EngineError(
@@ -408,7 +413,7 @@ def attention_rows(
                         ) from e
                     logger.warning("attention capture unsupported (%s); falling back to eager attention", e)
                     use = "eager"
-                    vec = _run_suffix_eager(base, model, x, restore(), sel, n_prefix)
+                    vec = _run_suffix_eager(base, model, x, {key: restore()}, sel, n_prefix)
             rows.append(vec.tolist())
             _sync(device)
             suffix_seconds.append(time.perf_counter() - t1)

@@ -238,10 +238,10 @@ class FIRST(ListwiseRanker):
         orderings = self._orderings(len(docs))
         requests: list[LogprobRequest] = []
         first_prompt = None
+        # The calibration prompt shows the very same passage cuts as the real one.
+        also = [self.calibration_query] if self.calibrate else []
         for perm in orderings:
             shown = [docs[i] for i in perm]
-            # The calibration prompt shows the very same passage cuts as the real one.
-            also = [self.calibration_query] if self.calibrate else []
             wp = self.build_prompt(query, shown, labels, max_new_tokens=1, prefill=self.prefill, also=also)
             first_prompt = first_prompt or wp
             requests.append(LogprobRequest(messages=wp.messages, candidates=candidates, prefill=self.prefill))
