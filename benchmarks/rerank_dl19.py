@@ -168,6 +168,8 @@ async def run_ranker(
             "completion_tokens": ranking.usage.completion_tokens,
             "llm_calls": ranking.usage.llm_calls,
             "fallbacks": ranking.fallbacks,
+            # per window: the label scores a listwise ranker read (FIRST), for offline analysis
+            "label_scores": [s.output["scores"] for s in ranking.trace if "scores" in s.output],
         }
         out.write(json.dumps(row) + "\n")
         out.flush()

@@ -66,6 +66,27 @@ def test_tokenizer(smollm2_engine: Any) -> None:
     assert tok.encode("") == []
 
 
+def test_truncate_many_equals_truncate_one_by_one(smollm2_engine: Any, datasets_dir: Path) -> None:
+    tok = smollm2_engine.tokenizer
+    with open(datasets_dir / "trec-dl-2019-passage" / "corpus.jsonl", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in itertools.islice(f, 30)]
+    texts += ["", "short", "Ünïcödé ✓ " * 40]
+    for n in (1, 7, 40, 10_000):
+        assert tok.truncate_many(texts, n) == [tok.truncate(t, n) for t in texts]
+    assert tok.truncate_many(texts, 0) == [""] * len(texts)
+
+
+def test_remembered_prompt_encoding_is_exact_and_private(smollm2_engine: Any) -> None:
+    tok = smollm2_engine.tokenizer
+    long_text = "The bridge entity links the two hops. " * 120  # above the remembered length
+    first = tok.encode(long_text)
+    assert first == smollm2_engine.hf_tokenizer.encode(long_text, add_special_tokens=False)
+    first.append(-1)  # a caller mutating its list cannot corrupt the next answer
+    again = tok.encode(long_text)
+    assert again == first[:-1] and again is not first
+    assert smollm2_engine._encode_prompt(long_text) == again
+
+
 async def test_generate_text_usage_and_stop(smollm2_engine: Any) -> None:
     e = smollm2_engine
     c = await e.generate(FRANCE, max_tokens=24)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +13,9 @@ if TYPE_CHECKING:
     from hoprank.llm.base import Message
 
 __all__ = ["HFTokenizer"]
+
+_REMEMBER_CHARS = 2048  # texts at least this long (prompts) are remembered by encode
+_REMEMBER_TEXTS = 8
 
 
 class HFTokenizer:
@@ -24,9 +29,26 @@ class HFTokenizer:
     def __init__(self, tokenizer: Any, name: str = "") -> None:
         self.hf = tokenizer
         self.name = name or str(getattr(tokenizer, "name_or_path", "hf"))
+        # A ranker counts a window's rendered prompt to fit it, then the engine encodes
+        # the very same text: long texts are remembered (a few, by content).
+        self._recent: OrderedDict[str, tuple[int, ...]] = OrderedDict()
+        self._recent_lock = threading.Lock()
+        self._single_ids: dict[str, list[int]] = {}  # label candidates recur in every request
 
     def encode(self, text: str) -> list[int]:
-        ids: list[int] = self.hf.encode(text, add_special_tokens=False)
+        if len(text) < _REMEMBER_CHARS:
+            ids: list[int] = self.hf.encode(text, add_special_tokens=False)
+            return ids
+        with self._recent_lock:
+            hit = self._recent.get(text)
+            if hit is not None:
+                self._recent.move_to_end(text)
+                return list(hit)
+        ids = self.hf.encode(text, add_special_tokens=False)
+        with self._recent_lock:
+            self._recent[text] = tuple(ids)
+            while len(self._recent) > _REMEMBER_TEXTS:
+                self._recent.popitem(last=False)
         return ids
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -48,17 +70,40 @@ class HFTokenizer:
             raise InvalidInput("candidates must not be empty")
         ids = []
         for c in candidates:
-            enc = self.encode(c)
+            enc = self._single_ids.get(c) or self.encode(c)
             if len(enc) != 1:
                 raise InvalidInput(
                     f"candidate {c!r} is {len(enc)} tokens for {self.name}; next-token "
                     "log-probabilities need single-token candidates"
                 )
+            if len(self._single_ids) < 4096:
+                self._single_ids[c] = enc
             ids.append(enc[0])
         return ids
 
     def count(self, text: str) -> int:
         return len(self.encode(text))
+
+    def truncate_many(self, texts: Sequence[str], max_tokens: int) -> list[str]:
+        """:meth:`truncate` of each text, tokenized in one batch call (a window's passages)."""
+        if max_tokens <= 0:
+            return ["" for _ in texts]
+        if not getattr(self.hf, "is_fast", False) or len(texts) < 2:
+            return [self.truncate(t, max_tokens) for t in texts]
+        live = [i for i, t in enumerate(texts) if t]
+        out = list(texts)
+        if live:
+            enc = self.hf([texts[i] for i in live], add_special_tokens=False, return_offsets_mapping=True)
+            for i, offsets in zip(live, enc["offset_mapping"], strict=True):
+                if len(offsets) > max_tokens:
+                    out[i] = self._fit(texts[i][: offsets[max_tokens - 1][1]], max_tokens)
+        return out
+
+    def _fit(self, cut: str, max_tokens: int) -> str:
+        # Re-tokenising a prefix can merge differently; shrink until it fits.
+        while cut and self.count(cut) > max_tokens:
+            cut = cut[:-1]
+        return cut
 
     def truncate(self, text: str, max_tokens: int) -> str:
         if max_tokens <= 0 or not text:
@@ -76,7 +121,4 @@ class HFTokenizer:
             cut = self.decode(ids[:max_tokens]).rstrip("\ufffd")
             if not text.startswith(cut):
                 cut = text[: len(cut)]
-        # Re-tokenising a prefix can merge differently; shrink until it fits.
-        while cut and self.count(cut) > max_tokens:
-            cut = cut[:-1]
-        return cut
+        return self._fit(cut, max_tokens)

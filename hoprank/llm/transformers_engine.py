@@ -228,8 +228,8 @@ class TransformersEngine(SyncFacade):
         return self._hf.render_chat(messages, prefill)
 
     def _encode_prompt(self, text: str) -> list[int]:
-        ids: list[int] = self.hf_tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids
+        # through HFTokenizer: a prompt a ranker just counted to fit it is not encoded twice
+        return self._hf.encode(text)
 
     def _check_fits(self, n_prompt: int, n_new: int) -> None:
         check_fits(self.name, n_prompt, n_new, self.context_window)

@@ -8,6 +8,7 @@ sandboxed environment, so a user-supplied template cannot reach Python internals
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from jinja2 import StrictUndefined, TemplateError, meta
+from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -50,8 +51,7 @@ class PromptTemplate(BaseModel):
     @property
     def content_hash(self) -> str:
         """First 12 hex digits of the sha256 of the canonical template content."""
-        canon = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True, allow_unicode=True)
-        return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:12]
+        return _content_hash(self.model_dump_json())
 
     @property
     def ref(self) -> str:
@@ -87,7 +87,7 @@ class PromptTemplate(BaseModel):
         out: list[dict[str, str]] = []
         for m in self.messages:
             try:
-                text = _ENV.from_string(m.content).render(**variables)
+                text = _compiled(m.content).render(**variables)
             except TemplateError as e:
                 raise PromptError(f"prompt {self.name}@{self.version}: render failed: {e}") from e
             out.append({"role": m.role, "content": text})
@@ -99,6 +99,20 @@ class PromptTemplate(BaseModel):
 
 
 PromptLike = str | Path | PromptTemplate | Mapping[str, Any]
+
+
+@lru_cache(maxsize=256)
+def _content_hash(dumped: str) -> str:
+    """The hash of a template from its JSON dump: YAML-canonicalised (sorted keys), so the
+    value is the one every earlier trace recorded; cached, since every step asks for it."""
+    canon = yaml.safe_dump(json.loads(dumped), sort_keys=True, allow_unicode=True)
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:12]
+
+
+@lru_cache(maxsize=512)
+def _compiled(source: str) -> Template:
+    """A message template compiled once (Jinja2 templates render thread-safely)."""
+    return _ENV.from_string(source)
 
 
 def _from_file(path: Path) -> PromptTemplate:

@@ -31,6 +31,7 @@ from hoprank.rankers.passages import (
     passage_text,
     prompt_tokens,
     to_messages,
+    truncate_passages,
 )
 from hoprank.rankers.window import WindowConfig, WindowSpan, slide
 from hoprank.types import Document, Step, Usage
@@ -147,7 +148,6 @@ class ListwiseRanker(BaseRanker):
         ``also``: more queries (FIRST's content-free calibration query) to render with
         the very same passage cuts, each of which must fit too (``WindowPrompt.also``).
         """
-        tok = self.engine.tokenizer
         queries = [query, *also]
         empty = [""] * len(labels)
         overhead = max(prompt_tokens(self.engine, self._render(q, labels, empty), prefill) for q in queries)
@@ -162,7 +162,7 @@ class ListwiseRanker(BaseRanker):
         limit = self.engine.context_window - max_new_tokens
         while True:
             # A word is at least one token: cutting words first keeps tokenizing cheap.
-            texts = [tok.truncate(" ".join(words[:budget]), budget) for words in full]
+            texts = truncate_passages(self.engine, [" ".join(words[:budget]) for words in full], budget)
             rendered = [self._render(q, labels, texts) for q in queries]
             sizes = [prompt_tokens(self.engine, m, prefill) for m in rendered]
             used = max(sizes)

@@ -169,5 +169,9 @@ def fit_passage_budget(
 
 
 def truncate_passages(engine: LLM, texts: Sequence[str], budget: int) -> list[str]:
-    """Cut every text to at most ``budget`` tokens of the engine's tokenizer."""
+    """Cut every text to at most ``budget`` tokens of the engine's tokenizer (in one
+    batch call where the tokenizer has ``truncate_many``)."""
+    many: Callable[[Sequence[str], int], list[str]] | None = getattr(engine.tokenizer, "truncate_many", None)
+    if callable(many):
+        return many(texts, budget)
     return [engine.tokenizer.truncate(t, budget) for t in texts]
