@@ -428,7 +428,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     waited = wait_for_load(args.wait_load, args.wait_max) if args.wait_load else 0.0
     load_start = os.getloadavg()
-    engine = TransformersEngine(args.model, threads=args.threads, device=args.device, dtype=args.dtype)
+    engine = TransformersEngine(
+        args.model,
+        threads=args.threads,
+        device=args.device,
+        dtype=args.dtype,
+        sdpa_backends=args.sdpa_backends,
+    )
     n_batch = max(args.batch_sizes) if args.batch_sizes else 0
     items = load_dl19(max(args.queries, n_batch), args.depth)
     bare_forward(engine, engine._encode_prompt("warm up " * 32))
@@ -480,6 +486,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument(
+        "--sdpa-backends", default=None, help="e.g. flash,efficient,math (leave cuDNN attention out on a GPU)"
+    )
     ap.add_argument("--wait-load", type=float, default=0.0, help="wait for the 1-min load average below this")
     ap.add_argument("--wait-max", type=float, default=900.0)
     ap.add_argument("--json", type=Path, default=None)

@@ -31,7 +31,9 @@ async def run(args: argparse.Namespace) -> None:
     from hoprank.llm.transformers_engine import TransformersEngine, on_torch_worker
     from hoprank.rankers import make_ranker
 
-    engine = TransformersEngine(args.model, device=args.device, threads=args.threads)
+    engine = TransformersEngine(
+        args.model, device=args.device, threads=args.threads, sdpa_backends=args.sdpa_backends
+    )
     ranker = make_ranker(args.ranker, engine)
     items = load_dl19(args.queries + 1, args.depth)
     await ranker.arank(items[0][1], items[0][2])  # warm-up, not profiled
@@ -72,6 +74,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rows", type=int, default=25)
+    ap.add_argument("--sdpa-backends", default=None, help="e.g. flash,efficient,math")
     ap.add_argument("--trace", type=Path, default=None, help="write a Chrome trace here")
     args = ap.parse_args()
     asyncio.run(run(args))

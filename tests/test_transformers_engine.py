@@ -310,3 +310,18 @@ async def test_qwen05_pointwise_yes_no_prefers_relevant(qwen05_engine: Any, data
         reqs[0].messages, candidates=reqs[0].candidates, prefill=reqs[0].prefill
     )
     assert abs(single.logprobs["Yes"] - out[0].logprobs["Yes"]) < 0.2
+
+
+def test_sdpa_backends_restrict_the_kernels_and_keep_the_numbers(smollm2_engine: Any) -> None:
+    from hoprank.errors import ConfigError
+    from hoprank.llm.transformers_engine import TransformersEngine
+
+    with pytest.raises(ConfigError, match="sdpa_backends"):
+        TransformersEngine("smollm2-135m", sdpa_backends=["flash", "cudnnn"])
+    math_only = TransformersEngine("smollm2-135m", sdpa_backends="math", dtype=smollm2_engine.dtype)
+    assert math_only.describe()["sdpa_backends"] == ["MATH"]
+    assert smollm2_engine.describe()["sdpa_backends"] is None
+    a = smollm2_engine.next_token_logprobs_sync(RANK_MSGS, candidates=LABELS, prefill="[")
+    b = math_only.next_token_logprobs_sync(RANK_MSGS, candidates=LABELS, prefill="[")
+    assert a.logprobs.keys() == b.logprobs.keys()
+    assert max(abs(a.logprobs[k] - b.logprobs[k]) for k in LABELS) < 0.05

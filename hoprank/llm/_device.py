@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from hoprank.errors import ConfigError
@@ -10,7 +11,7 @@ from hoprank.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["choose_device", "choose_dtype", "cpu_supports_bf16"]
+__all__ = ["choose_device", "choose_dtype", "cpu_supports_bf16", "sdpa_backends"]
 
 _DTYPES = {
     "bf16": "bfloat16",
@@ -64,3 +65,25 @@ def choose_dtype(dtype: Any, device: str) -> torch.dtype:
     except KeyError:
         raise ConfigError(f"unknown dtype {dtype!r}; use auto, bf16, fp16 or fp32") from None
     return out
+
+
+def sdpa_backends(names: Sequence[str] | None) -> tuple[Any, ...] | None:
+    """``["flash", "efficient", "math"]`` -> the torch ``SDPBackend`` members, in that
+    priority order (``None``: torch's own choice)."""
+    if names is None:
+        return None
+    if isinstance(names, str):  # "flash,efficient,math"
+        names = [n for n in names.split(",") if n.strip()]
+    from torch.nn.attention import SDPBackend
+
+    known = {
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+        "math": SDPBackend.MATH,
+    }
+    wanted = [str(n).strip().lower() for n in names]
+    bad = [n for n in wanted if n not in known]
+    if bad or not wanted:
+        raise ConfigError(f"sdpa_backends: unknown {bad or 'empty list'}; choose from {sorted(known)}")
+    return tuple(known[n] for n in dict.fromkeys(wanted))

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from hoprank.errors import InvalidInput, MissingExtra
 from hoprank.llm._device import choose_device, choose_dtype
+from hoprank.llm._device import sdpa_backends as _sdpa_backends
 from hoprank.llm.base import (
     AttentionRows,
     Capability,
@@ -88,6 +89,15 @@ class TransformersEngine(SyncFacade):
     default) next-token logits come from the LM head recomputed in fp32 on the last hidden
     state: bf16 logits are rounded to 0.125 steps, which ties close labels.
 
+    ``sdpa_backends`` (e.g. ``["flash", "efficient", "math"]``) restricts and orders the
+    kernels torch's scaled-dot-product attention may pick, for every model call of the
+    engine. Profiled on an H200 (torch 2.11, random-weight Qwen2.5-1.5B shape,
+    ``benchmarks/profile_ranker.py``): SDPA picked cuDNN attention, whose host-side setup
+    for each new sequence length took ~2 ms per layer call, more than half the CPU time
+    of a FIRST or ICR query whose GPU work was ~15-30 ms; leaving ``"cudnn"`` out avoids
+    that setup (not yet timed end to end on a GPU). ``None`` (default) leaves torch's
+    choice.
+
     Candidates for :meth:`next_token_logprobs` must each encode to exactly one token on
     their own (``"A"``, ``" Yes"``...); anything else raises :class:`InvalidInput` naming
     the candidate, because a multi-token string has no single next-token probability.
@@ -104,7 +114,9 @@ class TransformersEngine(SyncFacade):
         threads: int | None = None,
         max_context: int = _MAX_CONTEXT,
         fp32_head: bool = True,
+        sdpa_backends: Sequence[str] | None = None,
     ) -> None:
+        backends = _sdpa_backends(sdpa_backends)  # a typo fails before the model loads
         on_torch_worker(
             self._load,
             model,
@@ -116,6 +128,7 @@ class TransformersEngine(SyncFacade):
             max_context,
             fp32_head,
         )
+        self.sdpa_backends: tuple[Any, ...] | None = backends
 
     def _load(
         self,
@@ -199,7 +212,12 @@ class TransformersEngine(SyncFacade):
         import torch
 
         with self._lock, torch.inference_mode():
-            return fn(*args, **kwargs)
+            if self.sdpa_backends is None:
+                return fn(*args, **kwargs)
+            from torch.nn.attention import sdpa_kernel
+
+            with sdpa_kernel(list(self.sdpa_backends), set_priority=True):
+                return fn(*args, **kwargs)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -217,6 +235,7 @@ class TransformersEngine(SyncFacade):
             "dtype": str(self.dtype).removeprefix("torch."),
             "device": self.device,
             "attn_implementation": self.attn_implementation,
+            "sdpa_backends": [b.name for b in self.sdpa_backends] if self.sdpa_backends else None,
             "logits": "fp32 head" if self._decoder is not None else str(self.dtype).removeprefix("torch."),
             "context_window": self.context_window,
             "transformers_version": self._transformers_version,
