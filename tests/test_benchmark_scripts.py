@@ -222,3 +222,36 @@ def test_agents_replay_finds_a_question_the_pipeline_strips(tmp_path: Path) -> N
     assert res.sub_questions == record["sub_questions"]
     assert res.bridge == "Tata Consultancy Services"
     assert engine.calls == []
+
+
+@pytest.mark.slow
+def test_random_weight_model_runs_the_speed_scripts(tmp_path: Path) -> None:
+    """The GPU speed path end to end on a CPU: a random-weight Qwen2.5-shaped folder (2
+    layers) with the real tokenizer, timed by perf_rankers and profiled by profile_ranker."""
+    from hoprank.llm.packs import resolve
+
+    tok_dir = resolve("qwen2.5-coder-0.5b").path
+    folder = tmp_path / "tiny"
+    made = _script(
+        "random_model.py", "--shape", "qwen2.5-tiny", "--tokenizer", str(tok_dir), "--out", str(folder)
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    info = json.loads(made.stdout.strip().splitlines()[-1])
+    assert info["random_weights"] is True and info["params"] > 0
+    assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 2
+    out = tmp_path / "perf.json"
+    perf = _script(
+        "perf_rankers.py", "--model", str(folder), "--queries", "1", "--batch-sizes", "1,2", "--repeats", "1",
+        "--depth", "5", "--window", "5", "--threads", "1", "--sdpa-backends", "math", "-q", "--json", str(out),
+    )  # fmt: skip
+    assert perf.returncode == 0, perf.stderr[-2000:]
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["engine"]["sdpa_backends"] == ["MATH"]
+    assert summary["ratio"]["rankgpt_over_first"] > 0 and summary["windows_per_query"]["first"] == 1
+    assert "(1) RankGPT / FIRST per query" in perf.stdout
+    prof = _script(
+        "profile_ranker.py", "--model", str(folder), "--ranker", "first", "--queries", "1", "--depth", "5",
+        "--threads", "1", "--rows", "5",
+    )  # fmt: skip
+    assert prof.returncode == 0, prof.stderr[-2000:]
+    assert "first:" in prof.stdout and "s/query" in prof.stdout and "Self CPU" in prof.stdout
