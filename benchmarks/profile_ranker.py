@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from perf_rankers import bare_forward, load_dl19  # noqa: E402
+from _timing import bare_forward, load_dl19  # noqa: E402
 
 
 async def run(args: argparse.Namespace) -> None:
