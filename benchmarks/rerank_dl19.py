@@ -169,7 +169,7 @@ async def run_ranker(
             "llm_calls": ranking.usage.llm_calls,
             "fallbacks": ranking.fallbacks,
             # per window: the label scores a listwise ranker read (FIRST), for offline analysis
-            "label_scores": [s.output["scores"] for s in ranking.trace if "scores" in s.output],
+            "label_scores": [s.output["scores"] for s in ranking.trace if s.name == "first"],
         }
         out.write(json.dumps(row) + "\n")
         out.flush()

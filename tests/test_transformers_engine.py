@@ -325,3 +325,15 @@ def test_sdpa_backends_restrict_the_kernels_and_keep_the_numbers(smollm2_engine:
     b = math_only.next_token_logprobs_sync(RANK_MSGS, candidates=LABELS, prefill="[")
     assert a.logprobs.keys() == b.logprobs.keys()
     assert max(abs(a.logprobs[k] - b.logprobs[k]) for k in LABELS) < 0.05
+    import torch
+    from torch.nn.attention import SDPBackend
+
+    def flags() -> tuple[bool, bool, int]:
+        order = torch._C._get_sdp_priority_order()
+        return torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled(), order[0]
+
+    before = flags()
+    inside = math_only._locked(flags)  # what every model call of the engine runs under
+    assert inside == (False, True, int(SDPBackend.MATH))
+    assert flags() == before  # restored after the call
+    assert smollm2_engine._locked(flags) == before

@@ -69,7 +69,9 @@ def choose_dtype(dtype: Any, device: str) -> torch.dtype:
 
 def sdpa_backends(names: Sequence[str] | None) -> tuple[Any, ...] | None:
     """``["flash", "efficient", "math"]`` -> the torch ``SDPBackend`` members, in that
-    priority order (``None``: torch's own choice)."""
+    priority order (``None``: torch's own choice). They are applied with torch's
+    ``sdpa_kernel``, whose flags are process-wide while an engine call runs: another
+    torch model running on another thread at that moment sees them too."""
     if names is None:
         return None
     if isinstance(names, str):  # "flash,efficient,math"
@@ -86,4 +88,10 @@ def sdpa_backends(names: Sequence[str] | None) -> tuple[Any, ...] | None:
     bad = [n for n in wanted if n not in known]
     if bad or not wanted:
         raise ConfigError(f"sdpa_backends: unknown {bad or 'empty list'}; choose from {sorted(known)}")
+    import inspect
+
+    from torch.nn.attention import sdpa_kernel
+
+    if "set_priority" not in inspect.signature(sdpa_kernel).parameters:
+        raise ConfigError("sdpa_backends needs torch >= 2.6 (sdpa_kernel(..., set_priority=True))")
     return tuple(known[n] for n in dict.fromkeys(wanted))

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 __all__ = ["HFTokenizer"]
 
 _REMEMBER_CHARS = 2048  # texts at least this long (prompts) are remembered by encode
-_REMEMBER_TEXTS = 8
+_REMEMBER_TEXTS = 64  # a micro-batch of window prompts is built before any is encoded
 
 
 class HFTokenizer:
@@ -101,7 +101,7 @@ class HFTokenizer:
 
     def _fit(self, cut: str, max_tokens: int) -> str:
         # Re-tokenising a prefix can merge differently; shrink until it fits.
-        while cut and self.count(cut) > max_tokens:
+        while cut and len(self.hf.encode(cut, add_special_tokens=False)) > max_tokens:
             cut = cut[:-1]
         return cut
 

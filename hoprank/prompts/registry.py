@@ -19,6 +19,7 @@ import yaml
 from jinja2 import StrictUndefined, Template, TemplateError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from hoprank.errors import PromptError
 
@@ -51,7 +52,11 @@ class PromptTemplate(BaseModel):
     @property
     def content_hash(self) -> str:
         """First 12 hex digits of the sha256 of the canonical template content."""
-        return _content_hash(self.model_dump_json())
+        try:
+            dumped = self.model_dump_json()
+        except PydanticSerializationError:  # e.g. a lone surrogate: hash the YAML directly
+            return _yaml_hash(self.model_dump(mode="json"))
+        return _content_hash(dumped)
 
     @property
     def ref(self) -> str:
@@ -105,8 +110,12 @@ PromptLike = str | Path | PromptTemplate | Mapping[str, Any]
 def _content_hash(dumped: str) -> str:
     """The hash of a template from its JSON dump: YAML-canonicalised (sorted keys), so the
     value is the one every earlier trace recorded; cached, since every step asks for it."""
-    canon = yaml.safe_dump(json.loads(dumped), sort_keys=True, allow_unicode=True)
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:12]
+    return _yaml_hash(json.loads(dumped))
+
+
+def _yaml_hash(data: Any) -> str:
+    canon = yaml.safe_dump(data, sort_keys=True, allow_unicode=True)
+    return hashlib.sha256(canon.encode("utf-8", errors="surrogatepass")).hexdigest()[:12]
 
 
 @lru_cache(maxsize=512)
