@@ -72,7 +72,11 @@ def test_truncate_many_equals_truncate_one_by_one(smollm2_engine: Any, datasets_
         texts = [json.loads(line)["text"] for line in itertools.islice(f, 30)]
     texts += ["", "short", "Ünïcödé ✓ " * 40]
     for n in (1, 7, 40, 10_000):
-        assert tok.truncate_many(texts, n) == [tok.truncate(t, n) for t in texts]
+        cuts = tok.truncate_many(texts, n)
+        assert cuts == [tok.truncate(t, n) for t in texts]
+        for text, cut in zip(texts, cuts, strict=True):
+            assert text.startswith(cut) and tok.count(cut) <= n
+            assert (cut == text) == (tok.count(text) <= n)
     assert tok.truncate_many(texts, 0) == [""] * len(texts)
 
 

@@ -85,10 +85,11 @@ class HFTokenizer:
         return len(self.encode(text))
 
     def truncate_many(self, texts: Sequence[str], max_tokens: int) -> list[str]:
-        """:meth:`truncate` of each text, tokenized in one batch call (a window's passages)."""
+        """:meth:`truncate` of each text, tokenized in one batch call (a window's passages);
+        cuts at the fast tokenizer's character offsets, so each result is a prefix of its text."""
         if max_tokens <= 0:
             return ["" for _ in texts]
-        if not getattr(self.hf, "is_fast", False) or len(texts) < 2:
+        if not getattr(self.hf, "is_fast", False):
             return [self.truncate(t, max_tokens) for t in texts]
         live = [i for i, t in enumerate(texts) if t]
         out = list(texts)
@@ -109,16 +110,11 @@ class HFTokenizer:
         if max_tokens <= 0 or not text:
             return ""
         if getattr(self.hf, "is_fast", False):
-            enc = self.hf(text, add_special_tokens=False, return_offsets_mapping=True)
-            offsets: list[tuple[int, int]] = enc["offset_mapping"]
-            if len(offsets) <= max_tokens:
-                return text
-            cut = text[: offsets[max_tokens - 1][1]]
-        else:
-            ids = self.encode(text)
-            if len(ids) <= max_tokens:
-                return text
-            cut = self.decode(ids[:max_tokens]).rstrip("\ufffd")
-            if not text.startswith(cut):
-                cut = text[: len(cut)]
+            return self.truncate_many([text], max_tokens)[0]
+        ids = self.encode(text)
+        if len(ids) <= max_tokens:
+            return text
+        cut = self.decode(ids[:max_tokens]).rstrip("\ufffd")
+        if not text.startswith(cut):
+            cut = text[: len(cut)]
         return self._fit(cut, max_tokens)
