@@ -196,26 +196,43 @@ class CachedEngine:
         return [r for r in results if r is not None]
 
     async def attention_rows(
-        self, prefix: str, suffixes: Sequence[str], *, layers: Sequence[int] | None = None
+        self,
+        prefix: str,
+        suffixes: Sequence[str],
+        *,
+        layers: Sequence[int] | None = None,
+        heads: Sequence[Sequence[int]] | None = None,
+        per_head: bool = False,
     ) -> AttentionRows:
-        """Cached attention rows (engines with the ATTENTION capability)."""
+        """Cached attention rows (engines with the ATTENTION capability). ``per_head``
+        calls are not cached (their per-head arrays are not serialised)."""
         fn = getattr(self.inner, "attention_rows", None)
         if fn is None or Capability.ATTENTION not in self.inner.capabilities:
             raise CapabilityMissing(
                 "attention", self.inner.name, "ICR needs an in-process transformers engine"
             )
+        if per_head:
+            self.misses += 1
+            fresh: AttentionRows = await fn(prefix, suffixes, layers=layers, heads=heads, per_head=True)
+            return fresh
+        extra: dict[str, Any] = {} if heads is None else {"heads": [list(h) for h in heads]}
         key = self.key(
             "attention_rows",
             prefix=prefix,
             suffixes=list(suffixes),
             layers=list(layers) if layers is not None else None,
+            **extra,
         )
         hit = self._load(key, AttentionRows)
         if hit is not None:
             self.hits += 1
             return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
         self.misses += 1
-        out: AttentionRows = await fn(prefix, suffixes, layers=layers)
+        out: AttentionRows = await (
+            fn(prefix, suffixes, layers=layers)
+            if heads is None
+            else fn(prefix, suffixes, layers=layers, heads=heads)
+        )
         self._store(key, "attention_rows", out)
         return out
 

@@ -33,7 +33,7 @@ from hoprank.errors import ContextOverflow, EngineError, HoprankError, InvalidIn
 from hoprank.llm.base import AttentionRows, Capability, Message, Tokenizer
 from hoprank.types import Usage
 
-__all__ = ["CAPTURE_IMPLEMENTATION", "AttentionEngine", "HFModelHolder", "attention_rows"]
+__all__ = ["CAPTURE_IMPLEMENTATION", "AttentionEngine", "HFModelHolder", "attention_rows", "select_heads"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,13 @@ class AttentionEngine(Protocol):
     def render(self, messages: Sequence[Message], prefill: str = "") -> str: ...
 
     async def attention_rows(
-        self, prefix: str, suffixes: Sequence[str], *, layers: Sequence[int] | None = None
+        self,
+        prefix: str,
+        suffixes: Sequence[str],
+        *,
+        layers: Sequence[int] | None = None,
+        heads: Sequence[Sequence[int]] | None = None,
+        per_head: bool = False,
     ) -> AttentionRows: ...
 
 
@@ -82,7 +88,7 @@ class _Capture:
     def __init__(self, layers: set[int]) -> None:
         self.layers = layers
         self.seen: set[int] = set()
-        self.acc: Any = None  # torch.Tensor (kv_len,) float32
+        self.acc: dict[int, Any] = {}  # layer -> torch.Tensor (heads, kv_len) float32
 
     def add(self, module: Any, query: Any, key: Any, mask: Any, scaling: Any, kwargs: dict[str, Any]) -> None:
         import torch
@@ -102,9 +108,12 @@ class _Capture:
         window = kwargs.get("sliding_window")
         k = key[0].float().repeat_interleave(n_heads // kv_heads, dim=0)  # (H, N, d)
         q = query[0].float()  # (H, S, d)
-        if self.acc is None:
-            self.acc = torch.zeros(kv_len, dtype=torch.float32, device=query.device)
-        elif self.acc.shape[0] != kv_len:
+        acc = self.acc.get(int(layer))
+        if acc is None:
+            acc = self.acc[int(layer)] = torch.zeros(
+                n_heads, kv_len, dtype=torch.float32, device=query.device
+            )
+        elif acc.shape[1] != kv_len:
             raise HoprankError(f"attention capture: key length changed within a pass ({kv_len})")
         keys_pos = torch.arange(kv_len, device=query.device)
         block = max(1, _BLOCK_ELEMENTS // max(1, n_heads * kv_len))
@@ -125,7 +134,7 @@ class _Capture:
                 if window is not None:
                     allowed &= (q_pos[:, None] - keys_pos[None, :]) < int(window)
                 scores = scores.masked_fill(~allowed[None], float("-inf"))
-            self.acc += torch.softmax(scores, dim=-1).sum(dim=(0, 1))
+            acc += torch.softmax(scores, dim=-1).sum(dim=1)
 
 
 class _Unsupported(HoprankError):
@@ -219,6 +228,33 @@ def _num_layers(model: Any) -> int:
     return n
 
 
+def _num_heads(model: Any) -> int:
+    cfg = model.config
+    text = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
+    n = getattr(text, "num_attention_heads", None)
+    if not isinstance(n, int) or n < 1:
+        raise EngineError(f"cannot tell the number of attention heads of {type(model).__name__}")
+    return n
+
+
+def select_heads(heads: Sequence[Sequence[int]], n_layers: int, n_heads: int) -> list[tuple[int, int]]:
+    """Validate ``(layer, head)`` pairs (negative layers count from the end); sorted, unique."""
+    out: set[tuple[int, int]] = set()
+    for pair in heads:
+        if len(pair) != 2:
+            raise InvalidInput(f"a head is a (layer, head) pair, got {pair!r}")
+        layer, head = int(pair[0]), int(pair[1])
+        idx = layer + n_layers if layer < 0 else layer
+        if not 0 <= idx < n_layers:
+            raise InvalidInput(f"head {pair!r}: layer out of range for a model with {n_layers} layers")
+        if not 0 <= head < n_heads:
+            raise InvalidInput(f"head {pair!r}: head out of range for a model with {n_heads} heads")
+        out.add((idx, head))
+    if not out:
+        raise InvalidInput("heads must name at least one (layer, head) pair (or be None for all)")
+    return sorted(out)
+
+
 def _select_layers(layers: Sequence[int] | None, n_layers: int) -> list[int]:
     if layers is None:
         return list(range(n_layers))
@@ -299,11 +335,9 @@ def _run_suffix_eager(
     attentions = getattr(out, "attentions", None)
     if not attentions:
         raise EngineError(f"{type(model).__name__} returned no attentions with eager attention")
-    total = None
-    for layer in sel:
-        a = attentions[layer][0].float().sum(dim=(0, 1))[:n_prefix]
-        total = a if total is None else total + a
-    return total
+    import torch
+
+    return torch.stack([attentions[layer][0].float().sum(dim=1)[:, :n_prefix] for layer in sel])
 
 
 def _run_suffix_capture(
@@ -316,9 +350,11 @@ def _run_suffix_capture(
             base(input_ids=ids, **cache_kw, use_cache=True)
     finally:
         _local.capture = None
-    if cap.seen != set(sel) or cap.acc is None:
+    import torch
+
+    if cap.seen != set(sel) or set(cap.acc) != set(sel):
         raise _Unsupported(f"captured layers {sorted(cap.seen)} instead of {sel}")
-    return cap.acc[:n_prefix]
+    return torch.stack([cap.acc[layer][:, :n_prefix] for layer in sel])
 
 
 # ----------------------------------------------------------------------------- public
@@ -330,6 +366,8 @@ def attention_rows(
     suffixes: Sequence[str],
     *,
     layers: Sequence[int] | None = None,
+    heads: Sequence[Sequence[int]] | None = None,
+    per_head: bool = False,
     method: Method = "auto",
 ) -> AttentionRows:
     """Attention from each suffix's tokens to the tokens of ``prefix`` (blocking).
@@ -343,6 +381,11 @@ def attention_rows(
     the mean over suffix tokens. ``method``: ``"capture"`` (compute rows from the query
     and key states, SDPA does the forward), ``"eager"`` (``output_attentions=True``), or
     ``"auto"`` (capture, falling back to eager where the model does not support it).
+
+    ``heads``: sum only these ``(layer, head)`` pairs instead of every head of ``layers``
+    (ICR with selected retrieval heads; ``layers`` must then be ``None``). ``per_head``:
+    also return, per suffix, the unsummed rows as a float32 array of shape
+    ``(len(layers), heads_per_layer, prefix_tokens)`` in ``head_rows`` (head selection).
     """
     import torch
 
@@ -353,7 +396,15 @@ def attention_rows(
     if method not in ("auto", "capture", "eager"):
         raise InvalidInput(f"attention_rows: unknown method {method!r}")
     model, tok = engine.model, engine.hf_tokenizer
-    sel = _select_layers(layers, _num_layers(model))
+    n_layers = _num_layers(model)
+    chosen: list[tuple[int, int]] = []
+    if heads is not None:
+        if layers is not None:
+            raise InvalidInput("attention_rows: give layers or heads, not both")
+        chosen = select_heads(heads, n_layers, _num_heads(model))
+        sel = sorted({layer for layer, _ in chosen})
+    else:
+        sel = _select_layers(layers, n_layers)
     enc = tok(prefix, return_offsets_mapping=True, add_special_tokens=False)
     prefix_ids = [int(i) for i in enc["input_ids"]]
     offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
@@ -387,7 +438,13 @@ def attention_rows(
     base = getattr(model, "base_model", model)
     device = engine.device
     rows: list[list[float]] = []
+    head_rows: list[Any] = []
     suffix_seconds: list[float] = []
+    mask = None
+    if chosen:
+        mask = torch.zeros(len(sel), _num_heads(model), 1, dtype=torch.float32)
+        for layer, head in chosen:
+            mask[sel.index(layer), head, 0] = 1.0
     with torch.inference_mode():
         t0 = time.perf_counter()
         cache = _new_cache(model)
@@ -414,7 +471,10 @@ def attention_rows(
                     logger.warning("attention capture unsupported (%s); falling back to eager attention", e)
                     use = "eager"
                     vec = _run_suffix_eager(base, model, x, {key: restore()}, sel, n_prefix)
-            rows.append(vec.tolist())
+            if per_head:
+                head_rows.append(vec.cpu().numpy())
+            summed = vec.sum(dim=(0, 1)) if mask is None else (vec * mask.to(vec.device)).sum(dim=(0, 1))
+            rows.append(summed.tolist())
             _sync(device)
             suffix_seconds.append(time.perf_counter() - t1)
     seconds = prefix_seconds + sum(suffix_seconds)
@@ -424,6 +484,8 @@ def attention_rows(
         prefix_tokens=n_prefix,
         tokens_encoded=[len(ids) for ids in suffix_ids],
         layers=sel,
+        heads=chosen,
+        head_rows=head_rows,
         prefix_ids=prefix_ids,
         prefix_seconds=prefix_seconds,
         suffix_seconds=suffix_seconds,

@@ -99,7 +99,10 @@ class AttentionRows(BaseModel):
     (the prefix is encoded once: ``prefix_tokens``). Optional details: ``prefix_ids``
     (the prefix token ids, to decode spans), ``prefix_seconds`` and ``suffix_seconds``
     (wall time of the prefix pass and of each suffix pass) and ``method`` (how the rows
-    were computed, e.g. ``capture`` or ``eager``).
+    were computed, e.g. ``capture`` or ``eager``). ``heads``: the ``(layer, head)``
+    pairs summed when a subset was asked for (empty: every head of ``layers``);
+    ``head_rows``: with ``per_head=True``, one float32 array per suffix of shape
+    ``(len(layers), heads_per_layer, prefix_tokens)`` (not serialised).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -109,6 +112,8 @@ class AttentionRows(BaseModel):
     prefix_tokens: int
     tokens_encoded: list[int]
     layers: list[int]
+    heads: list[tuple[int, int]] = Field(default_factory=list)
+    head_rows: list[Any] = Field(default_factory=list, exclude=True)
     usage: Usage = Field(default_factory=Usage)
     prefix_ids: list[int] = Field(default_factory=list)
     prefix_seconds: float = 0.0

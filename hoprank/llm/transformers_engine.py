@@ -479,12 +479,20 @@ class TransformersEngine(SyncFacade):
         return self.context_window if span is None else min(span, self.context_window)
 
     async def attention_rows(
-        self, prefix: str, suffixes: Sequence[str], *, layers: Sequence[int] | None = None
+        self,
+        prefix: str,
+        suffixes: Sequence[str],
+        *,
+        layers: Sequence[int] | None = None,
+        heads: Sequence[Sequence[int]] | None = None,
+        per_head: bool = False,
     ) -> AttentionRows:
         """Attention from each suffix to the prefix tokens (see :mod:`hoprank.llm.attention`)."""
         from hoprank.llm.attention import attention_rows  # type: ignore[import-not-found,unused-ignore]
 
-        return await self._run(attention_rows, self, prefix, suffixes, layers=layers)
+        return await self._run(
+            attention_rows, self, prefix, suffixes, layers=layers, heads=heads, per_head=per_head
+        )
 
     def __repr__(self) -> str:
         return f"TransformersEngine({self.name!r}, dtype={self.dtype}, device={self.device!r})"

@@ -114,6 +114,9 @@ class ICRRanker(BaseRanker):
     "N/A" query's attention; ``mask_outliers``: the reference's masked calibration;
     ``max_doc_tokens``: passages are cut to this many tokens; ``chunk_docs``: at most this
     many passages per pass (sliding windows beyond it; default: as many as fit);
+    ``heads``: score from only these ``(layer, head)`` pairs, or the name (or path) of a
+    head selection saved by :func:`hoprank.rankers.heads.select_heads` / ``hoprank heads
+    select`` for this model (checked against the model's sha256);
     ``best_near_query``: show the best prior passage last, nearest the query (default);
     ``False`` shows them best first, which the first-shown position's attention then
     favours: over BM25 on DL19 (Qwen2.5-Coder-1.5B) 0.520 nDCG@10 against 0.495 for the
@@ -135,6 +138,7 @@ class ICRRanker(BaseRanker):
         best_near_query: bool = True,
         calibration_query: str | None = None,
         margin_tokens: int = 32,
+        heads: Sequence[Sequence[int]] | str | None = None,
     ) -> None:
         caps: frozenset[Capability] = getattr(engine, "capabilities", frozenset())
         if Capability.ATTENTION not in caps or not callable(getattr(engine, "attention_rows", None)):
@@ -155,7 +159,22 @@ class ICRRanker(BaseRanker):
             raise ConfigError(f"max_doc_tokens must be >= 1 or None, got {max_doc_tokens}")
         if margin_tokens < 0:
             raise ConfigError("margin_tokens must be >= 0")
+        if heads is not None and layers is not None:
+            raise ConfigError("ICR: give layers or heads, not both")
+        if heads is not None and mask_outliers:
+            raise ConfigError("ICR: mask_outliers is not supported with selected heads")
         self.engine = cast(AttentionEngine, engine)
+        self.heads_ref: str | None = None
+        self.heads: list[tuple[int, int]] | None = None
+        if isinstance(heads, str):
+            from hoprank.rankers.heads import load_selection
+
+            selection = load_selection(heads, engine)
+            self.heads, self.heads_ref = list(selection.heads), selection.ref
+        elif heads is not None:
+            self.heads = [(int(h[0]), int(h[1])) for h in heads]
+            if not self.heads or any(len(h) != 2 for h in heads):
+                raise ConfigError("ICR: heads must be a non-empty list of (layer, head) pairs")
         self.template = load_prompt(prompt)
         missing = {"passages", "query", "split"} - set(self.template.variables)
         if missing:
@@ -284,10 +303,45 @@ class ICRRanker(BaseRanker):
             scores.append(float(c.sum()))
         return scores, raw, cal
 
+    def _head_scores(self, rows: AttentionRows, spans: list[tuple[int, int]]) -> np.ndarray:
+        """Per-passage, per-head calibrated scores, shape (passages, layers, heads)."""
+        q = np.asarray(rows.head_rows[0], dtype=np.float64) / rows.tokens_encoded[0]
+        na = (
+            np.asarray(rows.head_rows[1], dtype=np.float64) / rows.tokens_encoded[1]
+            if self.calibrate
+            else np.zeros_like(q)
+        )
+        c = q - na
+        return np.stack([c[:, :, t0:t1].sum(axis=-1) for t0, t1 in spans])
+
+    async def head_scores(self, query: str, docs: Sequence[Document]) -> np.ndarray:
+        """Calibrated ICR scores of every (layer, head) for each of ``docs`` (input order),
+        shape ``(len(docs), layers, heads_per_layer)``, from one pass over all of them.
+
+        Summing a set of heads gives exactly the score ``ICRRanker(heads=...)`` ranks by
+        (head selection replays rankings from these). Raises :class:`ConfigError` when the
+        passages need more than one pass."""
+        docs = list(docs)
+        texts = [self._doc_text(d) for d in docs]
+        if self._window_size(query, texts) < len(docs):
+            raise ConfigError(
+                f"ICR head scores need all {len(docs)} passages in one pass; use fewer or shorter ones"
+            )
+        _, _step, per_head = await self._score_window(query, docs, texts, (0, len(docs)), per_head=True)
+        assert per_head is not None
+        return per_head
+
     async def _score_window(
-        self, query: str, docs: Sequence[Document], texts: Sequence[str], window: tuple[int, int]
-    ) -> tuple[list[float], Step]:
-        """ICR scores of ``docs`` (prior order) and the trace step of this pass."""
+        self,
+        query: str,
+        docs: Sequence[Document],
+        texts: Sequence[str],
+        window: tuple[int, int],
+        *,
+        per_head: bool = False,
+    ) -> tuple[list[float], Step, np.ndarray | None]:
+        """ICR scores of ``docs`` (prior order), the trace step of this pass and, with
+        ``per_head``, the per-head scores (prior order)."""
         shown = list(reversed(range(len(docs)))) if self.best_near_query else list(range(len(docs)))
         passages = [texts[i] for i in shown]
         layout = self._layout(query, passages)
@@ -307,14 +361,25 @@ class ICRRanker(BaseRanker):
             )
         step = Step(kind="icr", name=f"window {window[0]}-{window[1]}", prompt=self.template.ref)
         with timed_step(step):
-            rows = await self.engine.attention_rows(layout.prefix, suffixes, layers=self.layers)
+            if self.heads is not None or per_head:
+                rows = await self.engine.attention_rows(
+                    layout.prefix, suffixes, layers=self.layers, heads=self.heads, per_head=per_head
+                )
+            else:
+                rows = await self.engine.attention_rows(layout.prefix, suffixes, layers=self.layers)
             if len(rows.rows) != len(suffixes):
                 raise HoprankError(f"ICR: engine returned {len(rows.rows)} rows for {len(suffixes)} suffixes")
             spans = self._spans(rows, layout, passages)
             s_shown, raw_shown, cal_shown = self._score(rows, spans)
+            heads_shown = self._head_scores(rows, spans) if per_head else None
         scores = [0.0] * len(docs)
         for pos, i in enumerate(shown):
             scores[i] = s_shown[pos]
+        by_prior = None
+        if heads_shown is not None:
+            by_prior = np.empty_like(heads_shown)
+            for pos, i in enumerate(shown):
+                by_prior[i] = heads_shown[pos]
         ids_shown = [docs[i].id for i in shown]
         step.input = {
             "window": list(window),
@@ -323,6 +388,7 @@ class ICRRanker(BaseRanker):
             "suffix_tokens_encoded": rows.tokens_encoded,
             "doc_token_spans": [list(s) for s in spans],
             "layers": rows.layers,
+            "heads": self.heads_ref or ([list(h) for h in self.heads] if self.heads else None),
             "calibrate": self.calibrate,
             "mask_outliers": self.mask_outliers,
             "calibration_query": self.calibration_query if self.calibrate else None,
@@ -336,7 +402,7 @@ class ICRRanker(BaseRanker):
             "suffix_seconds": rows.suffix_seconds,
         }
         step.usage = rows.usage
-        return scores, step
+        return scores, step, by_prior
 
     async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
         texts = [self._doc_text(d) for d in docs]
@@ -347,7 +413,7 @@ class ICRRanker(BaseRanker):
         usage = Usage()
         for start, end in self._windows(len(docs), w):
             idx = order[start:end]
-            scores, step = await self._score_window(
+            scores, step, _ = await self._score_window(
                 query, [docs[i] for i in idx], [texts[i] for i in idx], (start, end)
             )
             ranked = sorted(range(len(idx)), key=lambda j: (-scores[j], j))
@@ -366,6 +432,7 @@ class ICRRanker(BaseRanker):
             "ranker": self.name,
             "prompt": self.template.ref,
             "layers": self.layers,
+            "heads": self.heads_ref or ([list(h) for h in self.heads] if self.heads else None),
             "calibrate": self.calibrate,
             "mask_outliers": self.mask_outliers,
             "max_doc_tokens": self.max_doc_tokens,
