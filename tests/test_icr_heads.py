@@ -98,7 +98,7 @@ def test_head_scores_replay_equals_live_ranker(smollm2_engine: Any, dl19_items: 
 def test_selection_is_saved_bound_and_loaded_by_name(
     smollm2_engine: Any, dl19_items: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("HOPRANK_CACHE", str(tmp_path))
+    monkeypatch.setenv("HOPRANK_HEADS", str(tmp_path / "heads"))
     model, sha = engine_identity(smollm2_engine)
     assert len(sha) == 64  # the pack's GGUF sha256
     n_layers, n_heads = _shape(smollm2_engine)
@@ -155,3 +155,45 @@ def test_select_from_records_keeps_the_heads_that_rank() -> None:
     unjudged = [r.model_copy(update={"qrels": {"d0": 0}}) for r in recs]
     with pytest.raises(InvalidInput):
         select_from_records(unjudged, k=2, name="t", model="m", model_sha256="s")
+
+
+def test_heads_cli_select_and_list(tmp_path: Path) -> None:
+    """`hoprank heads select` on the shipped DL19 sample with SmolLM2, then `heads list`."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HOPRANK_HEADS": str(tmp_path / "h")}
+    cmd = [sys.executable, "-m", "hoprank", "heads", "select", "--dataset", "sample-dl19", "--model"]
+    cmd += [
+        "smollm2-135m",
+        "--k",
+        "3",
+        "--depth",
+        "4",
+        "--name",
+        "cli-test",
+        "--records",
+        str(tmp_path / "r.jsonl"),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    saved = json.loads(out.stdout)
+    assert saved["name"] == "cli-test" and len(saved["heads"]) == 3 and len(saved["model_sha256"]) == 64
+    assert len(read_records(tmp_path / "r.jsonl")) == 3
+    listing = subprocess.run(
+        [sys.executable, "-m", "hoprank", "heads", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert listing.returncode == 0 and "cli-test" in listing.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "hoprank", "heads", "select", "--dataset", "no-such-set", "--name", "x"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert bad.returncode == 2 and "error" in bad.stderr.lower()

@@ -21,7 +21,7 @@ def _root() -> None:
 
 
 # Each module defines ``register(app: typer.Typer) -> None``.
-_COMMAND_MODULES: list[str] = ["models", "serve", "rerank", "agents", "evals", "index", "prompts"]
+_COMMAND_MODULES: list[str] = ["models", "serve", "rerank", "agents", "evals", "index", "prompts", "heads"]
 
 for _mod in _COMMAND_MODULES:
     importlib.import_module(f"hoprank.cli.{_mod}").register(app)

@@ -88,7 +88,9 @@ class HeadSelection(BaseModel):
 
 
 def heads_dir() -> Path:
-    """``$HOPRANK_CACHE/heads`` (default ``~/.cache/hoprank/heads``)."""
+    """``$HOPRANK_HEADS``, else ``$HOPRANK_CACHE/heads`` (default ``~/.cache/hoprank/heads``)."""
+    if os.environ.get("HOPRANK_HEADS"):
+        return Path(os.environ["HOPRANK_HEADS"]).expanduser()
     root = os.environ.get("HOPRANK_CACHE") or str(Path.home() / ".cache" / "hoprank")
     return Path(root).expanduser() / "heads"
 
