@@ -53,6 +53,13 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "example": "[B] > [A]",
         "label_desc": "an alphabetical",
     },
+    "setwise": {
+        "query": "how long do you boil an egg",
+        "passages": [
+            {"label": c, "text": p["text"]} for c, p in zip("ABC", _LISTWISE["passages"], strict=True)
+        ],
+        "num": 3,
+    },
     "icr": {
         "passages": [p["text"] for p in _LISTWISE["passages"]],
         "query": "how long do you boil an egg",

@@ -249,7 +249,7 @@ def test_builtin_hashes_are_distinct() -> None:
 
 #: Built-ins whose output is never parsed as text: the rankers read next-token
 #: log-probabilities (first, pointwise) or attention (icr).
-NOT_GENERATED = {"first", "pointwise", "icr"}
+NOT_GENERATED = {"first", "setwise", "pointwise", "icr"}
 
 #: (conforming, non-conforming) outputs per generated-output prompt.
 OUTPUTS = {
