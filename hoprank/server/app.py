@@ -175,21 +175,25 @@ def create_app(
         gives monotone scores for every result, else ``1/rank`` (``meta.score_kind``).
         An empty ``documents`` list returns an empty ``results`` list.
         """
-        return await do_rerank(state, body, request.state.request_id)
+        return await do_rerank(state, body, request.state.request_id, is_disconnected=request.is_disconnected)
 
     if decomposer is not None or engine is not None or settings.model:
 
         @v1.post("/decompose", response_model=DecomposeResponse, tags=["agents"])
         async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
             """Split a multi-hop question into simple sub-questions."""
-            return await do_decompose(state, body, request.state.request_id)
+            return await do_decompose(
+                state, body, request.state.request_id, is_disconnected=request.is_disconnected
+            )
 
     if asker is not None or settings.index_dir is not None:
 
         @v1.post("/ask", response_model=AskResponse, tags=["agents"])
         async def ask(body: AskRequest, request: Request) -> AskResponse:
             """Answer a question over the server's corpus, with the passages it cites."""
-            return await do_ask(state, body, request.state.request_id)
+            return await do_ask(
+                state, body, request.state.request_id, is_disconnected=request.is_disconnected
+            )
 
     app.include_router(v1)
 
