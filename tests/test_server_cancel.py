@@ -181,3 +181,39 @@ def test_timeout_cancels_the_engine_work_and_rejections_are_counted() -> None:
     assert _metric(text, "hoprank_requests_rejected_total") == 1
     assert _metric(text, 'hoprank_requests_cancelled_total{reason="timeout"}') == 1
     assert _metric(text, "hoprank_engine_jobs_stopped_total") >= 1
+
+
+async def test_openai_engine_call_is_abandoned_when_its_task_is_cancelled() -> None:
+    """Cancelling the task awaiting an OpenAI-compatible call closes its HTTP request and
+    frees its concurrency slot at once (the server would have answered after 30 s)."""
+    from servers.fault_server import FaultServer, chat_ok, hang
+
+    from hoprank.llm.openai_engine import OpenAIEngine
+    from hoprank.llm.retry import RetryPolicy
+    from hoprank.llm.scripted import WhitespaceTokenizer
+
+    msgs: list[Any] = [{"role": "user", "content": "hi"}]
+    with FaultServer([hang(30.0)], default=chat_ok("quick")) as fs:
+        eng = OpenAIEngine(
+            "fault-model",
+            base_url=fs.base_url,
+            api_key="sk-test",
+            server="vllm",
+            tokenizer=WhitespaceTokenizer(),
+            retry=RetryPolicy(max_attempts=3, initial=0.01, max_wait=0.05, total_budget_s=60),
+            max_concurrency=1,
+        )
+        slow = asyncio.ensure_future(eng.generate(msgs, max_tokens=2))
+        for _ in range(500):  # the request has reached the server
+            if fs.count:
+                break
+            await asyncio.sleep(0.02)
+        assert fs.count == 1
+        t0 = time.monotonic()
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        out = await asyncio.wait_for(eng.generate(msgs, max_tokens=2), timeout=20)
+        assert out.text == "quick" and time.monotonic() - t0 < 20
+        assert fs.count == 2  # the cancelled call was not retried
+        await eng.aclose()
