@@ -35,6 +35,7 @@ from hoprank.server.schemas import (
     HealthResponse,
     RerankRequest,
     RerankResponse,
+    V2RerankRequest,
 )
 from hoprank.server.settings import ServerSettings
 from hoprank.server.state import Asker, RankerFactory, ServiceState
@@ -79,7 +80,7 @@ class _HoprankRoute(APIRoute):
             request.state.request_id = rid
             t0 = time.perf_counter()
             try:
-                if path.startswith("/v1"):
+                if path.startswith(("/v1", "/v2")):
                     # before FastAPI reads and validates the body: an unauthenticated
                     # client gets 401, never a 422 describing the request schema
                     check_bearer(state.settings.token_value(), request.headers.get("authorization"))
@@ -171,8 +172,9 @@ def create_app(
     async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
         """Rerank documents for a query (Cohere/Jina request and response shape).
 
-        ``relevance_score`` is non-increasing with rank: the ranker's own scores when it
-        gives monotone scores for every result, else ``1/rank`` (``meta.score_kind``).
+        ``relevance_score`` is in [0, 1] and non-increasing with rank: a probability where
+        the ranker yields one (pointwise, single-window FIRST), else ``1/rank``
+        (``meta.score_kind``: ``probability`` or ``rank``).
         An empty ``documents`` list returns an empty ``results`` list.
         """
         return await do_rerank(state, body, request.state.request_id, is_disconnected=request.is_disconnected)
@@ -196,6 +198,24 @@ def create_app(
             )
 
     app.include_router(v1)
+
+    v2 = APIRouter(prefix="/v2", route_class=_HoprankRoute, dependencies=deps, responses=_ERRORS)
+
+    @v2.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True, tags=["rerank"])
+    async def rerank_v2(body: V2RerankRequest, request: Request) -> RerankResponse:
+        """Rerank documents for a query in Cohere's v2 shape (``cohere.ClientV2().rerank``):
+        the same ranking and scores as ``/v1/rerank``, results without documents and
+        ``meta.api_version.version == "2"``."""
+        v1_body = RerankRequest(
+            model=body.model, query=body.query, documents=body.documents, top_n=body.top_n, ranker=body.ranker
+        )
+        out = await do_rerank(
+            state, v1_body, request.state.request_id, is_disconnected=request.is_disconnected
+        )
+        out.meta.api_version = {"version": "2"}
+        return out
+
+    app.include_router(v2)
 
     ops = APIRouter(route_class=_HoprankRoute)
 

@@ -86,7 +86,7 @@ async def do_rerank(
         ranking = await state.run_limited(work, is_disconnected=is_disconnected)
     else:
         ranking = Ranking(query=req.query, documents=[])
-    scores, kind = relevance_scores(ranking.documents)
+    scores, kind = relevance_scores(ranking)
     results: list[RerankResult] = []
     for doc, score in zip(ranking.documents, scores, strict=True):
         index = int(doc.id)
@@ -102,9 +102,10 @@ async def do_rerank(
     usage = usage_out(ranking.usage, search_units=1 if docs else 0)
     return RerankResponse(
         id=request_id,
-        model=req.model or _model_name(state, name),
+        model=_model_name(state, name),  # the served model, not what the client sent
         results=results,
         meta=RerankMeta(
+            api_version={"version": "1"},
             ranker=name,
             score_kind=kind,
             fallbacks=ranking.fallbacks,
