@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import socket
 import sys
@@ -197,6 +198,8 @@ def main() -> int:
     args = p.parse_args()
 
     from hoprank.server import ServerSettings, create_app
+
+    logging.getLogger("hoprank.server").setLevel(logging.ERROR)  # 499s of the abandoning clients
 
     query, docs = load_query(args.data, 20)
     params = {"first": {"max_passage_tokens": 60}, "rankgpt": {"max_passage_tokens": 60}}

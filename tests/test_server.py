@@ -137,6 +137,7 @@ def test_rerank_scores_and_ranker_selection() -> None:
         # an unrelated model name is informational; the default ranker runs
         r = c.post("/v1/rerank", json={"model": "rerank-english-v3.0", "query": "q", "documents": docs})
         assert r.json()["meta"]["ranker"] == "identity"
+        assert r.json()["model"] == "hoprank-identity"  # the served model, not the one sent
         r = c.post("/v1/rerank", json={"query": "q", "documents": docs, "ranker": "nope"})
         assert r.status_code == 422 and "unknown ranker" in r.json()["error"]["message"]
         # empty documents: a defined empty result, no model work
@@ -195,8 +196,11 @@ def test_error_mapping() -> None:
 def test_limits() -> None:
     settings = ServerSettings(max_body_bytes=4096, max_documents=3, max_document_chars=50, max_query_chars=20)
     with serve(settings) as c:
-        r = c.post("/v1/rerank", json={"query": "q", "documents": ["x" * 5000]})
+        r = c.post(
+            "/v1/rerank", json={"query": "q", "documents": ["x" * 5000]}, headers={"X-Request-ID": "big-1"}
+        )
         assert r.status_code == 413 and r.json()["error"]["details"]["limit"] == "max_body_bytes"
+        assert r.json()["request_id"] == "big-1" and r.headers["x-request-id"] == "big-1"
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: streamed body
             yield b'{"query": "q", "documents": ["'
@@ -205,7 +209,7 @@ def test_limits() -> None:
             yield b'"]}'
 
         r = c.post("/v1/rerank", content=chunks(), headers={"content-type": "application/json"})
-        assert r.status_code == 413
+        assert r.status_code == 413 and r.json()["request_id"] == r.headers["x-request-id"]
         for body, limit in [
             ({"query": "q", "documents": ["a", "b", "c", "d"]}, "max_documents"),
             ({"query": "q", "documents": ["a", "z" * 51]}, "max_document_chars"),

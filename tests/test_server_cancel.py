@@ -217,3 +217,35 @@ async def test_openai_engine_call_is_abandoned_when_its_task_is_cancelled() -> N
         assert out.text == "quick" and time.monotonic() - t0 < 20
         assert fs.count == 2  # the cancelled call was not retried
         await eng.aclose()
+
+
+class SpinningDecomposer:
+    """A decomposer whose model work spins on the torch worker until cancelled."""
+
+    def __init__(self) -> None:
+        self.ranker = GatedRanker()
+
+    async def adecompose(self, question: str) -> Any:
+        await run_on_torch_worker(self.ranker._spin)
+        raise AssertionError("not reached: the client goes away first")
+
+
+async def _spinning_asker(question: str, *, top_k: int) -> Any:
+    await run_on_torch_worker(GatedRanker()._spin)
+    raise AssertionError("not reached: the client goes away first")
+
+
+@pytest.mark.parametrize("route", ["/v1/decompose", "/v1/ask"])
+def test_disconnect_cancels_decompose_and_ask(route: str) -> None:
+    settings = ServerSettings(rankers=["identity"], request_timeout_s=600)
+    app = create_app(settings, decomposer=SpinningDecomposer(), asker=_spinning_asker)
+    before = worker_stats_snapshot()
+    with live_server(app) as url:
+        with httpx.Client(base_url=url, timeout=1.0) as c, pytest.raises(httpx.ReadTimeout):
+            c.post(route, json={"question": "who directed Jaws?"})
+        deadline = time.monotonic() + 20
+        while worker_stats_snapshot().stopped == before.stopped and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker_stats_snapshot().stopped == before.stopped + 1
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+    assert _metric(text, 'hoprank_requests_cancelled_total{reason="disconnect"}') == 1

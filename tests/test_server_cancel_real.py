@@ -69,3 +69,31 @@ def test_abandoned_heavy_requests_do_not_hold_up_small_ones(datasets_dir: Path) 
     assert m and float(m.group(1)) == 2.0
     m = re.search(r"^hoprank_engine_jobs_queued (\S+)$", text, re.M)
     assert m and float(m.group(1)) == 0.0
+
+
+async def test_cancelling_a_generation_task_stops_it_at_the_next_token(smollm2_engine: Any) -> None:
+    """Python API: cancelling the task awaiting ``generate`` stops the model within a
+    token or so (a stopping criterion reads the cancel flag), not at ``max_tokens``."""
+    import asyncio
+
+    from hoprank.llm.worker import on_torch_worker, worker_stats_snapshot
+
+    eng = smollm2_engine
+    msgs: list[Any] = [{"role": "user", "content": "Write a long story about a cat who travels the world."}]
+    t0 = time.perf_counter()
+    full = await eng.generate(msgs, max_tokens=64)
+    t_full = time.perf_counter() - t0
+    assert full.usage.completion_tokens >= 48, full  # it really writes a long answer
+    before = worker_stats_snapshot()
+    task = asyncio.ensure_future(eng.generate(msgs, max_tokens=64))
+    await asyncio.sleep(t_full / 3)  # well into generation
+    t1 = time.perf_counter()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.to_thread(on_torch_worker, lambda: None)  # the worker is free again
+    freed = time.perf_counter() - t1
+    after = worker_stats_snapshot()
+    assert after.stopped == before.stopped + 1
+    # without the criterion the remaining ~2/3 of the generation would run
+    assert freed < t_full / 2, f"worker busy {freed:.2f} s after cancel (full generation {t_full:.2f} s)"

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +20,7 @@ from hoprank.llm.base import LLM
 from hoprank.rankers.base import Ranker
 from hoprank.server.auth import bearer_dependency, check_bearer
 from hoprank.server.errors import error_response
-from hoprank.server.limits import BodySizeLimitMiddleware
+from hoprank.server.limits import BodySizeLimitMiddleware, request_id_from
 from hoprank.server.logs import Redactor
 from hoprank.server.metrics import Metrics, MetricsMiddleware
 from hoprank.server.routes import do_ask, do_decompose, do_rerank
@@ -44,8 +42,6 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger("hoprank.server")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": desc}
     for status, desc in [
@@ -62,8 +58,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return request_id_from(request.headers.get("x-request-id", ""))
 
 
 class _HoprankRoute(APIRoute):
