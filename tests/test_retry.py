@@ -259,3 +259,27 @@ async def test_api_key_never_leaks(fault: FaultServer, caplog: pytest.LogCapture
     with pytest.raises(EngineError) as info:
         await eng.generate(MSGS, max_tokens=2)
     assert "non-JSON" in str(info.value) and secret not in str(info.value) and secret not in caplog.text
+
+
+async def test_default_policy_rides_out_a_server_restart_of_ten_seconds() -> None:
+    """Issue 20: the default policy gave up ~3 s after an OpenAI-compatible server died."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    eng = OpenAIEngine(
+        "fault-model",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        api_key="sk-test",
+        server="vllm",
+        tokenizer=WhitespaceTokenizer(),
+    )
+    assert eng.retry_policy == RetryPolicy()
+    t0 = time.perf_counter()
+    with pytest.raises(EngineError) as info:
+        await eng.generate(MSGS, max_tokens=2)
+    # six jittered waits of at least half of 0.5, 1, 2, 4, 8, 8 s
+    assert time.perf_counter() - t0 >= 11.5
+    assert info.value.attempts == 7  # type: ignore[attr-defined]
+    await eng.aclose()

@@ -111,7 +111,7 @@ def test_rerank_identity_round_trip_on_dl19(dl19: tuple[str, list[dict[str, str]
         assert "id" not in out["results"][0]["document"]  # given as a plain string
         scores = [x["relevance_score"] for x in out["results"]]
         assert scores == [1.0, 0.5, pytest.approx(1 / 3), 0.25, 0.2]
-        assert out["meta"]["score_kind"] == "reciprocal_rank"
+        assert out["meta"]["score_kind"] == "rank"
         # return_documents defaults to false (Cohere)
         r = c.post("/v1/rerank", json={"query": query, "documents": [d["text"] for d in docs]})
         assert r.status_code == 200 and all("document" not in x for x in r.json()["results"])
@@ -125,10 +125,11 @@ def test_rerank_scores_and_ranker_selection() -> None:
     with serve(settings, rankers=rankers) as c:
         r = c.post("/v1/rerank", json={"query": "dogs cats", "documents": docs, "ranker": "overlap"})
         out = r.json()
-        assert r.status_code == 200 and out["meta"]["score_kind"] == "ranker"
+        # overlap counts are no probability: 1/rank, in [0, 1]
+        assert r.status_code == 200 and out["meta"]["score_kind"] == "rank"
         assert [x["index"] for x in out["results"]][-1] == 2
         scores = [x["relevance_score"] for x in out["results"]]
-        assert scores == sorted(scores, reverse=True) and scores[0] == 2.0
+        assert scores == [1.0, 0.5, pytest.approx(1 / 3), 0.25]
         # ``model`` naming a ranker selects it (Cohere clients always send a model)
         r = c.post("/v1/rerank", json={"model": "hoprank-reverse", "query": "q", "documents": docs})
         assert [x["index"] for x in r.json()["results"]] == [3, 2, 1, 0]
@@ -136,6 +137,7 @@ def test_rerank_scores_and_ranker_selection() -> None:
         # an unrelated model name is informational; the default ranker runs
         r = c.post("/v1/rerank", json={"model": "rerank-english-v3.0", "query": "q", "documents": docs})
         assert r.json()["meta"]["ranker"] == "identity"
+        assert r.json()["model"] == "hoprank-identity"  # the served model, not the one sent
         r = c.post("/v1/rerank", json={"query": "q", "documents": docs, "ranker": "nope"})
         assert r.status_code == 422 and "unknown ranker" in r.json()["error"]["message"]
         # empty documents: a defined empty result, no model work
@@ -194,8 +196,11 @@ def test_error_mapping() -> None:
 def test_limits() -> None:
     settings = ServerSettings(max_body_bytes=4096, max_documents=3, max_document_chars=50, max_query_chars=20)
     with serve(settings) as c:
-        r = c.post("/v1/rerank", json={"query": "q", "documents": ["x" * 5000]})
+        r = c.post(
+            "/v1/rerank", json={"query": "q", "documents": ["x" * 5000]}, headers={"X-Request-ID": "big-1"}
+        )
         assert r.status_code == 413 and r.json()["error"]["details"]["limit"] == "max_body_bytes"
+        assert r.json()["request_id"] == "big-1" and r.headers["x-request-id"] == "big-1"
 
         def chunks() -> Iterator[bytes]:  # no Content-Length: streamed body
             yield b'{"query": "q", "documents": ["'
@@ -204,7 +209,7 @@ def test_limits() -> None:
             yield b'"]}'
 
         r = c.post("/v1/rerank", content=chunks(), headers={"content-type": "application/json"})
-        assert r.status_code == 413
+        assert r.status_code == 413 and r.json()["request_id"] == r.headers["x-request-id"]
         for body, limit in [
             ({"query": "q", "documents": ["a", "b", "c", "d"]}, "max_documents"),
             ({"query": "q", "documents": ["a", "z" * 51]}, "max_document_chars"),

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "cli-token-5b1e0c9d7a3f42e8"
@@ -84,3 +85,33 @@ def test_serve_refuses_empty_token_env() -> None:
         timeout=60,
     )
     assert proc.returncode == 2 and "NOT_SET_TOKEN_VAR" in proc.stderr
+
+
+def _serve_exit(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hoprank", "serve", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serve_refuses_an_empty_default_token_and_a_missing_model() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HOPRANK_API_TOKEN"}
+    proc = _serve_exit(["--ranker", "identity"], {**env, "HOPRANK_API_TOKEN": ""})
+    assert proc.returncode == 2 and "HOPRANK_API_TOKEN is set but empty" in proc.stderr
+    proc = _serve_exit([], env)  # no --model: would answer with the identity ranker
+    assert proc.returncode == 2 and "no --model" in proc.stderr
+
+
+def test_settings_from_env_refuse_an_empty_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hoprank.errors import ConfigError
+    from hoprank.server import ServerSettings
+
+    monkeypatch.setenv("HOPRANK_API_TOKEN", " ")
+    with pytest.raises(ConfigError, match="set but empty"):
+        ServerSettings.from_env()
+    monkeypatch.delenv("HOPRANK_API_TOKEN")
+    assert ServerSettings.from_env().token_value() is None

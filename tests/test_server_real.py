@@ -74,7 +74,9 @@ def test_round_trip_with_smollm2(datasets_dir: Path, tmp_path: Path) -> None:
         r = c.post("/v1/rerank", json=body)
         assert r.status_code == 200, r.text
         out = r.json()
-        assert out["meta"]["score_kind"] == "ranker" and len(out["results"]) == 3
+        assert out["meta"]["score_kind"] == "probability" and len(out["results"]) == 3
+        probs = [x["relevance_score"] for x in out["results"]]
+        assert all(0.0 <= p <= 1.0 for p in probs) and probs == sorted(probs, reverse=True)
         assert out["meta"]["usage"]["llm_calls"] == 4
 
         # decompose and ask on the same engine, over a real BM25 index of HotpotQA passages

@@ -26,15 +26,18 @@ class HoprankDocumentCompressor(BaseDocumentCompressor):
     """Rerank LangChain documents with a hoprank ranker and keep the best ``top_n``.
 
     Each returned document is a copy of the input with its metadata kept and
-    ``metadata[score_key]`` set to the relevance score (non-increasing with rank; see
-    :func:`hoprank.adapters.scoring.relevance_scores`), plus ``metadata["rerank_rank"]``
-    (1-based). ``metadata["title"]``, when a string, is passed to the ranker as the title.
-    ``top_n=None`` keeps every document.
+    ``metadata[score_key]`` set to the relevance score (in [0, 1], non-increasing with
+    rank; see :func:`hoprank.adapters.scoring.relevance_scores`), plus
+    ``metadata["rerank_rank"]`` (1-based) and ``metadata["rerank_score_kind"]``
+    (``"probability"`` or ``"rank"``). ``metadata["title"]``, when a string, is passed to the
+    ranker as the title. ``top_n=None`` keeps every document; ``score_threshold`` drops
+    documents scoring below it (as LangChain's ``FlashrankRerank`` does). The ranker may be
+    given positionally.
 
     Example::
 
         from hoprank.rankers import make_ranker
-        compressor = HoprankDocumentCompressor(ranker=make_ranker("first", engine=engine), top_n=5)
+        compressor = HoprankDocumentCompressor(make_ranker("first", engine=engine), top_n=5)
         ContextualCompressionRetriever(base_compressor=compressor, base_retriever=retriever)
     """
 
@@ -42,7 +45,13 @@ class HoprankDocumentCompressor(BaseDocumentCompressor):
 
     ranker: Any
     top_n: int | None = 3
+    score_threshold: float | None = None
     score_key: str = "relevance_score"
+
+    def __init__(self, ranker: Any = None, /, **data: Any) -> None:
+        if ranker is not None:
+            data["ranker"] = ranker
+        super().__init__(**data)
 
     def _to_hoprank(self, documents: Sequence[LCDocument]) -> list[Document]:
         out = []
@@ -54,9 +63,11 @@ class HoprankDocumentCompressor(BaseDocumentCompressor):
         return out
 
     def _from_ranking(self, documents: Sequence[LCDocument], ranking: Ranking) -> list[LCDocument]:
-        scores, kind = relevance_scores(ranking.documents)
+        scores, kind = relevance_scores(ranking)
         out = []
         for rank, (doc, score) in enumerate(zip(ranking.documents, scores, strict=True), 1):
+            if self.score_threshold is not None and score < self.score_threshold:
+                break  # scores never increase down the ranking
             original = documents[int(doc.id)]
             metadata = {
                 **original.metadata,

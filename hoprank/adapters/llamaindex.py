@@ -24,19 +24,27 @@ class HoprankNodePostprocessor(BaseNodePostprocessor):
     """Rerank LlamaIndex nodes with a hoprank ranker and keep the best ``top_n``.
 
     Nodes are returned as they are (same node objects, metadata untouched) wrapped in new
-    ``NodeWithScore`` objects whose ``score`` is the relevance score (non-increasing with
-    rank; see :func:`hoprank.adapters.scoring.relevance_scores`). The ranker sees each
-    node's content without metadata (``MetadataMode.NONE``). ``top_n=None`` keeps all.
+    ``NodeWithScore`` objects whose ``score`` is the relevance score (in [0, 1],
+    non-increasing with rank; see :func:`hoprank.adapters.scoring.relevance_scores`). The
+    ranker sees each node's content without metadata (``MetadataMode.NONE``).
+    ``top_n=None`` keeps all; ``score_threshold`` drops nodes scoring below it. The ranker
+    may be given positionally.
 
     Example::
 
         query_engine = index.as_query_engine(
-            similarity_top_k=20, node_postprocessors=[HoprankNodePostprocessor(ranker=ranker, top_n=5)]
+            similarity_top_k=20, node_postprocessors=[HoprankNodePostprocessor(ranker, top_n=5)]
         )
     """
 
     ranker: Any = Field(description="a hoprank ranker (Ranker protocol)")
     top_n: int | None = 5
+    score_threshold: float | None = Field(default=None, description="drop nodes scoring below this")
+
+    def __init__(self, ranker: Any = None, /, **data: Any) -> None:
+        if ranker is not None:
+            data["ranker"] = ranker
+        super().__init__(**data)
 
     @classmethod
     def class_name(cls) -> str:
@@ -57,12 +65,13 @@ class HoprankNodePostprocessor(BaseNodePostprocessor):
         ]
         return self.ranker, query_bundle.query_str, docs
 
-    @staticmethod
-    def _from_ranking(nodes: list[NodeWithScore], ranking: Ranking) -> list[NodeWithScore]:
-        scores, _ = relevance_scores(ranking.documents)
+    def _from_ranking(self, nodes: list[NodeWithScore], ranking: Ranking) -> list[NodeWithScore]:
+        scores, _ = relevance_scores(ranking)
+        threshold = self.score_threshold
         return [
             NodeWithScore(node=nodes[int(d.id)].node, score=s)
             for d, s in zip(ranking.documents, scores, strict=True)
+            if threshold is None or s >= threshold
         ]
 
     def _postprocess_nodes(

@@ -101,7 +101,7 @@ def parse_documents(stream: TextIO, name: str = "<stdin>") -> list[Document]:
 def ranking_record(item: Item, ranking: Ranking, ranker: str, with_text: bool = True) -> dict[str, Any]:
     """The JSON line printed for one ranked item."""
     positions = {d.id: i for i, d in enumerate(item.documents)}
-    scores, kind = relevance_scores(ranking.documents)
+    scores, kind = relevance_scores(ranking)
     results = []
     for rank, (doc, score) in enumerate(zip(ranking.documents, scores, strict=True), 1):
         row: dict[str, Any] = {"rank": rank, "index": positions[doc.id], "id": doc.id, "score": score}

@@ -30,7 +30,7 @@ def serve_cmd(
         None,
         "--model",
         "-m",
-        help="Engine spec loaded once at startup (pack name, folder, openai:<model>). Without it only the identity ranker works.",
+        help="Engine spec loaded once at startup (pack name, folder, openai:<model>). Required unless --ranker identity (no model, input order).",
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to bind."),
@@ -88,9 +88,23 @@ def serve_cmd(
         raise typer.Exit(1) from None
 
     env_name = token_env or DEFAULT_TOKEN_ENV
-    token = os.environ.get(env_name, "").strip()
+    raw_token = os.environ.get(env_name)
+    token = (raw_token or "").strip()
     if token_env and not token:
         typer.echo(f"error: --token-env {token_env}: the variable is not set or empty", err=True)
+        raise typer.Exit(2)
+    if raw_token is not None and not token:
+        # an empty token must not silently turn auth off
+        typer.echo(
+            f"error: {env_name} is set but empty; set a token, or unset it to serve without auth", err=True
+        )
+        raise typer.Exit(2)
+    if not model and default_ranker != "identity":
+        typer.echo(
+            "error: no --model: only the identity ranker (input order, no model) could answer; "
+            "pass --model, or --ranker identity to serve it on purpose",
+            err=True,
+        )
         raise typer.Exit(2)
     api_key = (
         os.environ.get(api_key_env, "").strip() if base_url or (model or "").startswith("openai:") else ""

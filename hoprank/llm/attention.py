@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from hoprank.errors import ContextOverflow, EngineError, HoprankError, InvalidInput
 from hoprank.llm.base import AttentionRows, Capability, Message, Tokenizer
+from hoprank.llm.worker import check_cancelled
 from hoprank.types import Usage
 
 __all__ = ["CAPTURE_IMPLEMENTATION", "AttentionEngine", "HFModelHolder", "attention_rows", "select_heads"]
@@ -446,6 +447,7 @@ def attention_rows(
         for layer, head in chosen:
             mask[sel.index(layer), head, 0] = 1.0
     with torch.inference_mode():
+        check_cancelled()
         t0 = time.perf_counter()
         cache = _new_cache(model)
         key = _cache_keyword(base)
@@ -456,6 +458,7 @@ def attention_rows(
             raise HoprankError(f"prefix cache holds {cache.get_seq_length()} tokens, expected {n_prefix}")
         restore = _restorer(cache, n_prefix)
         for ids in suffix_ids:
+            check_cancelled()  # the caller may have gone: stop before each forward
             t1 = time.perf_counter()
             x = torch.tensor([ids], device=device)
             if use == "eager":

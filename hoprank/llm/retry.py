@@ -66,9 +66,13 @@ class RetryPolicy:
     ``max_attempts`` counts the first try; waits grow ``initial * 2**(n-1)`` up to
     ``max_wait`` (with ``jitter`` a wait is drawn from [w/2, w]); ``total_budget_s`` bounds
     the whole call including waits (each attempt's timeout is also cut to what is left).
+
+    The defaults ride out a server restart of ~10 s: six retries after waits of 0.5, 1, 2,
+    4, 8 and 8 s (halved at worst by jitter: at least ~12 s, at most ~24 s, before giving
+    up on a dead server; 4 attempts gave up after ~3 s).
     """
 
-    max_attempts: int = 4
+    max_attempts: int = 7
     initial: float = 0.5
     max_wait: float = 8.0
     total_budget_s: float = 60.0

@@ -16,8 +16,6 @@ be shared by several event loops (the sync facade runs each call on its own loop
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import inspect
 import logging
@@ -43,12 +41,19 @@ from hoprank.llm.base import (
 )
 from hoprank.llm.hf_tokenizer import HFTokenizer
 from hoprank.llm.packs import DEFAULT_MODEL, resolve
+from hoprank.llm.worker import (
+    check_cancelled,
+    current_token,
+    on_torch_worker,
+    run_on_torch_worker,
+    torch_worker,
+)
 from hoprank.types import Usage
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TransformersEngine"]
+__all__ = ["TransformersEngine", "on_torch_worker", "torch_worker"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,25 +64,20 @@ _HEAD_CHUNK = 16384
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>")
 
 
-_WORKER_PREFIX = "hoprank-torch"
-_worker: concurrent.futures.ThreadPoolExecutor | None = None
-_worker_guard = threading.Lock()
+def _cancel_criteria() -> Any:
+    """A stopping criterion that ends generation at the next token once the running
+    job's caller has gone (:func:`hoprank.llm.worker.current_token`)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
 
+    token = current_token()
 
-def torch_worker() -> concurrent.futures.ThreadPoolExecutor:
-    """The single thread on which every in-process model call runs (created lazily)."""
-    global _worker
-    with _worker_guard:
-        if _worker is None:
-            _worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=_WORKER_PREFIX)
-        return _worker
+    class _Cancelled(StoppingCriteria):  # type: ignore[misc,unused-ignore]
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            stop = token is not None and token.cancelled
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
-
-def on_torch_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn`` on the torch worker thread and wait (runs inline when already there)."""
-    if threading.current_thread().name.startswith(_WORKER_PREFIX):
-        return fn(*args, **kwargs)
-    return torch_worker().submit(fn, *args, **kwargs).result()
+    return StoppingCriteriaList([_Cancelled()])
 
 
 class TransformersEngine(SyncFacade):
@@ -220,10 +220,9 @@ class TransformersEngine(SyncFacade):
                 return fn(*args, **kwargs)
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            torch_worker(), functools.partial(self._locked, fn, *args, **kwargs)
-        )
+        # cancellable: a job not started is dropped, a running one stops at its next
+        # forward pass or generated token (hoprank.llm.worker)
+        return await run_on_torch_worker(functools.partial(self._locked, fn, *args, **kwargs))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -360,6 +359,7 @@ class TransformersEngine(SyncFacade):
         order = sorted(range(len(requests)), key=lambda i: len(prepared[i][0]))
         for start in range(0, len(order), self.max_batch_size):
             chunk = order[start : start + self.max_batch_size]
+            check_cancelled()
             t0 = time.perf_counter()
             logits = self._forward_rows([prepared[i][0] for i in chunk])
             logprobs = torch.log_softmax(logits, dim=-1).cpu()
@@ -429,12 +429,15 @@ class TransformersEngine(SyncFacade):
             stop_strings=list(stop) if stop else None,
         )
         input_ids = torch.tensor([prompt], dtype=torch.long, device=self.device)
+        check_cancelled()
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
             generation_config=config,
             tokenizer=self.hf_tokenizer if stop else None,
+            stopping_criteria=_cancel_criteria(),
         )
+        check_cancelled()  # stopped by the token: a cut-off text is not an answer
         new = [int(t) for t in out[0, len(prompt) :].tolist()]
         finish = "length"
         if new and new[-1] in self._end_ids:

@@ -60,7 +60,8 @@ class PointwiseLLM(BaseRanker):
         batch_size: requests per ``next_token_logprobs_batch`` call.
 
     Documents come back with ``score`` set to the yes/no margin (``None`` when the engine
-    scored neither token; those follow the scored ones). Ties keep the prior order.
+    scored neither token; those follow the scored ones) and ``metadata["relevance_probability"]``
+    set to ``P(yes) / (P(yes) + P(no))``, the sigmoid of that margin. Ties keep the prior order.
     """
 
     name = "pointwise"
@@ -150,5 +151,12 @@ class PointwiseLLM(BaseRanker):
             range(len(docs)),
             key=lambda i: (scores[i] is None, -(scores[i] or 0.0) if scores[i] is not None else 0.0, i),
         )
-        ranked = [docs[i].with_score(scores[i]) for i in order]
+        # P(yes | yes or no): a probability a client can threshold (hoprank.adapters.scoring)
+        ranked = [docs[i].with_score(scores[i], relevance_probability=_probability(scores[i])) for i in order]
         return RankerOutput(ranked, usage, trace)
+
+
+def _probability(margin: float | None) -> float | None:
+    if margin is None:
+        return None
+    return 1.0 / (1.0 + math.exp(-margin)) if margin >= 0 else math.exp(margin) / (1.0 + math.exp(margin))

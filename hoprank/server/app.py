@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +20,7 @@ from hoprank.llm.base import LLM
 from hoprank.rankers.base import Ranker
 from hoprank.server.auth import bearer_dependency, check_bearer
 from hoprank.server.errors import error_response
-from hoprank.server.limits import BodySizeLimitMiddleware
+from hoprank.server.limits import BodySizeLimitMiddleware, request_id_from
 from hoprank.server.logs import Redactor
 from hoprank.server.metrics import Metrics, MetricsMiddleware
 from hoprank.server.routes import do_ask, do_decompose, do_rerank
@@ -35,6 +33,7 @@ from hoprank.server.schemas import (
     HealthResponse,
     RerankRequest,
     RerankResponse,
+    V2RerankRequest,
 )
 from hoprank.server.settings import ServerSettings
 from hoprank.server.state import Asker, RankerFactory, ServiceState
@@ -42,8 +41,6 @@ from hoprank.server.state import Asker, RankerFactory, ServiceState
 __all__ = ["create_app"]
 
 logger = logging.getLogger("hoprank.server")
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": desc}
@@ -61,8 +58,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return request_id_from(request.headers.get("x-request-id", ""))
 
 
 class _HoprankRoute(APIRoute):
@@ -79,7 +75,7 @@ class _HoprankRoute(APIRoute):
             request.state.request_id = rid
             t0 = time.perf_counter()
             try:
-                if path.startswith("/v1"):
+                if path.startswith(("/v1", "/v2")):
                     # before FastAPI reads and validates the body: an unauthenticated
                     # client gets 401, never a 422 describing the request schema
                     check_bearer(state.settings.token_value(), request.headers.get("authorization"))
@@ -171,27 +167,50 @@ def create_app(
     async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
         """Rerank documents for a query (Cohere/Jina request and response shape).
 
-        ``relevance_score`` is non-increasing with rank: the ranker's own scores when it
-        gives monotone scores for every result, else ``1/rank`` (``meta.score_kind``).
+        ``relevance_score`` is in [0, 1] and non-increasing with rank: a probability where
+        the ranker yields one (pointwise, single-window FIRST), else ``1/rank``
+        (``meta.score_kind``: ``probability`` or ``rank``).
         An empty ``documents`` list returns an empty ``results`` list.
         """
-        return await do_rerank(state, body, request.state.request_id)
+        return await do_rerank(state, body, request.state.request_id, is_disconnected=request.is_disconnected)
 
     if decomposer is not None or engine is not None or settings.model:
 
         @v1.post("/decompose", response_model=DecomposeResponse, tags=["agents"])
         async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
             """Split a multi-hop question into simple sub-questions."""
-            return await do_decompose(state, body, request.state.request_id)
+            return await do_decompose(
+                state, body, request.state.request_id, is_disconnected=request.is_disconnected
+            )
 
     if asker is not None or settings.index_dir is not None:
 
         @v1.post("/ask", response_model=AskResponse, tags=["agents"])
         async def ask(body: AskRequest, request: Request) -> AskResponse:
             """Answer a question over the server's corpus, with the passages it cites."""
-            return await do_ask(state, body, request.state.request_id)
+            return await do_ask(
+                state, body, request.state.request_id, is_disconnected=request.is_disconnected
+            )
 
     app.include_router(v1)
+
+    v2 = APIRouter(prefix="/v2", route_class=_HoprankRoute, dependencies=deps, responses=_ERRORS)
+
+    @v2.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True, tags=["rerank"])
+    async def rerank_v2(body: V2RerankRequest, request: Request) -> RerankResponse:
+        """Rerank documents for a query in Cohere's v2 shape (``cohere.ClientV2().rerank``):
+        the same ranking and scores as ``/v1/rerank``, results without documents and
+        ``meta.api_version.version == "2"``."""
+        v1_body = RerankRequest(
+            model=body.model, query=body.query, documents=body.documents, top_n=body.top_n, ranker=body.ranker
+        )
+        out = await do_rerank(
+            state, v1_body, request.state.request_id, is_disconnected=request.is_disconnected
+        )
+        out.meta.api_version = {"version": "2"}
+        return out
+
+    app.include_router(v2)
 
     ops = APIRouter(route_class=_HoprankRoute)
 

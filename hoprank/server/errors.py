@@ -23,10 +23,11 @@ from hoprank.errors import (
     MissingExtra,
     RateLimited,
 )
+from hoprank.llm.worker import EngineBusy
 from hoprank.server.auth import Unauthorized
 from hoprank.server.limits import LimitExceeded, Overloaded
 from hoprank.server.logs import Redactor
-from hoprank.server.state import RequestTimeout
+from hoprank.server.state import ClientDisconnected, RequestTimeout
 
 __all__ = ["error_response", "status_for"]
 
@@ -36,6 +37,8 @@ logger = logging.getLogger("hoprank.server")
 _TABLE: list[tuple[type[BaseException], int, str]] = [
     (Unauthorized, 401, "unauthorized"),
     (Overloaded, 429, "overloaded"),
+    (EngineBusy, 429, "overloaded"),
+    (ClientDisconnected, 499, "client_closed_request"),
     (LimitExceeded, 422, "limit_exceeded"),
     (InvalidInput, 422, "invalid_input"),
     (ConfigError, 400, "config_error"),
@@ -99,6 +102,9 @@ def error_response(
     elif isinstance(exc, Overloaded):
         headers["Retry-After"] = str(retry_after_s)
         details = {"running": exc.running, "queued": exc.queued}
+    elif isinstance(exc, EngineBusy):
+        headers["Retry-After"] = str(retry_after_s)
+        details = {"engine_queued": exc.pending}
     elif isinstance(exc, RateLimited):
         ra = exc.retry_after
         headers["Retry-After"] = str(max(1, math.ceil(ra)) if ra and math.isfinite(ra) else retry_after_s)

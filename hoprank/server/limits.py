@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,7 +14,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hoprank.errors import InvalidInput
 
-__all__ = ["BodySizeLimitMiddleware", "ConcurrencyLimiter", "LimitExceeded", "Overloaded", "check_limit"]
+__all__ = [
+    "BodySizeLimitMiddleware",
+    "ConcurrencyLimiter",
+    "LimitExceeded",
+    "Overloaded",
+    "check_limit",
+    "request_id_from",
+]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id_from(given: str) -> str:
+    """The client's ``X-Request-ID`` when it is a safe token, else a fresh one."""
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
 class LimitExceeded(InvalidInput):
@@ -86,8 +102,9 @@ class ConcurrencyLimiter:
                 self._running -= 1
 
 
-def _error_body(status: int, kind: str, message: str, details: dict[str, Any]) -> bytes:
-    return json.dumps({"error": {"type": kind, "message": message, "details": details}}).encode()
+def _error_body(status: int, kind: str, message: str, details: dict[str, Any], request_id: str) -> bytes:
+    body = {"error": {"type": kind, "message": message, "details": details}, "request_id": request_id}
+    return json.dumps(body).encode()
 
 
 class BodySizeLimitMiddleware:
@@ -101,7 +118,9 @@ class BodySizeLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _reject(self, send: Send, got: int | None) -> None:
+    async def _reject(self, scope: Scope, send: Send, got: int | None) -> None:
+        given = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"")
+        rid = request_id_from(given.decode("latin-1"))
         details: dict[str, Any] = {"limit": "max_body_bytes", "max": self.max_bytes}
         if got is not None:
             details["got"] = got
@@ -110,6 +129,7 @@ class BodySizeLimitMiddleware:
             "payload_too_large",
             f"request body exceeds the limit max_body_bytes={self.max_bytes}",
             details,
+            rid,
         )
         await send(
             {
@@ -118,6 +138,7 @@ class BodySizeLimitMiddleware:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    (b"x-request-id", rid.encode()),
                 ],
             }
         )
@@ -134,7 +155,7 @@ class BodySizeLimitMiddleware:
                 except ValueError:
                     declared = -1
                 if declared > self.max_bytes:
-                    await self._reject(send, declared)
+                    await self._reject(scope, send, declared)
                     return
         chunks: list[bytes] = []
         size = 0
@@ -145,7 +166,7 @@ class BodySizeLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._reject(send, None)
+                await self._reject(scope, send, None)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

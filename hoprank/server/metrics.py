@@ -1,11 +1,27 @@
-"""Prometheus metrics: request counts by route and status, latency, in-flight requests."""
+"""Prometheus metrics: request counts by route and status, latency, in-flight, queued,
+running, rejected and cancelled requests, and the torch worker's jobs.
+
+Cancellation is counted twice, at both ends: ``hoprank_requests_cancelled_total{reason}``
+(``timeout``, ``disconnect``, ``cancelled``) with ``hoprank_requests_abandoned_seconds_total``
+(how long those requests had been running when they were given up), and, for in-process
+engines, ``hoprank_engine_abandoned_seconds_total`` (worker time spent on model calls
+after their caller had gone: at most one forward pass or one generated token each) with
+``hoprank_engine_jobs_dropped_total`` (calls dropped before they started) and
+``hoprank_engine_jobs_stopped_total`` (calls stopped while running). The engine
+figures are process-wide (one worker per process).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hoprank.llm.worker import worker_stats_snapshot
 
 __all__ = ["Metrics", "MetricsMiddleware"]
 
@@ -41,6 +57,21 @@ class Metrics:
             "requests refused because the server was full",
             registry=self.registry,
         )
+        self.running = Gauge(
+            "hoprank_requests_running", "model requests holding a running slot", registry=self.registry
+        )
+        self.cancelled = Counter(
+            "hoprank_requests_cancelled",
+            "model requests given up before they finished, by reason (timeout, disconnect, cancelled)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.abandoned_seconds = Counter(
+            "hoprank_requests_abandoned_seconds",
+            "seconds cancelled requests had been running (in a slot) when they were given up",
+            registry=self.registry,
+        )
+        self.registry.register(_WorkerCollector())
         self.documents = Counter(
             "hoprank_rerank_documents", "documents reranked, by ranker", ["ranker"], registry=self.registry
         )
@@ -50,6 +81,35 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _WorkerCollector(Collector):
+    """The torch worker's counters (:data:`hoprank.llm.worker.WORKER_STATS`)."""
+
+    def collect(self) -> Iterator[Metric]:
+        s = worker_stats_snapshot()
+        yield GaugeMetricFamily(
+            "hoprank_engine_jobs_queued",
+            "in-process model calls waiting for the torch worker",
+            value=s.pending,
+        )
+        yield GaugeMetricFamily(
+            "hoprank_engine_jobs_running",
+            "in-process model calls running on the torch worker",
+            value=s.running,
+        )
+        for name, doc in (
+            ("dropped", "model calls dropped before they started (their caller had gone)"),
+            ("stopped", "model calls stopped while running (their caller had gone)"),
+            ("rejected", "model calls refused because the worker queue was full"),
+            ("completed", "model calls completed"),
+        ):
+            yield CounterMetricFamily(f"hoprank_engine_jobs_{name}", doc, value=getattr(s, name))
+        yield CounterMetricFamily(
+            "hoprank_engine_abandoned_seconds",
+            "worker seconds spent on model calls after their caller had gone",
+            value=s.abandoned_seconds,
+        )
 
 
 class MetricsMiddleware:

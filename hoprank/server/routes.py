@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hoprank.adapters.scoring import relevance_scores
@@ -25,6 +26,9 @@ from hoprank.server.state import ServiceState
 from hoprank.types import Document, Ranking, Usage
 
 __all__ = ["do_ask", "do_decompose", "do_rerank", "usage_out"]
+
+Disconnected = Callable[[], Awaitable[bool]] | None
+"""``request.is_disconnected``: polled while the work runs, to cancel it when the client has gone."""
 
 
 def usage_out(usage: Usage, *, search_units: int = 0) -> UsageOut:
@@ -61,7 +65,9 @@ def _to_documents(state: ServiceState, items: list[str | DocumentIn]) -> list[Do
     return docs
 
 
-async def do_rerank(state: ServiceState, req: RerankRequest, request_id: str) -> RerankResponse:
+async def do_rerank(
+    state: ServiceState, req: RerankRequest, request_id: str, *, is_disconnected: Disconnected = None
+) -> RerankResponse:
     """Rerank ``req.documents`` for ``req.query``.
 
     An empty ``documents`` list is not an error: the answer has no results (and no model
@@ -77,10 +83,10 @@ async def do_rerank(state: ServiceState, req: RerankRequest, request_id: str) ->
         async def work() -> Ranking:
             return await ranker.arank(query, docs, top_k=top_n)
 
-        ranking = await state.run_limited(work)
+        ranking = await state.run_limited(work, is_disconnected=is_disconnected)
     else:
         ranking = Ranking(query=req.query, documents=[])
-    scores, kind = relevance_scores(ranking.documents)
+    scores, kind = relevance_scores(ranking)
     results: list[RerankResult] = []
     for doc, score in zip(ranking.documents, scores, strict=True):
         index = int(doc.id)
@@ -96,9 +102,10 @@ async def do_rerank(state: ServiceState, req: RerankRequest, request_id: str) ->
     usage = usage_out(ranking.usage, search_units=1 if docs else 0)
     return RerankResponse(
         id=request_id,
-        model=req.model or _model_name(state, name),
+        model=_model_name(state, name),  # the served model, not what the client sent
         results=results,
         meta=RerankMeta(
+            api_version={"version": "1"},
             ranker=name,
             score_kind=kind,
             fallbacks=ranking.fallbacks,
@@ -121,7 +128,9 @@ def _count_tokens(state: ServiceState, usage: Usage) -> None:
         state.metrics.tokens.labels("completion").inc(usage.completion_tokens)
 
 
-async def do_decompose(state: ServiceState, req: DecomposeRequest, request_id: str) -> DecomposeResponse:
+async def do_decompose(
+    state: ServiceState, req: DecomposeRequest, request_id: str, *, is_disconnected: Disconnected = None
+) -> DecomposeResponse:
     """Split a multi-hop question into sub-questions with the configured decomposer."""
     question = _check_text(state, req.question, "question").strip()
     decomposer = state.get_decomposer()
@@ -129,7 +138,7 @@ async def do_decompose(state: ServiceState, req: DecomposeRequest, request_id: s
     async def work() -> Any:
         return await decomposer.adecompose(question)
 
-    result = await state.run_limited(work)
+    result = await state.run_limited(work, is_disconnected=is_disconnected)
     usage: Usage = getattr(result, "usage", Usage())
     _count_tokens(state, usage)
     return DecomposeResponse(
@@ -144,7 +153,9 @@ def _citation(d: Document) -> Citation:
     return Citation(id=d.id, title=d.title, text=d.text, score=d.score)
 
 
-async def do_ask(state: ServiceState, req: AskRequest, request_id: str) -> AskResponse:
+async def do_ask(
+    state: ServiceState, req: AskRequest, request_id: str, *, is_disconnected: Disconnected = None
+) -> AskResponse:
     """Answer a question over the configured corpus, with the evidence it cites."""
     question = _check_text(state, req.question, "question").strip()
     top_k = req.top_k or min(5, state.settings.max_top_k)
@@ -156,7 +167,7 @@ async def do_ask(state: ServiceState, req: AskRequest, request_id: str) -> AskRe
     async def work() -> Any:
         return await asker(question, top_k=top_k)
 
-    outcome = await state.run_limited(work)
+    outcome = await state.run_limited(work, is_disconnected=is_disconnected)
     _count_tokens(state, outcome.usage)
     return AskResponse(
         id=request_id,

@@ -22,6 +22,7 @@ __all__ = [
     "RerankResult",
     "ReturnedDocument",
     "UsageOut",
+    "V2RerankRequest",
 ]
 
 
@@ -52,6 +53,20 @@ class RerankRequest(BaseModel):
     ranker: str | None = None
 
 
+class V2RerankRequest(BaseModel):
+    """Cohere v2 rerank request (``cohere.ClientV2().rerank``): documents are strings (objects
+    with ``text`` are accepted too); ``max_tokens_per_doc`` and ``priority`` are accepted and
+    ignored (each ranker has its own passage budget); ``ranker`` is hoprank's extension."""
+
+    model: str | None = None
+    query: str
+    documents: list[str | DocumentIn]
+    top_n: int | None = Field(default=None, ge=1)
+    max_tokens_per_doc: int | None = Field(default=None, ge=1)
+    priority: int | None = None
+    ranker: str | None = None
+
+
 class ReturnedDocument(BaseModel):
     text: str
     title: str | None = None
@@ -60,7 +75,9 @@ class ReturnedDocument(BaseModel):
 
 class RerankResult(BaseModel):
     index: int = Field(description="position of the document in the request")
-    relevance_score: float = Field(description="non-increasing with rank; see meta.score_kind")
+    relevance_score: float = Field(
+        description="in [0, 1], non-increasing with rank; a probability or 1/rank (see meta.score_kind)"
+    )
     document: ReturnedDocument | None = None
 
 
@@ -74,8 +91,12 @@ class UsageOut(BaseModel):
 
 
 class RerankMeta(BaseModel):
+    api_version: dict[str, str] | None = None
     ranker: str
-    score_kind: str = Field(description="'ranker' (the ranker's own scores) or 'reciprocal_rank' (1/rank)")
+    score_kind: str = Field(
+        description="'probability' (pointwise P(yes), FIRST's label probability: comparable across "
+        "requests) or 'rank' (1/rank, for rank-based rankers)"
+    )
     fallbacks: int = 0
     usage: UsageOut
     billed_units: dict[str, int] = Field(default_factory=dict)

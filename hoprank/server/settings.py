@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from hoprank.errors import ConfigError
+
 __all__ = ["DEFAULT_TOKEN_ENV", "ServerSettings"]
 
 DEFAULT_TOKEN_ENV = "HOPRANK_API_TOKEN"
@@ -78,6 +80,10 @@ class ServerSettings(BaseModel):
     def from_env(cls, token_env: str = DEFAULT_TOKEN_ENV, **overrides: Any) -> ServerSettings:
         """Settings with the bearer token taken from ``token_env`` unless given."""
         if "api_token" not in overrides:
-            token = os.environ.get(token_env, "").strip()
+            raw = os.environ.get(token_env)
+            token = (raw or "").strip()
+            if raw is not None and not token:
+                # an empty token must not silently turn auth off
+                raise ConfigError(f"{token_env} is set but empty; set a token or unset {token_env}")
             overrides["api_token"] = SecretStr(token) if token else None
         return cls(**overrides)

@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
 from hoprank.llm.base import LLM
+from hoprank.llm.worker import EngineBusy
 from hoprank.rankers.base import Ranker
-from hoprank.server.limits import ConcurrencyLimiter
+from hoprank.server.limits import ConcurrencyLimiter, Overloaded
 from hoprank.server.logs import Redactor
 from hoprank.server.metrics import Metrics
 from hoprank.server.settings import ServerSettings
 from hoprank.types import Document, Usage
 
-__all__ = ["AskOutcome", "Asker", "RankerFactory", "RequestTimeout", "ServiceState"]
+__all__ = ["AskOutcome", "Asker", "ClientDisconnected", "RankerFactory", "RequestTimeout", "ServiceState"]
 
 logger = logging.getLogger("hoprank.server")
 
@@ -26,6 +28,14 @@ T = TypeVar("T")
 
 RankerFactory = Callable[..., Ranker]
 """``factory(name, engine=engine, **params) -> Ranker`` (default: :func:`hoprank.rankers.make_ranker`)."""
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the answer was ready; its work was cancelled (logged
+    with status 499, which nobody receives)."""
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection; the request was cancelled")
 
 
 class RequestTimeout(Exception):
@@ -102,6 +112,9 @@ class ServiceState:
         self.metrics = metrics
         self.redactor = redactor
         self.limiter = ConcurrencyLimiter(settings.max_concurrency, settings.max_queue)
+        self.disconnect_poll_s = 0.1
+        metrics.queued.set_function(lambda: self.limiter.queued)
+        metrics.running.set_function(lambda: self.limiter.running)
 
     @property
     def ranker_names(self) -> list[str]:
@@ -177,25 +190,79 @@ class ServiceState:
             self.decomposer = Decomposer(self.engine)
         return self.decomposer
 
-    async def run_limited(self, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` in a concurrency slot under the request timeout.
+    async def run_limited(
+        self,
+        work: Callable[[], Awaitable[T]],
+        *,
+        is_disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> T:
+        """Run ``work`` in a concurrency slot under the request timeout, cancelling it
+        when the timeout passes or the client goes away.
 
         Raises :class:`~hoprank.server.limits.Overloaded` at once when every running and
-        queued place is taken, and :class:`RequestTimeout` when queueing plus running takes
-        longer than ``request_timeout_s`` (the work is cancelled).
+        queued place is taken; :class:`RequestTimeout` when queueing plus running takes
+        longer than ``request_timeout_s``; :class:`ClientDisconnected` when
+        ``is_disconnected()`` (polled every ``disconnect_poll_s`` while the work runs)
+        says the client has gone. Either way the work's task is cancelled, which reaches
+        the engine: a model call not started is dropped, a running one stops at its next
+        forward pass or token (:mod:`hoprank.llm.worker`).
         """
-        self.limiter.admit()
-        self.metrics.queued.set(self.limiter.queued)
+        try:
+            self.limiter.admit()
+        except Overloaded:
+            self.metrics.rejected.inc()
+            raise
+        started: float | None = None
 
         async def in_slot() -> T:
+            nonlocal started
             async with self.limiter.running_slot():
-                self.metrics.queued.set(self.limiter.queued)
+                started = time.monotonic()
                 return await work()
 
+        task: asyncio.Task[T] = asyncio.ensure_future(in_slot())
+        timeout = self.settings.request_timeout_s
+        deadline = time.monotonic() + timeout
+        poll = self.disconnect_poll_s if is_disconnected is not None else None
+        reason = "cancelled"
         try:
-            return await asyncio.wait_for(in_slot(), timeout=self.settings.request_timeout_s)
-        except asyncio.TimeoutError as exc:
-            raise RequestTimeout(self.settings.request_timeout_s) from exc
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    reason = "timeout"
+                    break
+                wait = remaining if poll is None else min(poll, remaining)
+                done, _ = await asyncio.wait({task}, timeout=wait)
+                if done:
+                    return self._outcome(task)
+                if is_disconnected is not None and await is_disconnected():
+                    reason = "disconnect"
+                    break
+            task.cancel()
+            # cancelling is quick (the engine call is dropped or flagged, not awaited)
+            await asyncio.wait({task})
+            if not task.cancelled():  # it finished in the meantime: that is its outcome
+                return self._outcome(task)
+            self._count_cancelled(reason, started)
+            if reason == "timeout":
+                raise RequestTimeout(timeout)
+            raise ClientDisconnected()
+        except asyncio.CancelledError:  # this handler itself was cancelled (shutdown)
+            if not task.done():
+                task.cancel()
+                self._count_cancelled("cancelled", started)
+            raise
         finally:
             self.limiter.leave()
-            self.metrics.queued.set(self.limiter.queued)
+
+    def _outcome(self, task: asyncio.Task[T]) -> T:
+        exc = task.exception()
+        if isinstance(exc, EngineBusy):
+            self.metrics.rejected.inc()
+        return task.result()
+
+    def _count_cancelled(self, reason: str, started: float | None) -> None:
+        self.metrics.cancelled.labels(reason).inc()
+        if started is not None:
+            self.metrics.abandoned_seconds.inc(time.monotonic() - started)
+        logger.info("request cancelled", extra={"reason": reason})

@@ -149,6 +149,7 @@ _BODIES = {
     "/v1/rerank": {"query": "q", "documents": ["a", "b"]},
     "/v1/decompose": {"question": "who and where?"},
     "/v1/ask": {"question": "who?"},
+    "/v2/rerank": {"query": "q", "documents": ["a", "b"]},
 }
 
 
@@ -156,8 +157,8 @@ def test_auth_is_enforced_on_every_v1_route() -> None:
     app = create_app(ServerSettings(api_token=TOKEN), decomposer=_Decomposer(), asker=_asker)
     with live_server(app) as url, httpx.Client(base_url=url, timeout=30) as c:
         schema = c.get("/openapi.json").json()
-        v1 = sorted(p for p in schema["paths"] if p.startswith("/v1"))
-        assert v1 == sorted(_BODIES), v1  # every /v1 route is covered below
+        v1 = sorted(p for p in schema["paths"] if p.startswith(("/v1", "/v2")))
+        assert v1 == sorted(_BODIES), v1  # every /v1 and /v2 route is covered below
         for path in v1:
             methods = set(schema["paths"][path])
             assert methods == {"post"} and schema["paths"][path]["post"].get("security"), path
