@@ -26,7 +26,6 @@ from hoprank._sync import run_sync
 from hoprank.agents._common import (
     check_documents,
     format_passages,
-    fuse,
     gather_bounded,
     llm_step,
     norm_query,
@@ -37,6 +36,7 @@ from hoprank.errors import InvalidInput, ParseError, PromptError
 from hoprank.llm.base import LLM
 from hoprank.prompts.registry import PromptLike, load_prompt
 from hoprank.rankers.base import Ranker
+from hoprank.runs import rrf_fuse
 from hoprank.tools.base import Retriever
 from hoprank.types import Document, Step, Usage
 
@@ -341,7 +341,7 @@ class MultiHopAgent:
     ) -> AgentResult:
         valid = [c for c in dict.fromkeys(citations) if c in run.docs]
         invalid = [c for c in dict.fromkeys(citations) if c not in run.docs]
-        ordered = fuse(run.lists, k=self.rrf_k) if run.lists else []
+        ordered = rrf_fuse(run.lists, k=self.rrf_k) if run.lists else []
         if self.ranker is not None and len(ordered) > 1:
             try:
                 ranking = await self._within(run, self.ranker.arank(run.question, ordered))

@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from pydantic import BaseModel, Field
 
 from hoprank._sync import run_sync
-from hoprank.agents._common import check_documents, fuse, gather_bounded, norm_query, unique
+from hoprank.agents._common import check_documents, gather_bounded, norm_query, unique
 from hoprank.agents.answer import Answerer
 from hoprank.agents.decompose import Decomposer
 from hoprank.agents.rewrite import Rewriter
 from hoprank.errors import InvalidInput
 from hoprank.rankers.base import Ranker
+from hoprank.runs import rrf_fuse
 from hoprank.tools.base import Retriever
 from hoprank.types import Document, Step, Usage
 
@@ -162,7 +163,7 @@ class DecomposeRetrieveRerank:
             input={"lists": len(lists), "rrf_k": self.rrf_k, "weights": weights},
         )
         t_fuse = time.perf_counter()
-        fused = fuse(lists, k=self.rrf_k, weights=weights) if lists else []
+        fused = rrf_fuse(lists, k=self.rrf_k, weights=weights) if lists else []
         fuse_step.seconds = time.perf_counter() - t_fuse
         fuse_step.output = {"ids": [d.id for d in fused], "before_dedupe": sum(len(x) for x in lists)}
         trace.append(fuse_step)

@@ -7,7 +7,6 @@ the config), and by the manifest writer.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
 import json
 import logging
@@ -23,9 +22,10 @@ from hoprank.evals.cache import CachedEngine
 from hoprank.evals.config import ExperimentConfig
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.formats import load_dataset
-from hoprank.evals.trec import Run, read_run
 from hoprank.llm.base import LLM
+from hoprank.rankers import make_ranker
 from hoprank.rankers.base import Ranker
+from hoprank.runs import Run, read_run
 from hoprank.types import Document
 
 __all__ = [
@@ -121,10 +121,6 @@ def build_engine(config: ExperimentConfig, cache_dir: str | os.PathLike[str] | N
 
 def build_ranker(config: ExperimentConfig, engine: LLM | None) -> Ranker:
     """``hoprank.rankers.make_ranker(config.ranker, engine=..., prompt=..., **params)``."""
-    try:
-        make_ranker = importlib.import_module("hoprank.rankers").make_ranker
-    except AttributeError as e:  # pragma: no cover - until the rankers package lands
-        raise ConfigError("hoprank.rankers.make_ranker is not available in this build") from e
     params = dict(config.ranker_params)
     if config.prompt is not None:
         params["prompt"] = config.prompt
@@ -155,7 +151,7 @@ def _version(pkg: str) -> str | None:
 
 def environment() -> dict[str, Any]:
     """Versions of Python and the packages that shape results (no heavy imports)."""
-    from hoprank import __version__
+    from hoprank._version import __version__
 
     return {
         "hoprank": __version__,

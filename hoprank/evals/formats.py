@@ -44,7 +44,7 @@ from hoprank.evals.dataset import (
     read_queries_jsonl,
     sample_path,
 )
-from hoprank.evals.trec import Qrels, Run, read_qrels, read_run
+from hoprank.runs import Qrels, Run, read_qrels, read_run
 from hoprank.types import Document
 
 __all__ = [

@@ -14,7 +14,7 @@ from typing import Any
 from hoprank.evals.build import write_json_atomic
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.metrics import DEFAULT_METRICS, QA_METRICS, canonical_metrics, evaluate, mean_metrics
-from hoprank.evals.trec import Run, write_run
+from hoprank.runs import Run, write_run
 
 __all__ = ["compute_metrics", "plot_metric_bars", "plot_quality_latency", "write_outputs"]
 

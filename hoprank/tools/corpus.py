@@ -149,7 +149,7 @@ def read_docs(folder: Path) -> list[Document]:
 
 def write_manifest(folder: Path, kind: str, **fields: Any) -> dict[str, Any]:
     """Write ``hoprank-index.json`` (last, atomically) and return its content."""
-    from hoprank import __version__
+    from hoprank._version import __version__
 
     manifest = {
         "format": INDEX_FORMAT,
