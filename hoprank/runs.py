@@ -1,6 +1,7 @@
 """Ranked lists: TREC qrels and run files, and reciprocal rank fusion.
 
-A floor-level module (it imports only :mod:`hoprank.errors` and :mod:`hoprank.types`),
+A floor-level module (it imports only :mod:`hoprank.errors`, :mod:`hoprank.types` and
+:mod:`hoprank._fsio`),
 so retrievers, rankers, agents and the evals all read, write and fuse ranked lists
 through one home.
 
@@ -40,6 +41,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from hoprank._fsio import atomic_write
 from hoprank.errors import DatasetError, InvalidInput
 from hoprank.types import Document
 
@@ -195,16 +197,12 @@ def write_run(
         for ident in (qid, *(x if isinstance(x, str) else x[0] for x in entries)):
             if ident != ident.strip() or any(c in ident for c in "\t\r\n\v\f") or not ident:
                 raise DatasetError(f"{p}: id {ident!r} cannot be written to a TREC file")
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(p) as f:
         for qid, docs in run.items():
             n = len(docs)
             for i, d in enumerate(docs):
                 docid = d if isinstance(d, str) else d[0]
                 f.write(f"{qid}\tQ0\t{docid}\t{i + 1}\t{n - i}\t{tag}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
 
 
 def check_weights(weights: Sequence[float] | None, n: int) -> list[float]:

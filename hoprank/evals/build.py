@@ -8,7 +8,6 @@ the config), and by the manifest writer.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import os
 import platform
@@ -36,7 +35,6 @@ __all__ = [
     "environment",
     "load_config_dataset",
     "prompt_info",
-    "write_json_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -166,14 +164,3 @@ def environment() -> dict[str, Any]:
         "pid": os.getpid(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file, fsync and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

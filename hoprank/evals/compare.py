@@ -236,12 +236,12 @@ def compare(
 
 def write_comparison(comp: Comparison, out_dir: str | os.PathLike[str], *, plots: bool = True) -> list[Path]:
     """comparison.json, comparison.md and (with matplotlib) the two comparison plots."""
-    from hoprank.evals.build import write_json_atomic
+    from hoprank._fsio import write_json_atomic
     from hoprank.evals.report import plot_metric_bars, plot_quality_latency
 
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(d / "comparison.json", comp.model_dump(mode="json"))
+    write_json_atomic(d / "comparison.json", comp.model_dump(mode="json"), default=str)
     (d / "comparison.md").write_text(comp.to_markdown(), encoding="utf-8")
     written = [d / "comparison.json", d / "comparison.md"]
     if plots and comp.metrics:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hoprank._fsio import write_json_atomic
 from hoprank._sync import run_sync
 from hoprank.errors import ConfigError
 from hoprank.evals.build import (
@@ -34,7 +35,6 @@ from hoprank.evals.build import (
     environment,
     load_config_dataset,
     prompt_info,
-    write_json_atomic,
 )
 from hoprank.evals.cache import CachedEngine, default_cache_dir
 from hoprank.evals.config import ExperimentConfig
@@ -226,7 +226,7 @@ async def arun_experiment(
         "attempts": [*(old or {}).get("attempts", []), attempt],
         "started_at": (old or {}).get("started_at", attempt["started_at"]),
     }
-    write_json_atomic(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest, default=str)
     if done:
         logger.info(
             "%s: resuming, %d of %d queries already done", run_dir, len(qids) - len(pending), len(qids)
@@ -263,7 +263,7 @@ async def arun_experiment(
         except BaseException as e:
             attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, error=repr(e))
             manifest["status"] = "failed"
-            write_json_atomic(manifest_path, manifest)
+            write_json_atomic(manifest_path, manifest, default=str)
             raise
 
     attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, executed=len(pending))
@@ -274,7 +274,7 @@ async def arun_experiment(
         write_outputs, run_dir, ds, qids, first_stage, done, manifest, metrics=config.metrics, plots=plots
     )
     manifest["outputs"] = sorted(n for n in os.listdir(run_dir) if not n.startswith("."))
-    write_json_atomic(manifest_path, manifest)
+    write_json_atomic(manifest_path, manifest, default=str)
     return RunResult(
         run_dir=run_dir,
         config=config,
