@@ -1,8 +1,9 @@
 """``hoprank eval`` (run an experiment into a run folder) and ``hoprank compare`` (runs
 side by side with paired significance tests).
 
-Exit codes: 0 ok; 2 usage or input errors (bad options, dataset/config/prompt errors,
-a missing optional extra); 1 runtime failures (engine errors, anything else).
+Exit codes: the table in :mod:`hoprank.cli._common`: 0 ok; 2 usage or input errors (bad
+options, dataset/config/prompt errors, a missing optional extra); 1 runtime failures
+(engine errors, anything else).
 """
 
 from __future__ import annotations
@@ -15,48 +16,13 @@ from typing import Any
 
 import typer
 
-from hoprank.errors import (
-    CapabilityMissing,
-    ConfigError,
-    DatasetError,
-    HoprankError,
-    InvalidInput,
-    MissingExtra,
-    PromptError,
-)
+from hoprank.cli._common import fail, parse_params, setup_logging
+from hoprank.errors import HoprankError, InvalidInput
+from hoprank.llm.spec import EngineSpec
 
-__all__ = ["parse_params", "register"]
+__all__ = ["register"]
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
-_INPUT_ERRORS = (ConfigError, DatasetError, InvalidInput, PromptError, CapabilityMissing, MissingExtra)
-
-
-def parse_params(pairs: list[str] | None, option: str = "--param") -> dict[str, Any]:
-    """``key=value`` pairs; values are parsed as JSON when they can be (numbers, bools, lists)."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInput(f"{option} expects key=value, got {pair!r}")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except ValueError:
-            out[key.strip()] = raw
-    return out
-
-
-def _fail(e: BaseException) -> typer.Exit:
-    code = EXIT_USAGE if isinstance(e, _INPUT_ERRORS) else EXIT_RUNTIME
-    typer.echo(f"error: {type(e).__name__}: {e}", err=True)
-    return typer.Exit(code)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
 
 
 def _default_out(dataset: str, label: str) -> Path:
@@ -113,7 +79,7 @@ def eval_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Rerank a dataset's first stage with a ranker and score it; writes a run folder."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from hoprank.evals.config import ExperimentConfig
     from hoprank.evals.runner import run_experiment
 
@@ -122,19 +88,15 @@ def eval_cmd(
             raise InvalidInput(f"--executor must be local or ray, got {executor!r}")
         if cache is not None and no_cache:
             raise InvalidInput("--cache and --no-cache exclude each other")
-        engine_params = parse_params(engine_param, "--engine-param")
-        spec = model
-        if base_url:
-            engine_params["base_url"] = base_url if len(base_url) > 1 else base_url[0]
-            if spec is not None and not spec.startswith("openai:"):
-                spec = f"openai:{spec}"
+        spec = EngineSpec.resolve(model, base_url=base_url)
+        engine_params = {**parse_params(engine_param, "--engine-param"), **spec.engine_kwargs(secrets=False)}
         config = ExperimentConfig(
             dataset=dataset,
             first_stage=first_stage,
             depth=depth,
             ranker=ranker,
             ranker_params=parse_params(param),
-            model=spec,
+            model=spec.model,
             engine_params=engine_params,
             prompt=prompt,
             limit=limit,
@@ -152,11 +114,11 @@ def eval_cmd(
             overwrite=overwrite,
         )
     except HoprankError as e:
-        raise _fail(e) from e
+        raise fail(e) from e
     except ValueError as e:  # pydantic validation of the config
-        raise _fail(InvalidInput(str(e))) from e
+        raise fail(InvalidInput(str(e))) from e
     except Exception as e:
-        raise _fail(e) from e
+        raise fail(e) from e
     if as_json:
         typer.echo(
             json.dumps(
@@ -210,7 +172,7 @@ def compare_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Compare run folders side by side with paired significance tests."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from hoprank.evals.compare import compare, write_comparison
 
     try:
@@ -218,9 +180,9 @@ def compare_cmd(
         if out is not None:
             write_comparison(comp, out)
     except HoprankError as e:
-        raise _fail(e) from e
+        raise fail(e) from e
     except Exception as e:
-        raise _fail(e) from e
+        raise fail(e) from e
     if as_json:
         typer.echo(comp.model_dump_json(indent=2))
         return

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from hoprank.cli._common import fail
 from hoprank.errors import HoprankError
 
 
@@ -124,8 +125,7 @@ def register(app: typer.Typer) -> None:
                 progress=not as_json,
             )
         except HoprankError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(code=2) from e
+            raise fail(e) from e
         if as_json:
             typer.echo(json.dumps(summary))
         else:

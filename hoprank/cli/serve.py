@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from hoprank.cli._common import API_KEY_ENV_OPTION, EXIT_USAGE, THREADS_OPTION, engine_spec, fail
 from hoprank.errors import HoprankError
 
 __all__ = ["register"]
@@ -37,9 +38,7 @@ def serve_cmd(
     base_url: str | None = typer.Option(
         None, "--base-url", help="OpenAI-compatible endpoint for an openai:<model> engine."
     ),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY", "--api-key-env", help="Env var holding the endpoint's API key."
-    ),
+    api_key_env: str = API_KEY_ENV_OPTION,
     token_env: str | None = typer.Option(
         None,
         "--token-env",
@@ -70,7 +69,7 @@ def serve_cmd(
     index: Path | None = typer.Option(
         None, "--index", help="BM25 index folder (hoprank index) enabling /v1/ask."
     ),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for a local model."),
+    threads: int | None = THREADS_OPTION,
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error."),
 ) -> None:
     """Serve /v1/rerank (Cohere/Jina-compatible), /v1/decompose, /v1/ask, /healthz, /metrics."""
@@ -85,28 +84,21 @@ def serve_cmd(
         typer.echo(
             f"error: the server extra is missing ({exc.name}): pip install 'hoprank[server]'", err=True
         )
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_USAGE) from None
 
     env_name = token_env or DEFAULT_TOKEN_ENV
     token = os.environ.get(env_name, "").strip()
     if token_env and not token:
         typer.echo(f"error: --token-env {token_env}: the variable is not set or empty", err=True)
-        raise typer.Exit(2)
-    api_key = (
-        os.environ.get(api_key_env, "").strip() if base_url or (model or "").startswith("openai:") else ""
-    )
-    spec = model
-    if spec and base_url and not spec.startswith("openai:"):
-        spec = f"openai:{spec}"
-    engine_options: dict[str, object] = {}
-    if threads and spec and not spec.startswith("openai:"):
-        engine_options["threads"] = threads
+        raise typer.Exit(EXIT_USAGE)
+    engine = engine_spec(model, base_url, api_key_env, threads, default=False)
+    api_key = engine.api_key or ""
     try:
         settings = ServerSettings(
-            model=spec,
+            model=engine.model,
             base_url=base_url,
             api_key=SecretStr(api_key) if api_key else None,
-            engine_options=engine_options,
+            engine_options={"threads": engine.threads} if engine.threads else {},
             default_ranker=default_ranker,
             index_dir=index,
             api_token=SecretStr(token) if token else None,
@@ -120,19 +112,24 @@ def serve_cmd(
         )
     except ValidationError as exc:
         typer.echo(f"error: invalid settings: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_USAGE) from None
     configure_logging(log_level, Redactor([token, api_key]))
     if not token and not _is_loopback(host):
         logger.warning("serving on a non-loopback address without a bearer token", extra={"host": host})
     logger.info(
         "starting",
-        extra={"host": host, "port": port, "model": spec, "auth": bool(token), "index": str(index or "")},
+        extra={
+            "host": host,
+            "port": port,
+            "model": engine.model,
+            "auth": bool(token),
+            "index": str(index or ""),
+        },
     )
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
     except HoprankError as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from None
+        raise fail(exc) from None
 
 
 def register(app: typer.Typer) -> None:
