@@ -44,3 +44,9 @@ def test_exit_code_table_and_params() -> None:
     assert parse_params(["a=1", "b=x", "c=[1, 2]"]) == {"a": 1, "b": "x", "c": [1, 2]}
     with pytest.raises(InvalidInput, match="--engine-param expects key=value"):
         parse_params(["oops"], "--engine-param")
+
+
+def test_identity_names_the_engine_without_loading_it() -> None:
+    assert EngineSpec("openai:m", base_url="http://h/v1").identity() == {"engine": "openai", "model": "m"}
+    ident = EngineSpec("smollm2-135m").identity()  # resolves the pack; loads no weights
+    assert ident["engine"] == "transformers" and len(ident["gguf_sha256"]) == 64

@@ -22,10 +22,21 @@ from typing import Any
 from hoprank.errors import ConfigError
 from hoprank.llm.base import LLM
 
-__all__ = ["DEFAULT_API_KEY_ENV", "OPENAI_PREFIX", "EngineSpec"]
+__all__ = ["BACKENDS", "DEFAULT_API_KEY_ENV", "OPENAI_PREFIX", "EngineSpec", "split_spec"]
 
 OPENAI_PREFIX = "openai:"
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+BACKENDS = ("openai", "vllm", "transformers")
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``(backend, model)`` of a spec: ``openai:m``, ``vllm:m``, ``transformers:m``, or a bare
+    pack name / folder / ``.gguf`` path (transformers)."""
+    spec = spec.strip()
+    backend, sep, rest = spec.partition(":")
+    if not sep or backend not in BACKENDS:
+        return "transformers", spec
+    return backend, rest
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,26 @@ class EngineSpec:
         if self.threads:
             kwargs["threads"] = self.threads
         return kwargs
+
+    def identity(self) -> dict[str, Any]:
+        """Who the engine is, without loading it: backend and model and, for a local model,
+        the folder and GGUF sha256 its ``describe()`` reports too (a pack is pulled if it
+        is not yet, never loaded). For manifests of runs whose engines live elsewhere."""
+        if not self.model:
+            raise ConfigError("no model configured")
+        backend, model = split_spec(self.model)
+        if backend != "transformers":
+            return {"engine": backend, "model": model}
+        from hoprank.llm.packs import resolve
+
+        r = resolve(model)
+        return {
+            "engine": "transformers",
+            "model": r.name,
+            "path": str(r.path),
+            "source": r.source,
+            "gguf_sha256": r.gguf_sha256,
+        }
 
     def load(self) -> LLM:
         """Build the engine (blocking: a local model loads here)."""
