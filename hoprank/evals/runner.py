@@ -174,6 +174,50 @@ async def _execute(
     await rank_items(plan.ranker, pending, concurrency=config.concurrency, top_k=config.top_k, on_record=sink)
 
 
+def _new_attempt(config: ExperimentConfig, *, resumed: int, pending: int) -> dict[str, Any]:
+    """The manifest's record of this attempt (finished and timed when it ends)."""
+    return {
+        "started_at": time.time(),
+        "executor": config.executor,
+        "concurrency": config.concurrency,
+        "resumed": resumed,
+        "pending": pending,
+    }
+
+
+async def _finish(
+    config: ExperimentConfig,
+    plan: _Plan,
+    folder: RunFolder,
+    manifest: dict[str, Any],
+    attempt: dict[str, Any],
+    done: dict[str, dict[str, Any]],
+    plots: bool,
+) -> RunResult:
+    """Write the outputs and the completed manifest; the run's result."""
+    qids = plan.qids
+    if isinstance(plan.engine, CachedEngine):
+        manifest["cache"] = plan.engine.stats()
+    manifest.update(status="complete", finished_at=attempt["finished_at"])
+    m = await asyncio.to_thread(
+        write_outputs, folder.path, plan.ds, qids, plan.first_stage, done, manifest,
+        metrics=config.metrics, plots=plots,
+    )  # fmt: skip
+    manifest["outputs"] = folder.outputs()
+    folder.write_manifest(manifest)
+    return RunResult(
+        run_dir=folder.path,
+        config=config,
+        metrics=m["aggregate"],
+        first_stage_metrics=m["first_stage"],
+        per_query=m["per_query"],
+        n_queries=len(qids),
+        resumed=attempt["resumed"],
+        executed=attempt["executed"],
+        manifest=manifest,
+    )
+
+
 async def arun_experiment(
     config: ExperimentConfig,
     out_dir: str | os.PathLike[str],
@@ -201,13 +245,7 @@ async def arun_experiment(
     log = folder.results()
     done = log.load()
     pending = [it for it in plan.items if it[0] not in done]
-    attempt: dict[str, Any] = {
-        "started_at": time.time(),
-        "executor": config.executor,
-        "concurrency": config.concurrency,
-        "resumed": len([q for q in qids if q in done]),
-        "pending": len(pending),
-    }
+    attempt = _new_attempt(config, resumed=len([q for q in qids if q in done]), pending=len(pending))
     manifest = _manifest(config, plan, folder, attempt)
     folder.write_manifest(manifest)
     if done:
@@ -234,26 +272,7 @@ async def arun_experiment(
             raise
 
     attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, executed=len(pending))
-    if isinstance(plan.engine, CachedEngine):
-        manifest["cache"] = plan.engine.stats()
-    manifest.update(status="complete", finished_at=attempt["finished_at"])
-    m = await asyncio.to_thread(
-        write_outputs, folder.path, plan.ds, qids, plan.first_stage, done, manifest,
-        metrics=config.metrics, plots=plots,
-    )  # fmt: skip
-    manifest["outputs"] = folder.outputs()
-    folder.write_manifest(manifest)
-    return RunResult(
-        run_dir=folder.path,
-        config=config,
-        metrics=m["aggregate"],
-        first_stage_metrics=m["first_stage"],
-        per_query=m["per_query"],
-        n_queries=len(qids),
-        resumed=attempt["resumed"],
-        executed=len(pending),
-        manifest=manifest,
-    )
+    return await _finish(config, plan, folder, manifest, attempt, done, plots)
 
 
 def run_experiment(config: ExperimentConfig, out_dir: str | os.PathLike[str], **kwargs: Any) -> RunResult:
