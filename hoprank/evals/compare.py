@@ -150,6 +150,54 @@ def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, manifest
 
 
+_Loaded = list[tuple[tuple[dict[str, Any], dict[str, Any]], Path]]
+"""Per run: (metrics.json, manifest.json) and its folder."""
+
+
+def _labels(loaded: _Loaded) -> list[str]:
+    """Each run's label, made unique by its folder name, then by its position."""
+    raw = [str(man.get("label") or m.get("label") or d.name) for (m, man), d in loaded]
+    labels = [
+        lab if raw.count(lab) == 1 else f"{lab} ({d.name})" for lab, (_, d) in zip(raw, loaded, strict=True)
+    ]
+    return [lab if labels.count(lab) == 1 else f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
+
+
+def _compare_metric(
+    metric: str, vals: dict[str, list[float]], labels: list[str], *, n_resamples: int, seed: int
+) -> MetricComparison:
+    """One metric's means, and every run's paired difference from the baseline (``labels[0]``)."""
+    mc = MetricComparison(
+        metric=metric,
+        n=len(vals[labels[0]]),
+        means={lab: sum(v) / len(v) for lab, v in vals.items()},
+    )
+    base = vals[labels[0]]
+    for lab in labels[1:]:
+        diffs = [y - x for x, y in zip(base, vals[lab], strict=True)]
+        mc.delta[lab] = sum(diffs) / len(diffs)
+        mc.wins[lab] = sum(1 for d in diffs if d > 1e-12)
+        mc.losses[lab] = sum(1 for d in diffs if d < -1e-12)
+        mc.ties[lab] = len(diffs) - mc.wins[lab] - mc.losses[lab]
+        tests = paired_tests(base, vals[lab], n_resamples=n_resamples, seed=seed)
+        mc.p_permutation[lab] = tests["permutation"]
+        mc.p_wilcoxon[lab] = tests["wilcoxon"]
+        mc.p_ttest[lab] = tests["ttest"]
+    return mc
+
+
+def _summary(label: str, m: dict[str, Any], man: dict[str, Any], path: Path) -> RunSummary:
+    return RunSummary(
+        label=label,
+        path=str(path),
+        dataset_hash=man.get("dataset", {}).get("hash"),
+        n_queries=int(m.get("n_queries", len(m["per_query"]))),
+        latency_mean_s=float(m.get("latency", {}).get("mean_s", 0.0)),
+        tokens_per_query=float(m.get("usage", {}).get("tokens_per_query", 0.0)),
+        first_stage=m.get("first_stage", {}),
+    )
+
+
 def compare(
     run_dirs: Sequence[str | os.PathLike[str]],
     *,
@@ -163,11 +211,7 @@ def compare(
     if len(run_dirs) < 2:
         raise ConfigError("compare needs at least two run folders")
     loaded = [(_load(Path(d)), Path(d)) for d in run_dirs]
-    raw = [str(man.get("label") or m.get("label") or d.name) for (m, man), d in loaded]
-    labels = [
-        lab if raw.count(lab) == 1 else f"{lab} ({d.name})" for lab, (_, d) in zip(raw, loaded, strict=True)
-    ]
-    labels = [lab if labels.count(lab) == 1 else f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
+    labels = _labels(loaded)
     notes: list[str] = []
     hashes = {man.get("dataset", {}).get("hash") for (_, man), _ in loaded}
     if len(hashes) > 1:
@@ -202,35 +246,8 @@ def compare(
             lab: [float(m["per_query"][q][metric]) for q in qs]
             for lab, ((m, _), _) in zip(labels, loaded, strict=True)
         }
-        mc = MetricComparison(
-            metric=metric, n=len(qs), means={lab: sum(v) / len(v) for lab, v in vals.items()}
-        )
-        base = vals[labels[0]]
-        for lab in labels[1:]:
-            diffs = [y - x for x, y in zip(base, vals[lab], strict=True)]
-            mc.delta[lab] = sum(diffs) / len(diffs)
-            mc.wins[lab] = sum(1 for d in diffs if d > 1e-12)
-            mc.losses[lab] = sum(1 for d in diffs if d < -1e-12)
-            mc.ties[lab] = len(diffs) - mc.wins[lab] - mc.losses[lab]
-            tests = paired_tests(base, vals[lab], n_resamples=n_resamples, seed=seed)
-            mc.p_permutation[lab], mc.p_wilcoxon[lab], mc.p_ttest[lab] = (
-                tests["permutation"],
-                tests["wilcoxon"],
-                tests["ttest"],
-            )
-        out.append(mc)
-    runs = [
-        RunSummary(
-            label=lab,
-            path=str(d),
-            dataset_hash=man.get("dataset", {}).get("hash"),
-            n_queries=int(m.get("n_queries", len(m["per_query"]))),
-            latency_mean_s=float(m.get("latency", {}).get("mean_s", 0.0)),
-            tokens_per_query=float(m.get("usage", {}).get("tokens_per_query", 0.0)),
-            first_stage=m.get("first_stage", {}),
-        )
-        for lab, ((m, man), d) in zip(labels, loaded, strict=True)
-    ]
+        out.append(_compare_metric(metric, vals, labels, n_resamples=n_resamples, seed=seed))
+    runs = [_summary(lab, m, man, d) for lab, ((m, man), d) in zip(labels, loaded, strict=True)]
     return Comparison(baseline=labels[0], runs=runs, queries=order, metrics=out, notes=notes)
 
 
