@@ -127,7 +127,7 @@ class DecomposeRetrieveRerank:
         self.concurrency = concurrency
 
     async def _retrieve(self, query: str) -> tuple[list[Document], Step]:
-        step = Step(kind="retrieve", name=getattr(self.retriever, "name", "retriever"))
+        step = Step(kind="retrieve", name=self.retriever.name)
         step.input = {"query": query, "k": self.k}
         t0 = time.perf_counter()
         docs = list(await self.retriever.search(query, self.k))
@@ -221,7 +221,7 @@ class DecomposeRetrieveRerank:
         step = Step(
             started_at=started,
             kind="rerank",
-            name=getattr(self.ranker, "name", "ranker"),
+            name=self.ranker.name,
             input={"query": question, "ids": [d.id for d in pool]},
             output={"ids": ranking.ids, "fallbacks": ranking.fallbacks},
             usage=ranking.usage,

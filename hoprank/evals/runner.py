@@ -137,7 +137,7 @@ def _manifest(
         },
         "queries": {"n": len(qids), "ids": qids},
         "ranker": {
-            "name": getattr(plan.ranker, "name", config.ranker),
+            "name": plan.ranker.name if plan.ranker is not None else config.ranker,
             "class": type(plan.ranker).__qualname__ if plan.ranker is not None else None,
             "params": config.ranker_params,
         },
