@@ -1,6 +1,7 @@
 """Engine choice shared by the benchmark scripts.
 
-``--engine transformers`` (default) loads the model in process (``TransformersEngine``);
+Engines load through :class:`hoprank.llm.spec.EngineSpec`, like the CLI's and the
+service's. ``--engine transformers`` (default) loads the model in process (``TransformersEngine``);
 ``--engine openai`` talks to a running OpenAI-compatible server (``--base-url``,
 ``--server``); ``--engine llamacpp`` starts a real llama.cpp server on 127.0.0.1 for the
 pack's verified GGUF (``--model`` must be a pack name) and talks to it through
@@ -43,20 +44,18 @@ def _hf_tokenizer(model: str) -> Any:
 @contextlib.contextmanager
 def open_engine(args: argparse.Namespace) -> Iterator[Any]:
     """The engine ``args`` ask for; a llama.cpp server started here is stopped on exit."""
+    from hoprank.llm.spec import OPENAI_PREFIX, EngineSpec
+
     if args.engine == "transformers":
-        from hoprank.llm.transformers_engine import TransformersEngine
-
-        kwargs: dict[str, Any] = {"threads": args.threads}
-        if args.attn:
-            kwargs["attn_implementation"] = args.attn
-        yield TransformersEngine(args.model, **kwargs)
+        attn = {"attn_implementation": args.attn} if args.attn else {}
+        yield EngineSpec(f"transformers:{args.model}", threads=args.threads, options=attn).load()
         return
-    from hoprank.llm.openai_engine import OpenAIEngine
-
     if args.engine == "openai":
-        yield OpenAIEngine(model=args.model, base_url=args.base_url, server=args.server, timeout=args.timeout)
+        options = {"server": args.server, "timeout": args.timeout}
+        yield EngineSpec(OPENAI_PREFIX + args.model, base_url=args.base_url, options=options).load()
         return
     from hoprank.llm.llamacpp_server import LlamaCppServer
+    from hoprank.llm.openai_engine import OpenAIEngine
 
     tokenizer = _hf_tokenizer(args.model)
     with LlamaCppServer.from_pack(args.model, threads=args.threads, n_ctx=args.n_ctx) as server:

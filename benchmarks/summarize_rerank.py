@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from rerank_dl19 import hotpot_metrics, load, ndcg10  # noqa: E402
 
 from hoprank.evals.results import ResultsLog  # noqa: E402
-from hoprank.tools.hybrid import rrf_fuse  # noqa: E402
+from hoprank.runs import rrf_fuse  # noqa: E402
 from hoprank.types import Document, Ranking  # noqa: E402
 
 

@@ -4,11 +4,10 @@
 load lazily from :mod:`hoprank.llm` when first used.
 """
 
+from hoprank._version import __version__
 from hoprank.errors import HoprankError
 from hoprank.prompts import PromptTemplate, list_prompts, load_prompt
 from hoprank.types import Document, Ranking, Step, Usage
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Document",

@@ -10,7 +10,7 @@ from rank_data import dl19_query
 from hoprank.errors import ConfigError
 from hoprank.llm.scripted import ScriptedEngine
 from hoprank.rankers import FIRST, BaseRanker, Identity, PriorFusion, RankerOutput, make_ranker
-from hoprank.tools.hybrid import rrf_fuse
+from hoprank.runs import rrf_fuse
 from hoprank.types import Document
 
 DOCS = [Document(id=f"d{i}", text=f"passage {i}") for i in range(6)]

@@ -16,7 +16,6 @@ from hoprank.types import Document, Step
 
 __all__ = [
     "format_passages",
-    "fuse",
     "gather_bounded",
     "llm_step",
     "norm_query",
@@ -123,13 +122,3 @@ def format_passages(docs: Sequence[Document], *, max_words: int | None = 100) ->
         text = " ".join(words[:max_words]) + (" ..." if max_words and len(words) > max_words else "")
         lines.append(f"[{d.id}] {text}")
     return "\n".join(lines)
-
-
-def fuse(
-    rankings: Sequence[Sequence[Document]], *, k: int = 60, weights: Sequence[float] | None = None
-) -> list[Document]:
-    """Reciprocal-rank fusion of several result lists, deduplicated by id (the tools
-    layer's :func:`rrf_fuse`)."""
-    from hoprank.tools.hybrid import rrf_fuse
-
-    return list(rrf_fuse([list(r) for r in rankings], k=k, weights=weights))

@@ -20,7 +20,7 @@ from hoprank._sync import run_sync
 from hoprank.agents._common import gather_bounded, llm_step, norm_query, resolve_prompt, unique
 from hoprank.agents._json import parse_model
 from hoprank.errors import InvalidInput, ParseError
-from hoprank.llm.base import LLM, Message
+from hoprank.llm.base import LLM, Completion, Message
 from hoprank.prompts.registry import PromptLike, prompt_param
 from hoprank.types import Step, Usage
 
@@ -253,53 +253,59 @@ class Decomposer:
             raise InvalidInput("question must be a non-empty string")
         question = question.strip()
         variables = {"question": question, "max_sub_questions": self.max_sub_questions}
-        text, step, comp = await llm_step(
+        text, step, comp = await self._call(variables, "decompose")
+        try:
+            subs = self._parse(text, comp.text, step)
+            return Decomposition(question=question, sub_questions=subs, usage=step.usage, trace=[step])
+        except ParseError as e:
+            step.error = error = str(e)
+        if not self.reask:
+            return self._fallback(question, [step], reasked=False)
+        step2, subs2 = await self._reask(variables, text, error)
+        if subs2 is None:
+            return self._fallback(question, [step, step2], reasked=True)
+        return Decomposition(
+            question=question,
+            sub_questions=subs2,
+            reasked=True,
+            usage=step.usage + step2.usage,
+            trace=[step, step2],
+        )
+
+    async def _call(
+        self, variables: dict[str, Any], name: str, **kwargs: Any
+    ) -> tuple[str, Step, Completion]:
+        return await llm_step(
             self.engine,
             self.prompt,
             variables,
             kind="decompose",
-            name="decompose",
+            name=name,
             max_tokens=self.max_tokens,
             temperature=self.temperature,
+            **kwargs,
         )
-        trace = [step]
+
+    async def _reask(self, variables: dict[str, Any], text: str, error: str) -> tuple[Step, list[str] | None]:
+        """Show the model its unparsable answer and the error; its step and the
+        sub-questions (None when the second answer does not parse either)."""
+        repair = str(prompt_param(self.prompt, "repair", "decompose@1"))
+        extra: list[Message] = [
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": repair.replace("{error}", error)},
+        ]
+        text2, step2, comp2 = await self._call(
+            variables, "decompose.reask", trace_input={**variables, "error": error}, extra_messages=extra
+        )
         try:
-            subs = self._parse(text, comp.text, step)
-            return Decomposition(question=question, sub_questions=subs, usage=step.usage, trace=trace)
+            return step2, self._parse(text2, comp2.text, step2)
         except ParseError as e:
-            step.error = str(e)
-            error = str(e)
-        reasked = False
-        if self.reask:
-            reasked = True
-            repair = str(prompt_param(self.prompt, "repair", "decompose@1"))
-            extra: list[Message] = [
-                {"role": "assistant", "content": text},
-                {"role": "user", "content": repair.replace("{error}", error)},
-            ]
-            text2, step2, comp2 = await llm_step(
-                self.engine,
-                self.prompt,
-                variables,
-                kind="decompose",
-                name="decompose.reask",
-                max_tokens=self.max_tokens,
-                temperature=self.temperature,
-                trace_input={**variables, "error": error},
-                extra_messages=extra,
-            )
-            trace.append(step2)
-            try:
-                subs = self._parse(text2, comp2.text, step2)
-                return Decomposition(
-                    question=question,
-                    sub_questions=subs,
-                    reasked=True,
-                    usage=step.usage + step2.usage,
-                    trace=trace,
-                )
-            except ParseError as e:
-                step2.error = str(e)
+            step2.error = str(e)
+            return step2, None
+
+    @staticmethod
+    def _fallback(question: str, trace: list[Step], *, reasked: bool) -> Decomposition:
+        """The original question as the only sub-question, marked on the last step."""
         last = trace[-1]
         last.fallback = True
         last.output = {"sub_questions": [question], "fallback_to": "original question"}

@@ -26,7 +26,6 @@ from hoprank._sync import run_sync
 from hoprank.agents._common import (
     check_documents,
     format_passages,
-    fuse,
     gather_bounded,
     llm_step,
     norm_query,
@@ -34,9 +33,10 @@ from hoprank.agents._common import (
 )
 from hoprank.agents._json import parse_model
 from hoprank.errors import InvalidInput, ParseError, PromptError
-from hoprank.llm.base import LLM
+from hoprank.llm.base import LLM, Completion
 from hoprank.prompts.registry import PromptLike, load_prompt
 from hoprank.rankers.base import Ranker
+from hoprank.runs import rrf_fuse
 from hoprank.tools.base import Retriever
 from hoprank.types import Document, Step, Usage
 
@@ -174,6 +174,7 @@ class _Run:
         self.notes: list[str] = []
         self.observation = ""
         self.steps = 0
+        self.bad = 0  # unusable replies or repeated queries in a row
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -341,7 +342,7 @@ class MultiHopAgent:
     ) -> AgentResult:
         valid = [c for c in dict.fromkeys(citations) if c in run.docs]
         invalid = [c for c in dict.fromkeys(citations) if c not in run.docs]
-        ordered = fuse(run.lists, k=self.rrf_k) if run.lists else []
+        ordered = rrf_fuse(run.lists, k=self.rrf_k) if run.lists else []
         if self.ranker is not None and len(ordered) > 1:
             try:
                 ranking = await self._within(run, self.ranker.arank(run.question, ordered))
@@ -386,7 +387,6 @@ class MultiHopAgent:
             raise InvalidInput("question must be a non-empty string")
         run = _Run(question.strip())
         run.observation = self._observe("start")
-        bad = 0
         try:
             if self.initial_search:
                 await self._search(run, run.question, name="retrieve.initial")
@@ -394,59 +394,69 @@ class MultiHopAgent:
                 reason = self._budget_left(run)
                 if reason is not None:
                     return await self._finish(run, "budget_exhausted", reason=reason)
-                variables = self._variables(run)
-                text, step, comp = await self._within(
-                    run,
-                    llm_step(
-                        self.engine,
-                        self.prompt,
-                        variables,
-                        kind="agent",
-                        name="agent.step",
-                        max_tokens=self.max_tokens,
-                        temperature=self.temperature,
-                        trace_input={**variables, "passages": run.order[: self.max_passages]},
-                        trace=run.trace,
-                    ),
-                )
-                run.steps += 1
-                run.usage = run.usage + step.usage.model_copy(update={"seconds": 0.0})
-                try:
-                    action = self._parse(text, comp.text)
-                except ParseError as e:
-                    step.error = str(e)
-                    bad += 1
-                    run.observation = self._observe("bad_reply", error=e)
-                    if bad >= self.max_bad_replies:
-                        return await self._finish(
-                            run, "failed", reason=f"{bad} unusable replies in a row; last: {e}"
-                        )
-                    continue
-                step.output = action.model_dump()
-                if action.notes.strip() and action.notes.strip() not in run.notes:
-                    run.notes.append(action.notes.strip())
-                if action.action == "answer":
-                    return await self._finish(
-                        run, "answered", answer=str(action.answer).strip(), citations=action.citations
-                    )
-                query = str(action.query).strip()
-                if norm_query(query) in run.seen:
-                    bad += 1
-                    step.error = f"repeated query: {query!r}"
-                    run.observation = self._observe("repeated", query=query)
-                    if bad >= self.max_bad_replies:
-                        return await self._finish(
-                            run,
-                            "failed",
-                            reason=f"stuck: {bad} unusable replies or repeated queries in a row",
-                        )
-                    continue
-                bad = 0
-                await self._search(run, query, name="retrieve")
+                result = await self._turn(run)
+                if result is not None:
+                    return result
         except _Timeout:
             return await self._finish(
                 run, "budget_exhausted", reason=f"max_seconds={self.budget.max_seconds} reached"
             )
+
+    async def _ask(self, run: _Run) -> tuple[str, Step, Completion]:
+        """One model call on the run's state (its step joins the trace)."""
+        variables = self._variables(run)
+        text, step, comp = await self._within(
+            run,
+            llm_step(
+                self.engine,
+                self.prompt,
+                variables,
+                kind="agent",
+                name="agent.step",
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                trace_input={**variables, "passages": run.order[: self.max_passages]},
+                trace=run.trace,
+            ),
+        )
+        run.steps += 1
+        run.usage = run.usage + step.usage.model_copy(update={"seconds": 0.0})
+        return text, step, comp
+
+    async def _turn(self, run: _Run) -> AgentResult | None:
+        """Ask the model, then act on its reply: the result when the run ends, else None."""
+        text, step, comp = await self._ask(run)
+        try:
+            action = self._parse(text, comp.text)
+        except ParseError as e:
+            step.error = str(e)
+            run.bad += 1
+            run.observation = self._observe("bad_reply", error=e)
+            if run.bad >= self.max_bad_replies:
+                return await self._finish(
+                    run, "failed", reason=f"{run.bad} unusable replies in a row; last: {e}"
+                )
+            return None
+        step.output = action.model_dump()
+        if action.notes.strip() and action.notes.strip() not in run.notes:
+            run.notes.append(action.notes.strip())
+        if action.action == "answer":
+            return await self._finish(
+                run, "answered", answer=str(action.answer).strip(), citations=action.citations
+            )
+        query = str(action.query).strip()
+        if norm_query(query) in run.seen:
+            run.bad += 1
+            step.error = f"repeated query: {query!r}"
+            run.observation = self._observe("repeated", query=query)
+            if run.bad >= self.max_bad_replies:
+                return await self._finish(
+                    run, "failed", reason=f"stuck: {run.bad} unusable replies or repeated queries in a row"
+                )
+            return None
+        run.bad = 0
+        await self._search(run, query, name="retrieve")
+        return None
 
     def _parse(self, text: str, continuation: str) -> AgentAction:
         try:

@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
 from hoprank._sync import run_sync
-from hoprank.agents._common import check_documents, fuse, gather_bounded, norm_query, unique
+from hoprank.agents._common import check_documents, gather_bounded, norm_query, unique
 from hoprank.agents.answer import Answerer
 from hoprank.agents.decompose import Decomposer
 from hoprank.agents.rewrite import Rewriter
 from hoprank.errors import InvalidInput
 from hoprank.rankers.base import Ranker
+from hoprank.runs import rrf_fuse
 from hoprank.tools.base import Retriever
 from hoprank.types import Document, Step, Usage
 
@@ -48,6 +50,31 @@ class PipelineResult(BaseModel):
     @property
     def ids(self) -> list[str]:
         return [d.id for d in self.evidence]
+
+
+@dataclass
+class _Queries:
+    """The query-planning stage's result: what to retrieve for, and how it was found."""
+
+    queries: list[str]
+    sub_questions: list[str] = field(default_factory=list)
+    fallback: bool = False
+    trace: list[Step] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass
+class _Bridge:
+    """The bridge stage's result: the short answer to the first sub-question (None when
+    unusable), the sub-question itself when it had to be retrieved (with its list), the
+    new queries the answer makes, and the stage's trace and usage."""
+
+    answer: str | None = None
+    queries: list[str] = field(default_factory=list)
+    lists: list[list[Document]] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    trace: list[Step] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
 
 
 class DecomposeRetrieveRerank:
@@ -100,7 +127,7 @@ class DecomposeRetrieveRerank:
         self.concurrency = concurrency
 
     async def _retrieve(self, query: str) -> tuple[list[Document], Step]:
-        step = Step(kind="retrieve", name=getattr(self.retriever, "name", "retriever"))
+        step = Step(kind="retrieve", name=self.retriever.name)
         step.input = {"query": query, "k": self.k}
         t0 = time.perf_counter()
         docs = list(await self.retriever.search(query, self.k))
@@ -115,90 +142,94 @@ class DecomposeRetrieveRerank:
             raise InvalidInput("question must be a non-empty string")
         question = question.strip()
         t0 = time.perf_counter()
-        trace: list[Step] = []
-        usage = Usage()
-        sub_questions: list[str] = []
-        fallback = False
-        queries = [question]
-        if self.decomposer is not None:
-            dec = await self.decomposer.adecompose(question)
-            trace.extend(dec.trace)
-            usage = usage + dec.usage
-            sub_questions = dec.sub_questions
-            fallback = dec.fallback
-            queries = dec.queries if self.include_original else unique(sub_questions) or [question]
-        if self.rewriter is not None:
-            rewrites = await gather_bounded(
-                (self.rewriter.arewrite(q) for q in queries), self.rewriter.concurrency
-            )
-            for rw in rewrites:
-                trace.extend(rw.trace)
-                usage = usage + rw.usage
-            queries = unique(q for rw in rewrites for q in rw.queries)
-
-        results = await gather_bounded((self._retrieve(q) for q in queries), self.concurrency)
-        lists = [docs for docs, _ in results]
-        trace.extend(step for _, step in results)
+        plan = await self._plan_queries(question)
+        trace, usage, queries = [*plan.trace], plan.usage, plan.queries
+        lists, steps = await self._retrieve_all(queries)
+        trace.extend(steps)
         main_keys = {norm_query(question)}
-
         bridge = None
         if self.bridge_answerer is not None:
-            bridge, extra_queries, extra_usage = await self._bridge(
-                self.bridge_answerer, question, sub_questions, queries, lists, trace
-            )
-            usage = usage + extra_usage
+            br = await self._bridge(self.bridge_answerer, question, plan.sub_questions, queries, lists)
+            trace.extend(br.trace)
+            usage = usage + br.usage
+            bridge = br.answer
             if bridge is not None:
                 main_keys.add(norm_query(f"{question} {bridge}"))
-            if extra_queries:
-                extra = await gather_bounded((self._retrieve(q) for q in extra_queries), self.concurrency)
-                trace.extend(step for _, step in extra)
-                queries = [*queries, *extra_queries]
-                lists = [*lists, *(docs for docs, _ in extra)]
+            extra_lists, extra_steps = await self._retrieve_all(br.extra)
+            trace.extend(extra_steps)
+            queries = [*queries, *br.queries, *br.extra]
+            lists = [*lists, *br.lists, *extra_lists]
         weights = [self.original_weight if norm_query(q) in main_keys else 1.0 for q in queries]
-
-        fuse_step = Step(
-            kind="fuse",
-            name="rrf",
-            input={"lists": len(lists), "rrf_k": self.rrf_k, "weights": weights},
-        )
-        t_fuse = time.perf_counter()
-        fused = fuse(lists, k=self.rrf_k, weights=weights) if lists else []
-        fuse_step.seconds = time.perf_counter() - t_fuse
-        fuse_step.output = {"ids": [d.id for d in fused], "before_dedupe": sum(len(x) for x in lists)}
+        fused, fuse_step = self._fuse(lists, weights)
         trace.append(fuse_step)
-
-        ranked = fused
-        if self.ranker is not None and len(fused) > 1:
-            pool = fused[: self.pool_depth]
-            started = time.time()
-            ranking = await self.ranker.arank(question, pool)
-            rerank_step = Step(
-                started_at=started,
-                kind="rerank",
-                name=getattr(self.ranker, "name", "ranker"),
-                input={"query": question, "ids": [d.id for d in pool]},
-                output={"ids": ranking.ids, "fallbacks": ranking.fallbacks},
-                usage=ranking.usage,
-                seconds=ranking.usage.seconds,
-                fallback=ranking.fallbacks > 0,
-            )
-            trace.extend(ranking.trace)
-            trace.append(rerank_step)
-            usage = usage + ranking.usage.model_copy(update={"seconds": 0.0})
-            ranked = list(ranking.documents) + fused[self.pool_depth :]
-
-        usage = usage.model_copy(update={"seconds": time.perf_counter() - t0})
+        ranked, rerank_trace, rerank_usage = await self._rerank(question, fused)
+        trace.extend(rerank_trace)
+        usage = (usage + rerank_usage).model_copy(update={"seconds": time.perf_counter() - t0})
         return PipelineResult(
             question=question,
-            sub_questions=sub_questions,
+            sub_questions=plan.sub_questions,
             queries=queries,
             bridge=bridge,
             evidence=ranked[: self.top_k],
             ranked=ranked,
-            fallback=fallback,
+            fallback=plan.fallback,
             usage=usage,
             trace=trace,
         )
+
+    async def _plan_queries(self, question: str) -> _Queries:
+        """Decompose (sub-questions, with or without the question) and rewrite."""
+        out = _Queries(queries=[question])
+        if self.decomposer is not None:
+            dec = await self.decomposer.adecompose(question)
+            out.trace.extend(dec.trace)
+            out.usage = out.usage + dec.usage
+            out.sub_questions, out.fallback = dec.sub_questions, dec.fallback
+            out.queries = dec.queries if self.include_original else unique(dec.sub_questions) or [question]
+        if self.rewriter is not None:
+            rewrites = await gather_bounded(
+                (self.rewriter.arewrite(q) for q in out.queries), self.rewriter.concurrency
+            )
+            for rw in rewrites:
+                out.trace.extend(rw.trace)
+                out.usage = out.usage + rw.usage
+            out.queries = unique(q for rw in rewrites for q in rw.queries)
+        return out
+
+    async def _retrieve_all(self, queries: Sequence[str]) -> tuple[list[list[Document]], list[Step]]:
+        """Each query's documents and retrieve step, at most ``concurrency`` searches at once."""
+        results = await gather_bounded((self._retrieve(q) for q in queries), self.concurrency)
+        return [docs for docs, _ in results], [step for _, step in results]
+
+    def _fuse(self, lists: list[list[Document]], weights: list[float]) -> tuple[list[Document], Step]:
+        step = Step(
+            kind="fuse", name="rrf", input={"lists": len(lists), "rrf_k": self.rrf_k, "weights": weights}
+        )
+        t0 = time.perf_counter()
+        fused = rrf_fuse(lists, k=self.rrf_k, weights=weights) if lists else []
+        step.seconds = time.perf_counter() - t0
+        step.output = {"ids": [d.id for d in fused], "before_dedupe": sum(len(x) for x in lists)}
+        return fused, step
+
+    async def _rerank(self, question: str, fused: list[Document]) -> tuple[list[Document], list[Step], Usage]:
+        """The fused list with its head (``pool_depth``) reranked, the ranker's trace and usage."""
+        if self.ranker is None or len(fused) <= 1:
+            return fused, [], Usage()
+        pool = fused[: self.pool_depth]
+        started = time.time()
+        ranking = await self.ranker.arank(question, pool)
+        step = Step(
+            started_at=started,
+            kind="rerank",
+            name=self.ranker.name,
+            input={"query": question, "ids": [d.id for d in pool]},
+            output={"ids": ranking.ids, "fallbacks": ranking.fallbacks},
+            usage=ranking.usage,
+            seconds=ranking.usage.seconds,
+            fallback=ranking.fallbacks > 0,
+        )
+        ranked = list(ranking.documents) + fused[self.pool_depth :]
+        return ranked, [*ranking.trace, step], ranking.usage.model_copy(update={"seconds": 0.0})
 
     async def _bridge(
         self,
@@ -207,21 +238,21 @@ class DecomposeRetrieveRerank:
         sub_questions: list[str],
         queries: list[str],
         lists: list[list[Document]],
-        trace: list[Step],
-    ) -> tuple[str | None, list[str], Usage]:
-        """Answer the first sub-question; return the answer and the new queries."""
+    ) -> _Bridge:
+        """Answer the first sub-question from its passages (retrieved here when it is not
+        among ``queries``); the answer, the new queries it makes, trace and usage."""
         subs = [s for s in unique(sub_questions) if norm_query(s) != norm_query(question)]
         if not subs:
-            return None, [], Usage()
+            return _Bridge()
+        out = _Bridge()
         first = subs[0]
         keys = [norm_query(q) for q in queries]
         if norm_query(first) in keys:
             docs = lists[keys.index(norm_query(first))]
         else:  # its passages join the fusion like every other query's
-            docs, step = await self._retrieve(first)
-            trace.append(step)
-            queries.append(first)
-            lists.append(docs)
+            docs, retrieve_step = await self._retrieve(first)
+            out.trace.append(retrieve_step)
+            out.queries, out.lists = [first], [docs]
         step = Step(
             kind="bridge",
             name="bridge",
@@ -230,23 +261,25 @@ class DecomposeRetrieveRerank:
         t0 = time.perf_counter()
         ans = await answerer.aanswer(first, docs[: self.bridge_k])
         step.seconds = time.perf_counter() - t0
-        trace.extend(ans.trace)
+        out.trace.extend(ans.trace)
+        out.usage = ans.usage
         answer = ans.answer.strip()
         if ans.fallback or not answer or len(answer.split()) > 12:
             step.fallback = True
             step.error = "no usable short answer to the first sub-question"
             step.output = {"answer": answer}
-            trace.append(step)
-            return None, [], ans.usage
+            out.trace.append(step)
+            return out
         have = set(keys)
-        extra = [
+        out.answer = answer
+        out.extra = [
             q
             for q in unique([f"{question} {answer}", *(f"{s} {answer}" for s in subs[1:])])
             if norm_query(q) not in have
         ]
-        step.output = {"answer": answer, "queries": extra}
-        trace.append(step)
-        return answer, extra, ans.usage
+        step.output = {"answer": answer, "queries": out.extra}
+        out.trace.append(step)
+        return out
 
     async def arun_many(self, questions: Sequence[str], *, concurrency: int = 1) -> list[PipelineResult]:
         """Run several questions, at most ``concurrency`` at a time, in order.

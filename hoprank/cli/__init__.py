@@ -30,7 +30,7 @@ for _mod in _COMMAND_MODULES:
 @app.command()
 def version() -> None:
     """Print the hoprank version."""
-    from hoprank import __version__
+    from hoprank._version import __version__
 
     typer.echo(__version__)
 

@@ -5,7 +5,7 @@ a JSONL corpus (``{"id", "text", "title"?}`` per line) indexed with BM25, either
 the decompose-retrieve-rerank pipeline and the answerer (``--mode pipeline``) or with the
 iterative multi-hop agent (``--mode agent``).
 
-Exit codes: 0 ok, 2 bad input (unreadable corpus, invalid arguments), 1 engine failure.
+Exit codes: the table in :mod:`hoprank.cli._common` (0 ok, 2 bad input, 1 engine failure).
 """
 
 from __future__ import annotations
@@ -13,71 +13,51 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from hoprank.errors import ConfigError, DatasetError, HoprankError, InvalidInput, PromptError
+from hoprank.cli._common import (
+    API_KEY_ENV_OPTION,
+    BASE_URL_OPTION,
+    MODEL_OPTION,
+    THREADS_OPTION,
+    VERBOSE_OPTION,
+    engine_spec,
+    fail,
+    setup_logging,
+)
+from hoprank.errors import DatasetError, HoprankError, InvalidInput
 
 __all__ = ["register"]
 
 logger = logging.getLogger(__name__)
 
-EXIT_ENGINE, EXIT_INPUT = 1, 2
-_INPUT_ERRORS = (InvalidInput, ConfigError, DatasetError, PromptError)
-
 
 def _engine(model: str | None, base_url: str | None, api_key_env: str, threads: int | None) -> Any:
-    from hoprank.llm import load_engine
-    from hoprank.llm.packs import DEFAULT_MODEL
-
-    spec = model or DEFAULT_MODEL
-    kwargs: dict[str, Any] = {}
-    if base_url and not spec.startswith("openai:"):
-        spec = f"openai:{spec}"
-    if spec.startswith("openai:"):
-        if base_url:
-            kwargs["base_url"] = base_url
-        key = os.environ.get(api_key_env)
-        if key:
-            kwargs["api_key"] = key
-    elif threads:
-        kwargs["threads"] = threads
-    return load_engine(spec, **kwargs)
-
-
-def _fail(exc: HoprankError) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(EXIT_INPUT if isinstance(exc, _INPUT_ERRORS) else EXIT_ENGINE)
+    """The engine the options name (a seam the tests replace with a loaded model)."""
+    return engine_spec(model, base_url, api_key_env, threads).load()
 
 
 def decompose_cmd(
     questions: list[str] = typer.Argument(..., help="One or more questions."),
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Engine spec: a pack name, a folder, openai:<model>."
-    ),
-    base_url: str | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible endpoint (implies openai:<model>)."
-    ),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY", "--api-key-env", help="Env var holding the endpoint's key."
-    ),
+    model: str | None = MODEL_OPTION,
+    base_url: str | None = BASE_URL_OPTION,
+    api_key_env: str = API_KEY_ENV_OPTION,
     max_sub_questions: int = typer.Option(
         4, "--max-sub-questions", min=1, help="At most this many sub-questions."
     ),
     prompt: str | None = typer.Option(None, "--prompt", help="Prompt name@version or YAML path."),
     max_tokens: int = typer.Option(200, "--max-tokens", min=1, help="Generation cap per model call."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per question, with the trace."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for a local model."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+    threads: int | None = THREADS_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Split questions into sub-questions."""
     from hoprank.agents import Decomposer
 
-    if verbose:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(verbose)
     try:
         decomposer = Decomposer(
             _engine(model, base_url, api_key_env, threads),
@@ -87,7 +67,7 @@ def decompose_cmd(
         )
         results = asyncio.run(decomposer.adecompose_many(questions))
     except HoprankError as e:
-        raise _fail(e) from e
+        raise fail(e) from e
     for dec in results:
         if as_json:
             typer.echo(dec.model_dump_json())
@@ -164,15 +144,9 @@ def ask_cmd(
     mode: str = typer.Option(
         "pipeline", "--mode", help="pipeline (decompose, retrieve, rerank, answer) or agent."
     ),
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Engine spec: a pack name, a folder, openai:<model>."
-    ),
-    base_url: str | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible endpoint (implies openai:<model>)."
-    ),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY", "--api-key-env", help="Env var holding the endpoint's key."
-    ),
+    model: str | None = MODEL_OPTION,
+    base_url: str | None = BASE_URL_OPTION,
+    api_key_env: str = API_KEY_ENV_OPTION,
     ranker: str = typer.Option("none", "--ranker", "-r", help="none, first, rankgpt, pointwise, icr."),
     k: int = typer.Option(10, "--k", min=1, help="Documents retrieved per query."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Evidence passages given to the answerer."),
@@ -182,12 +156,11 @@ def ask_cmd(
         None, "--max-tokens", min=1, help="Generation cap per model call (default: each component's own)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result (with traces) as JSON."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for a local model."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+    threads: int | None = THREADS_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Answer a question over a JSONL corpus with cited passages."""
-    if verbose:
-        logging.basicConfig(level=logging.INFO, format="%(message)s")
+    setup_logging(verbose)
     try:
         if mode not in ("pipeline", "agent"):
             raise InvalidInput(f"--mode must be 'pipeline' or 'agent', got {mode!r}")
@@ -209,7 +182,7 @@ def ask_cmd(
             )
         )
     except HoprankError as e:
-        raise _fail(e) from e
+        raise fail(e) from e
     if as_json:
         typer.echo(json.dumps(out, ensure_ascii=False))
         return

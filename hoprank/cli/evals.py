@@ -1,8 +1,9 @@
 """``hoprank eval`` (run an experiment into a run folder) and ``hoprank compare`` (runs
 side by side with paired significance tests).
 
-Exit codes: 0 ok; 2 usage or input errors (bad options, dataset/config/prompt errors,
-a missing optional extra); 1 runtime failures (engine errors, anything else).
+Exit codes: the table in :mod:`hoprank.cli._common`: 0 ok; 2 usage or input errors (bad
+options, dataset/config/prompt errors, a missing optional extra); 1 runtime failures
+(engine errors, anything else).
 """
 
 from __future__ import annotations
@@ -10,53 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from hoprank.errors import (
-    CapabilityMissing,
-    ConfigError,
-    DatasetError,
-    HoprankError,
-    InvalidInput,
-    MissingExtra,
-    PromptError,
-)
+from hoprank.cli._common import VERBOSE_OPTION, fail, parse_params, setup_logging
+from hoprank.errors import HoprankError, InvalidInput
+from hoprank.llm.spec import EngineSpec
 
-__all__ = ["parse_params", "register"]
+__all__ = ["register"]
 
 logger = logging.getLogger(__name__)
-
-EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
-_INPUT_ERRORS = (ConfigError, DatasetError, InvalidInput, PromptError, CapabilityMissing, MissingExtra)
-
-
-def parse_params(pairs: list[str] | None, option: str = "--param") -> dict[str, Any]:
-    """``key=value`` pairs; values are parsed as JSON when they can be (numbers, bools, lists)."""
-    out: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInput(f"{option} expects key=value, got {pair!r}")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except ValueError:
-            out[key.strip()] = raw
-    return out
-
-
-def _fail(e: BaseException) -> typer.Exit:
-    code = EXIT_USAGE if isinstance(e, _INPUT_ERRORS) else EXIT_RUNTIME
-    typer.echo(f"error: {type(e).__name__}: {e}", err=True)
-    return typer.Exit(code)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
 
 
 def _default_out(dataset: str, label: str) -> Path:
@@ -67,111 +34,117 @@ def _default_out(dataset: str, label: str) -> Path:
     return Path("runs") / f"{ds}__{safe}__{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+class Executor(str, Enum):
+    """Where ``hoprank eval`` runs the queries."""
+
+    local = "local"
+    ray = "ray"
+
+
+_DATASET: Any = typer.Option(
+    ..., "--dataset", "-d", help="Dataset folder/file or sample name (sample-dl19, sample-hotpotqa)."
+)
+_RANKER: Any = typer.Option("identity", "--ranker", "-r", help="identity, rankgpt, first, pointwise, icr.")
+_MODEL: Any = typer.Option(
+    None, "--model", "-m", help="Engine spec: pack name, folder, .gguf, openai:<model>."
+)
+_FIRST_STAGE: Any = typer.Option(
+    None, "--first-stage", help="Run name in the dataset, TREC run file, or retriever:bm25."
+)
+_DEPTH: Any = typer.Option(100, "--depth", min=1, help="Candidates per query to rerank.")
+_LIMIT: Any = typer.Option(None, "--limit", min=1, help="Only the first N queries.")
+_OUT: Any = typer.Option(None, "--out", "-o", help="Run folder (resumes when it holds the same experiment).")
+_PROMPT: Any = typer.Option(None, "--prompt", help="Prompt name, name@version or YAML path.")
+_PARAM: Any = typer.Option(None, "--param", "-p", help="Ranker parameter key=value (repeatable).")
+_ENGINE_PARAM: Any = typer.Option(None, "--engine-param", help="Engine parameter key=value (repeatable).")
+_CONCURRENCY: Any = typer.Option(1, "--concurrency", "-c", min=1, help="Queries in flight.")
+_BASE_URLS: Any = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint(s) (repeatable).")
+_EXECUTOR: Any = typer.Option("local", "--executor", help="Where queries run.")
+_CACHE: Any = typer.Option(None, "--cache", help="LLM-call cache folder (default $HOPRANK_CACHE/llm-calls).")
+_NO_CACHE: Any = typer.Option(False, "--no-cache", help="Do not cache LLM calls.")
+_METRICS: Any = typer.Option(None, "--metric", help="Metrics to report (repeatable), e.g. ndcg@10.")
+_NAME: Any = typer.Option(None, "--name", help="Display name of this run.")
+_OVERWRITE: Any = typer.Option(False, "--overwrite", help="Replace a run folder holding another experiment.")
+_JSON: Any = typer.Option(False, "--json", help="Print the metrics as JSON.")
+_PROGRESS: Any = typer.Option(True, "--progress/--no-progress", help="Progress bar (on a terminal).")
+
+
 def eval_cmd(
-    dataset: str = typer.Option(
-        ..., "--dataset", "-d", help="Dataset folder/file or sample name (sample-dl19, sample-hotpotqa)."
-    ),
-    ranker: str = typer.Option(
-        "identity", "--ranker", "-r", help="identity, rankgpt, first, pointwise, icr."
-    ),
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Engine spec: pack name, folder, .gguf, openai:<model>."
-    ),
-    first_stage: str | None = typer.Option(
-        None, "--first-stage", help="Run name in the dataset, TREC run file, or retriever:bm25."
-    ),
-    depth: int = typer.Option(100, "--depth", min=1, help="Candidates per query to rerank."),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N queries."),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Run folder (resumes when it holds the same experiment)."
-    ),
-    prompt: str | None = typer.Option(None, "--prompt", help="Prompt name, name@version or YAML path."),
-    param: list[str] | None = typer.Option(
-        None, "--param", "-p", help="Ranker parameter key=value (repeatable)."
-    ),
-    engine_param: list[str] | None = typer.Option(
-        None, "--engine-param", help="Engine parameter key=value (repeatable)."
-    ),
-    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, help="Queries in flight."),
-    base_url: list[str] | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible endpoint(s) (repeatable)."
-    ),
-    executor: str = typer.Option("local", "--executor", help="local or ray."),
-    cache: Path | None = typer.Option(
-        None, "--cache", help="LLM-call cache folder (default $HOPRANK_CACHE/llm-calls)."
-    ),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not cache LLM calls."),
-    metric: list[str] | None = typer.Option(
-        None, "--metric", help="Metrics to report (repeatable), e.g. ndcg@10."
-    ),
-    name: str | None = typer.Option(None, "--name", help="Display name of this run."),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace a run folder holding another experiment."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar (on a terminal)."),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    dataset: str = _DATASET,
+    ranker: str = _RANKER,
+    model: str | None = _MODEL,
+    first_stage: str | None = _FIRST_STAGE,
+    depth: int = _DEPTH,
+    limit: int | None = _LIMIT,
+    out: Path | None = _OUT,
+    prompt: str | None = _PROMPT,
+    param: list[str] | None = _PARAM,
+    engine_param: list[str] | None = _ENGINE_PARAM,
+    concurrency: int = _CONCURRENCY,
+    base_url: list[str] | None = _BASE_URLS,
+    executor: Executor = _EXECUTOR,
+    cache: Path | None = _CACHE,
+    no_cache: bool = _NO_CACHE,
+    metric: list[str] | None = _METRICS,
+    name: str | None = _NAME,
+    overwrite: bool = _OVERWRITE,
+    as_json: bool = _JSON,
+    progress: bool = _PROGRESS,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Rerank a dataset's first stage with a ranker and score it; writes a run folder."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from hoprank.evals.config import ExperimentConfig
     from hoprank.evals.runner import run_experiment
 
     try:
-        if executor not in ("local", "ray"):
-            raise InvalidInput(f"--executor must be local or ray, got {executor!r}")
-        if cache is not None and no_cache:
-            raise InvalidInput("--cache and --no-cache exclude each other")
-        engine_params = parse_params(engine_param, "--engine-param")
-        spec = model
-        if base_url:
-            engine_params["base_url"] = base_url if len(base_url) > 1 else base_url[0]
-            if spec is not None and not spec.startswith("openai:"):
-                spec = f"openai:{spec}"
+        spec = EngineSpec.resolve(model, base_url=base_url)
+        engine_params = {**parse_params(engine_param, "--engine-param"), **spec.engine_kwargs(secrets=False)}
         config = ExperimentConfig(
             dataset=dataset,
             first_stage=first_stage,
             depth=depth,
             ranker=ranker,
             ranker_params=parse_params(param),
-            model=spec,
+            model=spec.model,
             engine_params=engine_params,
             prompt=prompt,
             limit=limit,
             metrics=metric or None,
             concurrency=concurrency,
-            executor=executor,  # type: ignore[arg-type]
+            executor=executor.value,
             name=name,
         )
-        run_dir = out or _default_out(dataset, config.label)
         result = run_experiment(
             config,
-            run_dir,
-            cache=False if no_cache else (cache if cache is not None else True),
+            out or _default_out(dataset, config.label),
+            cache=_cache_arg(cache, no_cache),
             progress=progress and not as_json and sys.stderr.isatty(),
             overwrite=overwrite,
         )
     except HoprankError as e:
-        raise _fail(e) from e
-    except ValueError as e:  # pydantic validation of the config
-        raise _fail(InvalidInput(str(e))) from e
-    except Exception as e:
-        raise _fail(e) from e
-    if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "run_dir": str(result.run_dir),
-                    "n_queries": result.n_queries,
-                    "resumed": result.resumed,
-                    "metrics": result.metrics,
-                    "first_stage": result.first_stage_metrics,
-                },
-                indent=2,
-            )
-        )
-        return
-    _print_run(result)
+        raise fail(e) from e
+    except Exception as e:  # a ValueError is pydantic's validation of the config: bad input
+        raise fail(InvalidInput(str(e)) if isinstance(e, ValueError) else e) from e
+    _print_json(result) if as_json else _print_run(result)
+
+
+def _cache_arg(cache: Path | None, no_cache: bool) -> Path | bool:
+    """``run_experiment``'s ``cache``: False (--no-cache), a folder (--cache) or True (default)."""
+    if cache is not None and no_cache:
+        raise InvalidInput("--cache and --no-cache exclude each other")
+    return False if no_cache else (cache if cache is not None else True)
+
+
+def _print_json(result: Any) -> None:
+    summary = {
+        "run_dir": str(result.run_dir),
+        "n_queries": result.n_queries,
+        "resumed": result.resumed,
+        "metrics": result.metrics,
+        "first_stage": result.first_stage_metrics,
+    }
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def _print_run(result: Any) -> None:
@@ -210,7 +183,7 @@ def compare_cmd(
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Compare run folders side by side with paired significance tests."""
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from hoprank.evals.compare import compare, write_comparison
 
     try:
@@ -218,9 +191,9 @@ def compare_cmd(
         if out is not None:
             write_comparison(comp, out)
     except HoprankError as e:
-        raise _fail(e) from e
+        raise fail(e) from e
     except Exception as e:
-        raise _fail(e) from e
+        raise fail(e) from e
     if as_json:
         typer.echo(comp.model_dump_json(indent=2))
         return

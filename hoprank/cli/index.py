@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 
+from hoprank.cli._common import fail
 from hoprank.errors import HoprankError
 
 
@@ -33,22 +34,11 @@ def _build(
     limit: int | None,
     progress: bool,
 ) -> dict[str, Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from hoprank.tools import BM25Retriever, DenseRetriever, Embedder, MilvusRetriever, load_corpus
-    from hoprank.tools.corpus import write_manifest
+    from hoprank.tools import BM25Retriever, DenseRetriever, Embedder, load_corpus
 
     t0 = time.perf_counter()
     docs = load_corpus(corpus, limit=limit)
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-        disable=not progress,
-    )
-    with bar:
+    with _progress_bar(progress) as bar:
         if kind is IndexKind.bm25:
             task = bar.add_task("indexing (bm25)", total=len(docs))
             bm25 = BM25Retriever.from_documents(docs, stemmer=stemmer)
@@ -64,20 +54,7 @@ def _build(
             if kind is IndexKind.dense:
                 DenseRetriever.from_documents(docs, embedder, progress=step).save(out)
             else:
-                out.mkdir(parents=True, exist_ok=True)
-                emb = embedder.encode([d.full_text for d in docs], progress=step)
-                with MilvusRetriever(out / "milvus.db", collection, embedder=embedder, bm25=milvus_bm25) as m:
-                    m.index(docs, embeddings=emb)
-                    count = m.count()
-                write_manifest(
-                    out,
-                    "milvus",
-                    db="milvus.db",
-                    collection=collection,
-                    count=count,
-                    bm25=milvus_bm25,
-                    embedder=embedder.describe(),
-                )
+                _build_milvus(out, docs, embedder, collection=collection, bm25=milvus_bm25, progress=step)
     return {
         "kind": kind.value,
         "corpus": str(corpus),
@@ -85,6 +62,42 @@ def _build(
         "documents": len(docs),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+
+
+def _progress_bar(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=not enabled,
+    )
+
+
+def _build_milvus(
+    out: Path, docs: list[Any], embedder: Any, *, collection: str, bm25: bool, progress: Any
+) -> None:
+    """Encode ``docs``, index them in a Milvus Lite file in ``out`` and write the manifest."""
+    from hoprank.tools import MilvusRetriever
+    from hoprank.tools.corpus import write_manifest
+
+    out.mkdir(parents=True, exist_ok=True)
+    emb = embedder.encode([d.full_text for d in docs], progress=progress)
+    with MilvusRetriever(out / "milvus.db", collection, embedder=embedder, bm25=bm25) as m:
+        m.index(docs, embeddings=emb)
+        count = m.count()
+    write_manifest(
+        out,
+        "milvus",
+        db="milvus.db",
+        collection=collection,
+        count=count,
+        bm25=bm25,
+        embedder=embedder.describe(),
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -124,8 +137,7 @@ def register(app: typer.Typer) -> None:
                 progress=not as_json,
             )
         except HoprankError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(code=2) from e
+            raise fail(e) from e
         if as_json:
             typer.echo(json.dumps(summary))
         else:

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hoprank.cli._common import EXIT_RUNTIME, EXIT_USAGE
 from hoprank.errors import HoprankError
 
 __all__ = ["register"]
@@ -52,7 +53,7 @@ def pull_cmd(
     targets = list(PACKS) if all_ else list(names or [])
     if not targets:
         typer.echo("give pack names or --all", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     console = Console(stderr=True)
     failed = 0
@@ -66,7 +67,7 @@ def pull_cmd(
             continue
         console.print(f"[green]ok[/green] {name}: {path} ({time.perf_counter() - t0:.1f} s)")
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_RUNTIME)
 
 
 @models_app.command("requirements")
@@ -80,7 +81,7 @@ def requirements_cmd(
     unknown = [n for n in targets if n not in PACKS]
     if unknown:
         typer.echo(f"unknown pack(s): {', '.join(unknown)}; known: {', '.join(PACKS)}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     typer.echo(" ".join(req for n in targets for req in PACKS[n].requirements))
 
 

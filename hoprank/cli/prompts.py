@@ -9,7 +9,8 @@
 
 ``--render`` values are parsed as JSON where they can be (numbers, lists, objects) and
 kept as text otherwise. Rendering is strict: a missing or unknown variable is an error.
-Exit codes: 0 ok; 2 an unknown prompt, a malformed file or a rendering error.
+Exit codes (the table in :mod:`hoprank.cli._common`): 0 ok; 2 an unknown prompt, a malformed
+file or a rendering error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import typer
 
+from hoprank.cli._common import EXIT_USAGE
 from hoprank.errors import HoprankError
 
 __all__ = ["register"]
@@ -26,8 +28,6 @@ __all__ = ["register"]
 prompts_app = typer.Typer(
     name="prompts", help="List, show and render versioned prompt templates.", no_args_is_help=True
 )
-
-EXIT_USAGE = 2
 
 
 def _parse_vars(pairs: list[str] | None) -> dict[str, Any]:

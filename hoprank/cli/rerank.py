@@ -6,8 +6,9 @@ Input (a file or ``-`` for stdin), one JSON value per line:
   document a string or ``{"text", "id"?, "title"?}``;
 * with ``--query TEXT``: one document per line (a JSON string or such an object).
 
-Exit codes: 0 ok, 2 bad input (unreadable file, bad JSON, invalid arguments, a ranker the
-engine cannot run), 1 engine failure (model load, engine errors).
+Exit codes: the table in :mod:`hoprank.cli._common`: 0 ok, 2 bad input (unreadable file,
+bad JSON, invalid arguments, a ranker the engine cannot run), 1 engine failure (model
+load, engine errors).
 """
 
 from __future__ import annotations
@@ -24,20 +25,25 @@ from typing import Any, TextIO
 import typer
 
 from hoprank.adapters.scoring import relevance_scores
-from hoprank.errors import (
-    CapabilityMissing,
-    ConfigError,
-    DatasetError,
-    HoprankError,
-    InvalidInput,
+from hoprank.cli._common import (
+    API_KEY_ENV_OPTION,
+    BASE_URL_OPTION,
+    MODEL_OPTION,
+    THREADS_OPTION,
+    VERBOSE_OPTION,
+    engine_spec,
+    fail,
+    parse_params,
+    setup_logging,
 )
+from hoprank.errors import DatasetError, HoprankError, InvalidInput
+from hoprank.llm.spec import EngineSpec
 from hoprank.types import Document, Ranking
 
 __all__ = ["Item", "parse_documents", "parse_items", "ranking_record", "register"]
 
 logger = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_ENGINE, EXIT_INPUT = 0, 1, 2
 _SNIPPET = 90
 
 
@@ -151,57 +157,13 @@ def _print_table(record: dict[str, Any]) -> None:
     Console(soft_wrap=False).print(table)
 
 
-def _engine_spec(model: str | None, base_url: str | None) -> str:
-    from hoprank.llm.packs import DEFAULT_MODEL
-
-    spec = model or DEFAULT_MODEL
-    if base_url and not spec.startswith("openai:"):
-        spec = f"openai:{spec}"
-    return spec
-
-
-def build_ranker(
-    name: str,
-    *,
-    model: str | None,
-    base_url: str | None,
-    api_key: str | None,
-    threads: int | None,
-    params: dict[str, Any],
-) -> Any:
-    """The ranker ``name`` on the engine ``model`` names (no engine for ``identity``)."""
+def build_ranker(name: str, *, engine: EngineSpec, params: dict[str, Any]) -> Any:
+    """The ranker ``name`` on the ``engine`` spec (no engine loaded for ``identity``)."""
     from hoprank.rankers import RANKERS, make_ranker
 
     if name.strip().lower() not in RANKERS:  # before loading any model
         raise InvalidInput(f"unknown ranker {name!r}; known: {', '.join(RANKERS)}")
-    engine = None
-    if name != "identity":
-        from hoprank.llm import load_engine
-
-        kwargs: dict[str, Any] = {}
-        spec = _engine_spec(model, base_url)
-        if spec.startswith("openai:"):
-            if base_url:
-                kwargs["base_url"] = base_url
-            if api_key:
-                kwargs["api_key"] = api_key
-        elif threads:
-            kwargs["threads"] = threads
-        engine = load_engine(spec, **kwargs)
-    return make_ranker(name, engine=engine, **params)
-
-
-def _parse_params(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise InvalidInput(f"--param expects key=value, got {pair!r}")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
+    return make_ranker(name, engine=None if name == "identity" else engine.load(), **params)
 
 
 def _open(path: str) -> tuple[TextIO, str]:
@@ -233,27 +195,19 @@ def rerank_cmd(
         None, "--query", "-q", help="Rank INPUT's documents (one per line) for this query."
     ),
     ranker: str = typer.Option("first", "--ranker", "-r", help="identity, first, rankgpt, pointwise or icr."),
-    model: str | None = typer.Option(
-        None, "--model", "-m", help="Engine spec: a pack name, a folder, openai:<model>."
-    ),
-    base_url: str | None = typer.Option(
-        None, "--base-url", help="OpenAI-compatible endpoint (implies openai:<model>)."
-    ),
-    api_key_env: str = typer.Option(
-        "OPENAI_API_KEY", "--api-key-env", help="Env var holding the endpoint's key."
-    ),
+    model: str | None = MODEL_OPTION,
+    base_url: str | None = BASE_URL_OPTION,
+    api_key_env: str = API_KEY_ENV_OPTION,
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Keep the best k documents."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per query (machine-readable)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Ranker parameter key=value (JSON values)."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for a local model."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+    threads: int | None = THREADS_OPTION,
+    verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Rerank documents with an LLM ranker; read JSONL, write ranked JSONL (--json) or tables."""
-    import os
-
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
+    setup_logging(verbose)
     try:
-        params = _parse_params(param)
+        params = parse_params(param)
         stream, name = _open(input_path)
         try:
             if query is not None:
@@ -262,24 +216,14 @@ def rerank_cmd(
                 items = [Item(query=query, documents=parse_documents(stream, name))]
             else:
                 items = list(parse_items(stream, name))  # fail on bad input before loading a model
-            built = build_ranker(
-                ranker,
-                model=model,
-                base_url=base_url,
-                api_key=os.environ.get(api_key_env) or None,
-                threads=threads,
-                params=params,
-            )
+            spec = engine_spec(model, base_url, api_key_env, threads)
+            built = build_ranker(ranker, engine=spec, params=params)
             n = asyncio.run(_run(built, items, top_k, as_json, ranker))
         finally:
             if stream is not sys.stdin:
                 stream.close()
-    except (InvalidInput, DatasetError, ConfigError, CapabilityMissing, OSError, UnicodeDecodeError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_INPUT) from None
-    except HoprankError as exc:
-        typer.echo(f"engine error: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(EXIT_ENGINE) from None
+    except (HoprankError, OSError, UnicodeDecodeError) as exc:
+        raise fail(exc) from None
     logger.info("ranked %d queries", n)
 
 

@@ -30,7 +30,7 @@ from hoprank.evals.metrics import (
 )
 from hoprank.evals.results import ResultsLog
 from hoprank.evals.runner import RunResult, arun_experiment, run_experiment
-from hoprank.evals.trec import order_trec, read_qrels, read_run, write_run
+from hoprank.runs import order_trec, read_qrels, read_run, write_run
 
 __all__ = [
     "SAMPLES",

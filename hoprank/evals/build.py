@@ -7,9 +7,7 @@ the config), and by the manifest writer.
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata
-import json
 import logging
 import os
 import platform
@@ -23,9 +21,10 @@ from hoprank.evals.cache import CachedEngine
 from hoprank.evals.config import ExperimentConfig
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.formats import load_dataset
-from hoprank.evals.trec import Run, read_run
 from hoprank.llm.base import LLM
+from hoprank.rankers import make_ranker
 from hoprank.rankers.base import Ranker
+from hoprank.runs import Run, read_run
 from hoprank.types import Document
 
 __all__ = [
@@ -36,7 +35,6 @@ __all__ = [
     "environment",
     "load_config_dataset",
     "prompt_info",
-    "write_json_atomic",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,10 +119,6 @@ def build_engine(config: ExperimentConfig, cache_dir: str | os.PathLike[str] | N
 
 def build_ranker(config: ExperimentConfig, engine: LLM | None) -> Ranker:
     """``hoprank.rankers.make_ranker(config.ranker, engine=..., prompt=..., **params)``."""
-    try:
-        make_ranker = importlib.import_module("hoprank.rankers").make_ranker
-    except AttributeError as e:  # pragma: no cover - until the rankers package lands
-        raise ConfigError("hoprank.rankers.make_ranker is not available in this build") from e
     params = dict(config.ranker_params)
     if config.prompt is not None:
         params["prompt"] = config.prompt
@@ -155,7 +149,7 @@ def _version(pkg: str) -> str | None:
 
 def environment() -> dict[str, Any]:
     """Versions of Python and the packages that shape results (no heavy imports)."""
-    from hoprank import __version__
+    from hoprank._version import __version__
 
     return {
         "hoprank": __version__,
@@ -170,14 +164,3 @@ def environment() -> dict[str, Any]:
         "pid": os.getpid(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON via a temporary file, fsync and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False, default=str)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from hoprank._fsio import atomic_write
 from hoprank.errors import CapabilityMissing
 from hoprank.llm.base import (
     LLM,
@@ -115,17 +116,12 @@ class CachedEngine:
         """Write an entry atomically. A cache that cannot be written (disk full, a folder
         or unwritable file in the way) is logged and skipped: the result stands."""
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(value):x}.tmp")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
+            with atomic_write(path) as f:
                 json.dump({"format": _FORMAT, "method": method, "value": value.model_dump(mode="json")}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
         except OSError as e:
             logger.warning("could not write cache entry %s: %s", path, e)
-            tmp.unlink(missing_ok=True)
 
     @staticmethod
     def _as_hit(usage: Usage) -> Usage:

@@ -150,6 +150,54 @@ def _load(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return metrics, manifest
 
 
+_Loaded = list[tuple[tuple[dict[str, Any], dict[str, Any]], Path]]
+"""Per run: (metrics.json, manifest.json) and its folder."""
+
+
+def _labels(loaded: _Loaded) -> list[str]:
+    """Each run's label, made unique by its folder name, then by its position."""
+    raw = [str(man.get("label") or m.get("label") or d.name) for (m, man), d in loaded]
+    labels = [
+        lab if raw.count(lab) == 1 else f"{lab} ({d.name})" for lab, (_, d) in zip(raw, loaded, strict=True)
+    ]
+    return [lab if labels.count(lab) == 1 else f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
+
+
+def _compare_metric(
+    metric: str, vals: dict[str, list[float]], labels: list[str], *, n_resamples: int, seed: int
+) -> MetricComparison:
+    """One metric's means, and every run's paired difference from the baseline (``labels[0]``)."""
+    mc = MetricComparison(
+        metric=metric,
+        n=len(vals[labels[0]]),
+        means={lab: sum(v) / len(v) for lab, v in vals.items()},
+    )
+    base = vals[labels[0]]
+    for lab in labels[1:]:
+        diffs = [y - x for x, y in zip(base, vals[lab], strict=True)]
+        mc.delta[lab] = sum(diffs) / len(diffs)
+        mc.wins[lab] = sum(1 for d in diffs if d > 1e-12)
+        mc.losses[lab] = sum(1 for d in diffs if d < -1e-12)
+        mc.ties[lab] = len(diffs) - mc.wins[lab] - mc.losses[lab]
+        tests = paired_tests(base, vals[lab], n_resamples=n_resamples, seed=seed)
+        mc.p_permutation[lab] = tests["permutation"]
+        mc.p_wilcoxon[lab] = tests["wilcoxon"]
+        mc.p_ttest[lab] = tests["ttest"]
+    return mc
+
+
+def _summary(label: str, m: dict[str, Any], man: dict[str, Any], path: Path) -> RunSummary:
+    return RunSummary(
+        label=label,
+        path=str(path),
+        dataset_hash=man.get("dataset", {}).get("hash"),
+        n_queries=int(m.get("n_queries", len(m["per_query"]))),
+        latency_mean_s=float(m.get("latency", {}).get("mean_s", 0.0)),
+        tokens_per_query=float(m.get("usage", {}).get("tokens_per_query", 0.0)),
+        first_stage=m.get("first_stage", {}),
+    )
+
+
 def compare(
     run_dirs: Sequence[str | os.PathLike[str]],
     *,
@@ -163,11 +211,7 @@ def compare(
     if len(run_dirs) < 2:
         raise ConfigError("compare needs at least two run folders")
     loaded = [(_load(Path(d)), Path(d)) for d in run_dirs]
-    raw = [str(man.get("label") or m.get("label") or d.name) for (m, man), d in loaded]
-    labels = [
-        lab if raw.count(lab) == 1 else f"{lab} ({d.name})" for lab, (_, d) in zip(raw, loaded, strict=True)
-    ]
-    labels = [lab if labels.count(lab) == 1 else f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
+    labels = _labels(loaded)
     notes: list[str] = []
     hashes = {man.get("dataset", {}).get("hash") for (_, man), _ in loaded}
     if len(hashes) > 1:
@@ -202,46 +246,19 @@ def compare(
             lab: [float(m["per_query"][q][metric]) for q in qs]
             for lab, ((m, _), _) in zip(labels, loaded, strict=True)
         }
-        mc = MetricComparison(
-            metric=metric, n=len(qs), means={lab: sum(v) / len(v) for lab, v in vals.items()}
-        )
-        base = vals[labels[0]]
-        for lab in labels[1:]:
-            diffs = [y - x for x, y in zip(base, vals[lab], strict=True)]
-            mc.delta[lab] = sum(diffs) / len(diffs)
-            mc.wins[lab] = sum(1 for d in diffs if d > 1e-12)
-            mc.losses[lab] = sum(1 for d in diffs if d < -1e-12)
-            mc.ties[lab] = len(diffs) - mc.wins[lab] - mc.losses[lab]
-            tests = paired_tests(base, vals[lab], n_resamples=n_resamples, seed=seed)
-            mc.p_permutation[lab], mc.p_wilcoxon[lab], mc.p_ttest[lab] = (
-                tests["permutation"],
-                tests["wilcoxon"],
-                tests["ttest"],
-            )
-        out.append(mc)
-    runs = [
-        RunSummary(
-            label=lab,
-            path=str(d),
-            dataset_hash=man.get("dataset", {}).get("hash"),
-            n_queries=int(m.get("n_queries", len(m["per_query"]))),
-            latency_mean_s=float(m.get("latency", {}).get("mean_s", 0.0)),
-            tokens_per_query=float(m.get("usage", {}).get("tokens_per_query", 0.0)),
-            first_stage=m.get("first_stage", {}),
-        )
-        for lab, ((m, man), d) in zip(labels, loaded, strict=True)
-    ]
+        out.append(_compare_metric(metric, vals, labels, n_resamples=n_resamples, seed=seed))
+    runs = [_summary(lab, m, man, d) for lab, ((m, man), d) in zip(labels, loaded, strict=True)]
     return Comparison(baseline=labels[0], runs=runs, queries=order, metrics=out, notes=notes)
 
 
 def write_comparison(comp: Comparison, out_dir: str | os.PathLike[str], *, plots: bool = True) -> list[Path]:
     """comparison.json, comparison.md and (with matplotlib) the two comparison plots."""
-    from hoprank.evals.build import write_json_atomic
+    from hoprank._fsio import write_json_atomic
     from hoprank.evals.report import plot_metric_bars, plot_quality_latency
 
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(d / "comparison.json", comp.model_dump(mode="json"))
+    write_json_atomic(d / "comparison.json", comp.model_dump(mode="json"), default=str)
     (d / "comparison.md").write_text(comp.to_markdown(), encoding="utf-8")
     written = [d / "comparison.json", d / "comparison.md"]
     if plots and comp.metrics:

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from hoprank.errors import DatasetError
-from hoprank.evals.trec import Qrels, Run, read_qrels, read_run
+from hoprank.runs import Qrels, Run, read_qrels, read_run
 from hoprank.types import Document
 
 __all__ = [

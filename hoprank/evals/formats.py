@@ -44,7 +44,7 @@ from hoprank.evals.dataset import (
     read_queries_jsonl,
     sample_path,
 )
-from hoprank.evals.trec import Qrels, Run, read_qrels, read_run
+from hoprank.runs import Qrels, Run, read_qrels, read_run
 from hoprank.types import Document
 
 __all__ = [
@@ -121,6 +121,28 @@ def load_context_qa(path: str | os.PathLike[str], *, name: str | None = None) ->
     return context_qa_dataset(iter_records(p), name=name or p.stem, source=str(p))
 
 
+def _context_paragraphs(where: str, context: list[Any], ids: _TitleIds) -> tuple[dict[str, str], list[str]]:
+    """Add a record's ``[title, [sentences]]`` paragraphs to the corpus; their ids by
+    title, and the ids in context order (each once)."""
+    title_to_id: dict[str, str] = {}
+    order: list[str] = []
+    for j, para in enumerate(context):
+        if (
+            not isinstance(para, list)
+            or len(para) != 2
+            or not isinstance(para[0], str)
+            or not isinstance(para[1], list)
+            or not all(isinstance(s, str) for s in para[1])
+        ):
+            raise DatasetError(f"{where}: context[{j}] must be [title, [sentences]]")
+        title, sents = para
+        did = ids.add(title, "".join(sents))
+        title_to_id[title] = did
+        if did not in order:
+            order.append(did)
+    return title_to_id, order
+
+
 def context_qa_dataset(records: Iterable[tuple[str, dict[str, Any]]], *, name: str, source: str) -> Dataset:
     """Build a dataset from HotpotQA-layout records given as ``(location, record)``."""
     ids = _TitleIds()
@@ -131,22 +153,7 @@ def context_qa_dataset(records: Iterable[tuple[str, dict[str, Any]]], *, name: s
         qid = str(_req(where, rec, "_id", (str, int)))
         question = _req(where, rec, "question", str)
         context = _req(where, rec, "context", list)
-        title_to_id: dict[str, str] = {}
-        order: list[str] = []
-        for j, para in enumerate(context):
-            if (
-                not isinstance(para, list)
-                or len(para) != 2
-                or not isinstance(para[0], str)
-                or not isinstance(para[1], list)
-                or not all(isinstance(s, str) for s in para[1])
-            ):
-                raise DatasetError(f"{where}: context[{j}] must be [title, [sentences]]")
-            title, sents = para
-            did = ids.add(title, "".join(sents))
-            title_to_id[title] = did
-            if did not in order:
-                order.append(did)
+        title_to_id, order = _context_paragraphs(where, context, ids)
         facts = rec.get("supporting_facts", [])
         if not isinstance(facts, list) or not all(
             isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) for f in facts

@@ -18,7 +18,7 @@ from typing import Any
 from hoprank.errors import DatasetError, MissingExtra
 from hoprank.evals.dataset import Dataset, Query
 from hoprank.evals.formats import context_qa_dataset
-from hoprank.evals.trec import Qrels, Run, order_trec
+from hoprank.runs import Qrels, Run, order_trec
 from hoprank.types import Document
 
 __all__ = ["from_hf", "from_ir_datasets"]

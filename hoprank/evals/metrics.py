@@ -3,7 +3,7 @@
 Conventions (the ones ``trec_eval``/``pytrec_eval`` use):
 
 * A ranked list is taken as given (best first). To score a TREC run by its scores, order
-  it with :func:`hoprank.evals.trec.order_trec` (score desc, ties by docid desc).
+  it with :func:`hoprank.runs.order_trec` (score desc, ties by docid desc).
 * ``ndcg@k`` uses the graded labels as linear gains (``rel``, not ``2**rel - 1``), the
   ``log2(rank + 1)`` discount, and the ideal ordering of every judged document with
   ``rel > 0`` (judged documents outside the ranked list still count in the ideal).

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hoprank.evals.build import write_json_atomic
+from hoprank._fsio import atomic_write, write_json_atomic
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.metrics import DEFAULT_METRICS, QA_METRICS, canonical_metrics, evaluate, mean_metrics
-from hoprank.evals.trec import Run, write_run
+from hoprank.runs import Run, write_run
 
 __all__ = ["compute_metrics", "plot_metric_bars", "plot_quality_latency", "write_outputs"]
 
@@ -248,15 +247,11 @@ def write_outputs(
         {q: [d for d, _ in records[q]["ranked"]] for q in qids},
         tag=label.replace(" ", "_"),
     )
-    tmp = run_dir / f".traces.jsonl.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(run_dir / "traces.jsonl") as f:
         for q in qids:
             f.write(json.dumps({"qid": q, "trace": records[q].get("trace", [])}, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, run_dir / "traces.jsonl")
     m = compute_metrics(ds, qids, first_stage, records, metrics, label)
-    write_json_atomic(run_dir / "metrics.json", m)
+    write_json_atomic(run_dir / "metrics.json", m, default=str)
     names = write_plots(run_dir, m) if plots else []
     (run_dir / "report.md").write_text(render_report(m, manifest, names), encoding="utf-8")
     return m

@@ -102,10 +102,10 @@ def load_engine(spec: str, **kwargs: Any) -> LLM:
       ``api_key``... go in ``kwargs``);
     - ``"vllm:<pack-or-path>"`` → ``VLLMEngine(model=<pack-or-path>, **kwargs)``.
     """
+    from hoprank.llm.spec import split_spec
+
     spec = spec.strip()
-    backend, sep, rest = spec.partition(":")
-    if not sep or backend not in {"openai", "vllm", "transformers"}:
-        backend, rest = "transformers", spec
+    backend, rest = split_spec(spec)
     if not rest:
         raise InvalidInput(f"engine spec {spec!r} names no model")
     if backend == "openai":

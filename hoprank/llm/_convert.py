@@ -20,6 +20,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from hoprank._fsio import fsync_dir, write_json_atomic
 from hoprank.errors import MissingExtra, ModelPackError
 
 logger = logging.getLogger("hoprank.llm.packs")
@@ -60,25 +61,6 @@ def remove_stale_tmp(dest: Path) -> None:
         else:
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -147,7 +129,7 @@ def convert_gguf(gguf: Path, dest: Path, *, name: str, sha256: str, source: str)
         for p in tmp.iterdir():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
-        write_json_atomic(tmp / MANIFEST, manifest)
+        write_json_atomic(tmp / MANIFEST, manifest, sort_keys=True, sync_dir=True)
         if dest.exists():
             logger.warning("replacing incomplete converted folder %s", dest)
             shutil.rmtree(dest)

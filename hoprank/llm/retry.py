@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_before_delay
 
@@ -275,6 +275,27 @@ def _wait_for(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
     return wait
 
 
+def _raise_typed(
+    exc: BaseException, record: AttemptRecord, *, what: str, redact: Callable[[str], str] | None
+) -> NoReturn:
+    """Raise ``exc`` as its typed engine error (redacted), noting the failure in ``record``;
+    an exception with no engine meaning is raised as it is."""
+    typed = to_engine_error(exc, what=what)
+    if typed is None:
+        record.error = type(exc).__name__
+        raise exc
+    raw = str(typed)
+    if redact is not None and (clean := redact(raw)) != raw:
+        typed.args = (clean,)
+    record.error = type(typed).__name__
+    record.status_code = getattr(typed, "status_code", None)
+    if typed is exc:
+        raise exc
+    # drop the raw cause when it carried something that had to be redacted
+    leaked = redact is not None and redact(str(exc)) != str(exc)
+    raise typed from (None if leaked else exc)
+
+
 async def retry_async(
     fn: Callable[[float], Awaitable[T]],
     policy: RetryPolicy,
@@ -319,20 +340,7 @@ async def retry_async(
                 try:
                     return await fn(max(0.0, policy.total_budget_s - (t0 - start)))
                 except BaseException as exc:
-                    typed = to_engine_error(exc, what=what)
-                    if typed is None:
-                        record.error = type(exc).__name__
-                        raise
-                    raw = str(typed)
-                    if redact is not None and (clean := redact(raw)) != raw:
-                        typed.args = (clean,)
-                    record.error = type(typed).__name__
-                    record.status_code = getattr(typed, "status_code", None)
-                    if typed is exc:
-                        raise
-                    # drop the raw cause when it carried something that had to be redacted
-                    leaked = redact is not None and redact(str(exc)) != str(exc)
-                    raise typed from (None if leaked else exc)
+                    _raise_typed(exc, record, what=what, redact=redact)
                 finally:
                     record.seconds = time.monotonic() - t0
     except HoprankError as err:

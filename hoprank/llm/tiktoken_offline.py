@@ -18,7 +18,6 @@ also works offline. A cache dir given by the user is respected and seeded instea
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import importlib.util
 import logging
@@ -29,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hoprank._fsio import write_bytes_atomic
 from hoprank.errors import ConfigError, MissingExtra
 
 if TYPE_CHECKING:
@@ -135,16 +135,7 @@ def ensure_cached(name: str) -> Path:
                 "install quicktok-v1==0.4.0"
             )
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(contents)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        write_bytes_atomic(path, contents)
         logger.info("seeded tiktoken cache with %s (%d bytes): %s", base, len(contents), path)
     return path
 

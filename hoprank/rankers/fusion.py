@@ -2,7 +2,7 @@
 
 Small LLM rerankers order a list worse than they judge it, and the first stage carries
 signal the model misses; reciprocal rank fusion of the two orders is the standard cheap
-remedy (the same RRF the hybrid retriever uses, :func:`hoprank.tools.hybrid.rrf_fuse`).
+remedy (the same RRF the hybrid retriever uses, :func:`hoprank.runs.rrf_fuse`).
 ``PriorFusion(ranker, weight=w)`` ranks by ``1/(k + r_model) + w/(k + r_input)``; ties
 keep the model's order. ``weight=0`` is the model's order unchanged.
 """
@@ -13,7 +13,7 @@ import time
 
 from hoprank.errors import ConfigError
 from hoprank.rankers.base import BaseRanker, RankerOutput
-from hoprank.tools.hybrid import rrf_fuse
+from hoprank.runs import rrf_fuse
 from hoprank.types import Document, Step
 
 __all__ = ["PriorFusion"]

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hoprank import __version__
+from hoprank._version import __version__
 from hoprank.llm.base import LLM
 from hoprank.rankers.base import Ranker
 from hoprank.server.auth import bearer_dependency, check_bearer

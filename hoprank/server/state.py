@@ -72,17 +72,11 @@ def default_ranker_factory(name: str, engine: LLM | None = None, **params: Any) 
 
 def load_engine_from_settings(settings: ServerSettings) -> LLM:
     """Load the engine named by ``settings.model`` (blocking; run it in a thread)."""
-    from hoprank.llm import load_engine
+    from hoprank.llm.spec import EngineSpec
 
-    if not settings.model:
-        raise ConfigError("no model configured")
-    kwargs: dict[str, Any] = dict(settings.engine_options)
-    if settings.base_url:
-        kwargs["base_url"] = settings.base_url
-    if settings.api_key is not None:
-        kwargs["api_key"] = settings.api_key.get_secret_value()
-    engine: LLM = load_engine(settings.model, **kwargs)
-    return engine
+    key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    spec = EngineSpec(settings.model, settings.base_url, key, options=settings.engine_options)
+    return spec.load()
 
 
 class ServiceState:

@@ -13,15 +13,16 @@ import os
 from pathlib import Path
 
 from hoprank.errors import RetrievalError
+from hoprank.runs import read_run, rrf_fuse
 from hoprank.tools.base import Retriever
 from hoprank.tools.bm25 import BM25Retriever
 from hoprank.tools.corpus import check_unique_ids, load_corpus, load_queries, read_manifest
 from hoprank.tools.dense import DenseRetriever
 from hoprank.tools.embedder import Embedder
-from hoprank.tools.hybrid import HybridRetriever, rrf_fuse
+from hoprank.tools.hybrid import HybridRetriever
 from hoprank.tools.milvus import MilvusRetriever
 from hoprank.tools.retriever import BaseRetriever, SearchArgs, format_documents
-from hoprank.tools.run import RunRetriever, read_run
+from hoprank.tools.run import RunRetriever
 
 __all__ = [
     "BM25Retriever",

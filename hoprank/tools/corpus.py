@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from hoprank._fsio import atomic_write, write_json_atomic
 from hoprank.errors import DatasetError, InvalidInput, RetrievalError
 from hoprank.types import Document
 
@@ -116,12 +117,10 @@ def load_queries(path: str | os.PathLike[str]) -> dict[str, str]:
 
 def write_docs(folder: Path, docs: Sequence[Document]) -> None:
     """Write ``docs`` (id, title, text, metadata; no scores) to ``folder/docs.jsonl``."""
-    tmp = folder / (DOCS_FILE + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_write(folder / DOCS_FILE) as f:
         for d in docs:
             row = {"id": d.id, "title": d.title, "text": d.text, "metadata": d.metadata}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, folder / DOCS_FILE)
 
 
 def read_docs(folder: Path) -> list[Document]:
@@ -149,7 +148,7 @@ def read_docs(folder: Path) -> list[Document]:
 
 def write_manifest(folder: Path, kind: str, **fields: Any) -> dict[str, Any]:
     """Write ``hoprank-index.json`` (last, atomically) and return its content."""
-    from hoprank import __version__
+    from hoprank._version import __version__
 
     manifest = {
         "format": INDEX_FORMAT,
@@ -158,9 +157,7 @@ def write_manifest(folder: Path, kind: str, **fields: Any) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **fields,
     }
-    tmp = folder / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST_FILE)
+    write_json_atomic(folder / MANIFEST_FILE, manifest)
     return manifest
 
 

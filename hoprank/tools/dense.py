@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hoprank._fsio import atomic_write
 from hoprank.errors import ConfigError, InvalidInput, MissingExtra, RetrievalError
 from hoprank.tools._topk import topk_indices
 from hoprank.tools.corpus import (
@@ -229,10 +230,8 @@ class DenseRetriever(BaseRetriever):
         """Write ``embeddings.npy``, ``docs.jsonl`` and the manifest (last) to ``folder``."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / (_EMB_FILE + ".tmp")
-        with tmp.open("wb") as f:
+        with atomic_write(out / _EMB_FILE, "wb") as f:
             np.save(f, self._emb, allow_pickle=False)
-        os.replace(tmp, out / _EMB_FILE)
         write_docs(out, self._docs)
         write_manifest(
             out,

@@ -1,9 +1,7 @@
-"""Reciprocal rank fusion (RRF) and the hybrid retriever built on it.
+"""The hybrid retriever: several retrievers fused by reciprocal rank fusion.
 
-RRF (Cormack, Clarke & Büttcher, 2009) scores a document by
-``sum_i w_i / (k + rank_i(d))`` over the rankings that contain it, with 1-based ranks
-and ``k = 60``. It needs no score calibration, which is why it fuses BM25 with dense
-retrieval, and per-sub-question result lists in the agent pipeline, equally well.
+The fusion itself, :func:`hoprank.runs.rrf_fuse`, lives with the other ranked-list
+helpers in :mod:`hoprank.runs`.
 """
 
 from __future__ import annotations
@@ -12,58 +10,12 @@ import asyncio
 from collections.abc import Sequence
 
 from hoprank.errors import InvalidInput
+from hoprank.runs import check_weights, rrf_fuse
 from hoprank.tools.base import Retriever
 from hoprank.tools.retriever import BaseRetriever
 from hoprank.types import Document
 
-__all__ = ["HybridRetriever", "rrf_fuse"]
-
-
-def _check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
-    if weights is None:
-        return [1.0] * n
-    w = [float(x) for x in weights]
-    if len(w) != n:
-        raise InvalidInput(f"got {len(w)} weights for {n} rankings")
-    if any(x < 0 for x in w):
-        raise InvalidInput(f"RRF weights must be >= 0, got {w}")
-    return w
-
-
-def rrf_fuse(
-    rankings: Sequence[Sequence[Document]],
-    k: int = 60,
-    weights: Sequence[float] | None = None,
-) -> list[Document]:
-    """Fuse best-first rankings by reciprocal rank fusion; dedupe by document id.
-
-    A document's rank in a list is its 1-based position (a repeat within one list
-    counts only at its first position). The fused score is
-    ``sum_i weights[i] / (k + rank_i)``. Output documents are the first-seen copy of
-    each id with ``score`` set to the fused score, ``metadata["rank"]`` (1-based) and
-    ``metadata["rrf_ranks"]``: its rank in each input list (``None`` where absent).
-    Ties keep first-seen order (by list, then position), so the result is deterministic.
-    """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-        raise InvalidInput(f"RRF k must be an integer >= 0, got {k!r}")
-    w = _check_weights(weights, len(rankings))
-    scores: dict[str, float] = {}
-    first: dict[str, Document] = {}
-    ranks: dict[str, list[int | None]] = {}
-    for li, ranking in enumerate(rankings):
-        seen: set[str] = set()
-        for pos, doc in enumerate(ranking, start=1):
-            if doc.id in seen:
-                continue
-            seen.add(doc.id)
-            if doc.id not in first:
-                first[doc.id] = doc
-                scores[doc.id] = 0.0
-                ranks[doc.id] = [None] * len(rankings)
-            scores[doc.id] += w[li] / (k + pos)
-            ranks[doc.id][li] = pos
-    order = sorted(first, key=lambda i: -scores[i])  # sorted() is stable: ties keep first-seen order
-    return [first[i].with_score(scores[i], rank=r, rrf_ranks=ranks[i]) for r, i in enumerate(order, start=1)]
+__all__ = ["HybridRetriever"]
 
 
 class HybridRetriever(BaseRetriever):
@@ -96,7 +48,7 @@ class HybridRetriever(BaseRetriever):
         if depth is not None and depth < 1:
             raise InvalidInput(f"depth must be >= 1, got {depth}")
         self.retrievers = list(retrievers)
-        self.weights = _check_weights(weights, len(self.retrievers))
+        self.weights = check_weights(weights, len(self.retrievers))
         if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
             raise InvalidInput(f"rrf_k must be an integer >= 0, got {rrf_k!r}")
         self.rrf_k = rrf_k

@@ -2,7 +2,7 @@
 
 Reads ``qid docid rank score`` (the 4-column TSV of ``shared/datasets/*/run.*.tsv``)
 or the standard 6-column TREC format ``qid Q0 docid rank score tag`` with
-:func:`hoprank.evals.trec.read_run`: per query, documents are ordered the way
+:func:`hoprank.runs.read_run`: per query, documents are ordered the way
 ``trec_eval`` reads runs (score descending, ties by docid descending), so a replayed
 run and its evaluation see one order.
 """
@@ -13,12 +13,12 @@ import os
 from collections.abc import Mapping, Sequence
 
 from hoprank.errors import DatasetError, InvalidInput, RetrievalError
-from hoprank.evals.trec import read_run
+from hoprank.runs import read_run
 from hoprank.tools.corpus import check_unique_ids, load_corpus, load_queries
 from hoprank.tools.retriever import BaseRetriever
 from hoprank.types import Document
 
-__all__ = ["RunRetriever", "read_run"]
+__all__ = ["RunRetriever"]
 
 
 def _norm(text: str) -> str:

@@ -1,5 +1,12 @@
-"""Reading and writing TREC qrels and run files.
+"""Ranked lists: TREC qrels and run files, and reciprocal rank fusion.
 
+A floor-level module (it imports only :mod:`hoprank.errors`, :mod:`hoprank.types` and
+:mod:`hoprank._fsio`),
+so retrievers, rankers, agents and the evals all read, write and fuse ranked lists
+through one home.
+
+TREC files
+----------
 Accepted layouts (whitespace- or tab-separated, ``#`` comments and blank lines skipped):
 
 * qrels, 4 columns: ``qid iter docid rel`` (the official TREC layout, ``iter`` ignored);
@@ -16,6 +23,14 @@ mark is skipped.
 Run order follows trec_eval: by score descending, ties broken by docid **descending**
 (the rank column is read but, as in trec_eval, not used for ordering). Every error names
 the file and the line.
+
+Fusion
+------
+:func:`rrf_fuse`: reciprocal rank fusion (Cormack, Clarke & Büttcher, 2009) scores a
+document by ``sum_i w_i / (k + rank_i(d))`` over the rankings that contain it, with
+1-based ranks and ``k = 60``. It needs no score calibration, which is why it fuses BM25
+with dense retrieval, a reranker's order with the first stage, and per-sub-question
+result lists in the agent pipeline, equally well.
 """
 
 from __future__ import annotations
@@ -26,14 +41,18 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from hoprank.errors import DatasetError
+from hoprank._fsio import atomic_write
+from hoprank.errors import DatasetError, InvalidInput
+from hoprank.types import Document
 
 __all__ = [
     "Qrels",
     "Run",
+    "check_weights",
     "order_trec",
     "read_qrels",
     "read_run",
+    "rrf_fuse",
     "write_run",
 ]
 
@@ -178,13 +197,57 @@ def write_run(
         for ident in (qid, *(x if isinstance(x, str) else x[0] for x in entries)):
             if ident != ident.strip() or any(c in ident for c in "\t\r\n\v\f") or not ident:
                 raise DatasetError(f"{p}: id {ident!r} cannot be written to a TREC file")
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(p) as f:
         for qid, docs in run.items():
             n = len(docs)
             for i, d in enumerate(docs):
                 docid = d if isinstance(d, str) else d[0]
                 f.write(f"{qid}\tQ0\t{docid}\t{i + 1}\t{n - i}\t{tag}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
+
+
+def check_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """``n`` fusion weights (all 1.0 when ``weights`` is None); each must be >= 0."""
+    if weights is None:
+        return [1.0] * n
+    w = [float(x) for x in weights]
+    if len(w) != n:
+        raise InvalidInput(f"got {len(w)} weights for {n} rankings")
+    if any(x < 0 for x in w):
+        raise InvalidInput(f"RRF weights must be >= 0, got {w}")
+    return w
+
+
+def rrf_fuse(
+    rankings: Sequence[Sequence[Document]],
+    k: int = 60,
+    weights: Sequence[float] | None = None,
+) -> list[Document]:
+    """Fuse best-first rankings by reciprocal rank fusion; dedupe by document id.
+
+    A document's rank in a list is its 1-based position (a repeat within one list
+    counts only at its first position). The fused score is
+    ``sum_i weights[i] / (k + rank_i)``. Output documents are the first-seen copy of
+    each id with ``score`` set to the fused score, ``metadata["rank"]`` (1-based) and
+    ``metadata["rrf_ranks"]``: its rank in each input list (``None`` where absent).
+    Ties keep first-seen order (by list, then position), so the result is deterministic.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise InvalidInput(f"RRF k must be an integer >= 0, got {k!r}")
+    w = check_weights(weights, len(rankings))
+    scores: dict[str, float] = {}
+    first: dict[str, Document] = {}
+    ranks: dict[str, list[int | None]] = {}
+    for li, ranking in enumerate(rankings):
+        seen: set[str] = set()
+        for pos, doc in enumerate(ranking, start=1):
+            if doc.id in seen:
+                continue
+            seen.add(doc.id)
+            if doc.id not in first:
+                first[doc.id] = doc
+                scores[doc.id] = 0.0
+                ranks[doc.id] = [None] * len(rankings)
+            scores[doc.id] += w[li] / (k + pos)
+            ranks[doc.id][li] = pos
+    order = sorted(first, key=lambda i: -scores[i])  # sorted() is stable: ties keep first-seen order
+    return [first[i].with_score(scores[i], rank=r, rrf_ranks=ranks[i]) for r, i in enumerate(order, start=1)]
