@@ -44,8 +44,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hoprank.errors import ConfigError
-from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
-from hoprank.llm.hf_tokenizer import HFTokenizer
+from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs, exact_tokenizer
 from hoprank.prompts import PromptLike, prompt_param
 from hoprank.rankers.listwise import ListwiseRanker, require
 from hoprank.rankers.passages import make_labels
@@ -61,12 +60,6 @@ def merged_letters(engine: LLM, prefix: str) -> list[str]:
     """The letters ``X`` for which ``prefix + X`` is one token of the engine's tokenizer."""
     tok = engine.tokenizer
     return [c for c in string.ascii_uppercase if len(tok.encode(prefix + c)) == 1]
-
-
-def _exact_tokenizer(engine: LLM) -> bool:
-    """Whether the engine tokenizes like the served model (an HF tokenizer of the model,
-    or tiktoken's own encoding of an OpenAI model), not an approximation."""
-    return isinstance(engine.tokenizer, HFTokenizer) or bool(getattr(engine, "tokenizer_exact", False))
 
 
 def log_softmax(logprobs: Mapping[str, float]) -> dict[str, float]:
@@ -176,8 +169,10 @@ class FIRST(ListwiseRanker):
             raise ConfigError(f"label_tokens must be one of {LABEL_TOKENS}, got {label_tokens!r}")
         #: the merging letters when labels are scored as merged ``prefix + letter`` tokens
         self.alphabet: list[str] | None = None
+        #: the engine tokenizes like the served model (``Capability.EXACT_TOKENIZER``: an HF
+        #: tokenizer of the model, or tiktoken's own encoding of an OpenAI model)
+        own_tokens = exact_tokenizer(engine) is not None
         if label_tokens != "prefill" and wanted and can_prefill:
-            own_tokens = isinstance(engine.tokenizer, HFTokenizer)
             letters = merged_letters(engine, wanted) if own_tokens or label_tokens == "merged" else []
             if len(letters) >= window:
                 self.alphabet = letters
@@ -192,7 +187,7 @@ class FIRST(ListwiseRanker):
         #: engine's tokenizer is the model's own, only letters whose ``[X`` is one token
         #: label a window (o200k splits ``[H``, ``[O``, ``[Q``: those would never score)
         self.plain_letters: list[str] | None = None
-        if label_tokens == "auto" and wanted and not can_prefill and _exact_tokenizer(engine):
+        if label_tokens == "auto" and wanted and not can_prefill and own_tokens:
             letters = merged_letters(engine, wanted)
             if window <= len(letters) < len(string.ascii_uppercase):
                 self.plain_letters = letters

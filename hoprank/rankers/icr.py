@@ -36,8 +36,16 @@ from typing import Any, cast
 import numpy as np
 
 from hoprank.errors import CapabilityMissing, ConfigError, ContextOverflow, HoprankError, PromptError
-from hoprank.llm.attention import AttentionEngine
-from hoprank.llm.base import LLM, AttentionRows, Capability, Message
+from hoprank.llm.base import (
+    LLM,
+    AttentionEngine,
+    AttentionRows,
+    Capability,
+    ChatRenderer,
+    Message,
+    attention_engine,
+    chat_renderer,
+)
 from hoprank.prompts.registry import PromptLike, load_prompt, prompt_param
 from hoprank.rankers.base import BaseRanker, RankerOutput
 from hoprank.rankers.passages import scrub_surrogates
@@ -140,16 +148,11 @@ class ICRRanker(BaseRanker):
         margin_tokens: int = 32,
         heads: Sequence[Sequence[int]] | str | None = None,
     ) -> None:
-        caps: frozenset[Capability] = getattr(engine, "capabilities", frozenset())
-        if Capability.ATTENTION not in caps or not callable(getattr(engine, "attention_rows", None)):
+        attention = attention_engine(engine, "ICR needs an in-process transformers engine")
+        renderer = chat_renderer(engine)
+        if renderer is None:
             raise CapabilityMissing(
-                "attention",
-                getattr(engine, "name", type(engine).__name__),
-                hint="ICR needs an in-process transformers engine",
-            )
-        if not callable(getattr(engine, "render", None)):
-            raise CapabilityMissing(
-                "render", engine.name, hint="ICR needs the engine's chat template (render)"
+                Capability.RENDER.value, engine.name, hint="ICR needs the engine's chat template (render)"
             )
         if mask_outliers and not calibrate:
             raise ConfigError("mask_outliers needs calibrate=True (it masks calibrated token scores)")
@@ -163,7 +166,8 @@ class ICRRanker(BaseRanker):
             raise ConfigError("ICR: give layers or heads, not both")
         if heads is not None and mask_outliers:
             raise ConfigError("ICR: mask_outliers is not supported with selected heads")
-        self.engine = cast(AttentionEngine, engine)
+        self.engine: AttentionEngine = attention
+        self.renderer: ChatRenderer = renderer
         self.heads_ref: str | None = None
         self.heads: list[tuple[int, int]] | None = None
         if isinstance(heads, str):
@@ -206,7 +210,7 @@ class ICRRanker(BaseRanker):
             passages=[f"{_DOC}{p}{_DOC}" for p in passages], query=_clean(query), split=_SPLIT
         )
         messages = [cast(Message, {"role": m["role"], "content": m["content"]}) for m in rendered]
-        return self.engine.render(messages)
+        return self.renderer.render(messages)
 
     def _layout(self, query: str, passages: Sequence[str]) -> _Layout:
         return _parse(self._render(query, passages), len(passages), self.template.ref)
@@ -216,9 +220,9 @@ class ICRRanker(BaseRanker):
     def _span(self) -> int:
         """Tokens one pass may hold: the context window, or the engine's shorter attention
         window (a sliding-window model: past it, attention cannot reach the first passages)."""
-        span = getattr(self.engine, "attention_window", None)
+        span = self.engine.attention_window
         ctx = self.engine.context_window
-        return min(ctx, span) if isinstance(span, int) and span > 0 else ctx
+        return min(ctx, span) if span > 0 else ctx
 
     def _window_size(self, query: str, texts: Sequence[str]) -> int:
         """How many passages one pass may hold (all of them if they fit)."""

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hoprank.errors import CapabilityMissing, ContextOverflow, PromptError
-from hoprank.llm.base import LLM, Capability, Message
+from hoprank.errors import ContextOverflow, PromptError
+from hoprank.llm.base import LLM, Capability, EngineLike, Message, require_capability
 from hoprank.prompts import PromptLike, PromptTemplate, load_prompt, prompt_param
 from hoprank.rankers.base import BaseRanker, RankerOutput
 from hoprank.rankers.passages import (
@@ -43,12 +43,10 @@ logger = logging.getLogger(__name__)
 LISTWISE_VARIABLES = ("query", "passages", "num", "example", "label_desc")
 
 
-def require(engine: LLM, capability: Capability, ranker: str, hint: str = "") -> None:
-    """Raise :class:`CapabilityMissing` unless ``engine`` has ``capability``."""
-    if capability not in engine.capabilities:
-        raise CapabilityMissing(
-            capability.value, getattr(engine, "name", type(engine).__name__), hint or f"needed by {ranker}"
-        )
+def require(engine: EngineLike, capability: Capability, ranker: str, hint: str = "") -> None:
+    """Raise :class:`~hoprank.errors.CapabilityMissing` unless ``engine`` declares (and
+    implements) ``capability`` (:func:`hoprank.llm.base.require_capability`)."""
+    require_capability(engine, capability, hint or f"needed by {ranker}")
 
 
 @dataclass
