@@ -37,6 +37,38 @@ def test_factory_errors() -> None:
         make_ranker("cross-encoder")
 
 
+def test_registry_and_configs() -> None:
+    """One registry of names (make_ranker, CLI, service); each ranker validates its
+    parameters with its config and describes itself from it."""
+    from hoprank.rankers import REGISTRY, FIRSTConfig, RankGPT, RankGPTConfig, ranker_spec
+
+    assert tuple(REGISTRY) == RANKERS and ranker_spec("Cross_Encoder").name == "cross-encoder"
+    assert ranker_spec("first").config_class is FIRSTConfig and ranker_spec("identity").config_class is None
+    assert ranker_spec("icr").default_prompt == "icr"
+    eng = ScriptedEngine(["[1] > [2]"])
+    r = RankGPT(eng, window=6, labels="letters", max_new_tokens=30)
+    assert isinstance(r.config, RankGPTConfig) and r.window_cfg.step == 3 and r.label_style == "letters"
+    same = RankGPT(eng, config=RankGPTConfig(window=6, labels="letters", max_new_tokens=30))
+    assert same.config == r.config and same.describe() == r.describe()
+    d = r.describe()
+    assert d["name"] == "rankgpt" and d["class"] == "RankGPT" and d["prompt"] == r.prompt.ref
+    assert d["params"]["window"] == 6 and "prompt" not in d["params"] and d["engine"] == eng.describe()
+    # values from text (a CLI's -p key=value) are validated, wrong ones are ConfigErrors
+    assert RankGPT(eng, window="8", passes="2").window_cfg.passes == 2  # type: ignore[arg-type]
+    for bad in ({"window": 1}, {"window": 4, "step": 4}, {"passes": 0}, {"max_passage_tokens": 0}):
+        with pytest.raises(ConfigError):
+            RankGPT(eng, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="step must satisfy"):
+        RankGPT(eng, window=4, step=9)
+    assert Identity().describe() == {
+        "name": "identity",
+        "class": "Identity",
+        "prompt": None,
+        "params": {},
+        "engine": None,
+    }
+
+
 @pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised 2-layer BERT with a 1-logit head and a word-level vocab

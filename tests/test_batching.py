@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from rank_data import dl19_query
 
-from hoprank.errors import ContextOverflow, InvalidInput
-from hoprank.llm.base import LLM, Capability, LogprobRequest, Message
+from hoprank.errors import CapabilityMissing, ContextOverflow, InvalidInput
+from hoprank.llm.base import LLM, Capability, LogprobRequest, Message, chat_renderer, has_capability
 from hoprank.llm.batching import BatchingEngine, MicroBatcher
 from hoprank.llm.scripted import ScriptedEngine
 from hoprank.rankers import FIRST
@@ -96,6 +96,27 @@ def test_bad_settings() -> None:
         MicroBatcher(Doubler(), max_batch_size=0)
     with pytest.raises(InvalidInput):
         MicroBatcher(Doubler(), max_wait_s=-1)
+
+
+class _Rendering(ScriptedEngine):
+    """A scripted engine that declares and implements RENDER."""
+
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
+        return "|".join(m["content"] for m in messages) + prefill
+
+
+async def test_wrapper_declares_the_inner_capabilities_explicitly() -> None:
+    plain = BatchingEngine(ScriptedEngine(["x"]))
+    assert not hasattr(plain, "calls")  # no __getattr__ forwarding
+    assert chat_renderer(plain) is None and not has_capability(plain, Capability.ATTENTION)
+    with pytest.raises(CapabilityMissing, match="render"):
+        plain.render([{"role": "user", "content": "a"}])
+    with pytest.raises(CapabilityMissing, match="attention"):
+        await plain.attention_rows("p", ["s"])
+    caps = frozenset({Capability.GENERATE, Capability.RENDER})
+    wrapped = BatchingEngine(_Rendering(["x"], capabilities=caps))
+    renderer = chat_renderer(wrapped)
+    assert renderer is not None and renderer.render([{"role": "user", "content": "a"}], "[") == "a["
 
 
 def test_separate_event_loops_are_kept_apart() -> None:

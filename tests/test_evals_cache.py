@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from hoprank.errors import CapabilityMissing
 from hoprank.evals import CachedEngine
-from hoprank.llm.base import LLM, LogprobRequest
+from hoprank.llm.base import LLM, LogprobRequest, chat_renderer, exact_tokenizer
 from hoprank.llm.scripted import ScriptedEngine
 
 MSGS: list[Any] = [{"role": "system", "content": "Rank."}, {"role": "user", "content": "q: cats [1] a [2] b"}]
@@ -105,8 +106,16 @@ async def test_forwards_uncached_attributes(tmp_path: Path) -> None:
     inner = _engine()
     eng = CachedEngine(inner, tmp_path)
     assert eng.tokenizer is inner.tokenizer and eng.capabilities == inner.capabilities
-    assert eng.calls is inner.calls  # type: ignore[attr-defined]  (forwarded by __getattr__)
     assert eng.describe() == inner.describe()
+    # no __getattr__ forwarding: the capability protocols are explicit, the rest is on .inner
+    assert not hasattr(eng, "calls") and eng.inner.calls is inner.calls
+    assert chat_renderer(eng) is None and exact_tokenizer(eng) is None
+    with pytest.raises(CapabilityMissing, match="render"):
+        eng.render(MSGS)
+    with pytest.raises(CapabilityMissing, match="attention"):
+        await eng.attention_rows("prefix", ["suffix"])
+    with pytest.raises(CapabilityMissing, match="attention"):
+        _ = eng.attention_window
 
 
 @pytest.mark.slow

@@ -321,3 +321,33 @@ def test_refuses_to_resume_after_the_data_or_the_weights_changed(tmp_path: Path)
         run_experiment(cfg, out, engine=_WeightsEngine("a" * 64), **kw)
     redo = run_experiment(cfg, out, engine=_WeightsEngine("b" * 64), overwrite=True, **kw)
     assert redo.executed == 2 and redo.resumed == 0
+
+
+@pytest.mark.slow
+def test_icr_manifest_records_its_prompt_and_resume_notices_an_edit(
+    tmp_path: Path, smollm2_engine: Any
+) -> None:
+    """ICR keeps its template as ``.template``; the manifest used to find prompts by the
+    attribute name ``prompt`` and recorded ``"prompt": null`` for a default ICR run, so an
+    edited ICR template went unnoticed on resume. The ranker now says it (``describe()``)."""
+    from hoprank.evals.build import prompt_info
+    from hoprank.prompts import load_prompt
+
+    cfg = ExperimentConfig(dataset="sample-dl19", ranker="icr", model="smollm2-135m", depth=5, limit=1)
+    res = run_experiment(cfg, tmp_path / "a", engine=smollm2_engine, cache=False, progress=False, plots=False)
+    icr = load_prompt("icr")
+    assert res.manifest["prompt"] is not None and res.manifest["prompt"]["ref"] == icr.ref
+    # Ray workers build their own rankers: the manifest falls back to the registered default
+    assert prompt_info(cfg, None) == res.manifest["prompt"]
+    # a prompt file of one's own, edited between runs: resume refuses to mix the two
+    mine = tmp_path / "my-icr.yaml"
+    src = ROOT / "hoprank" / "prompts" / "templates" / "icr@1.yaml"
+    mine.write_text(src.read_text().replace("name: icr", "name: my-icr"))
+    own = cfg.model_copy(update={"prompt": str(mine)})
+    out = tmp_path / "b"
+    first = run_experiment(own, out, engine=smollm2_engine, cache=False, progress=False, plots=False)
+    assert first.manifest["prompt"]["name"] == "my-icr"
+    assert first.manifest["prompt"]["hash"] != res.manifest["prompt"]["hash"]
+    mine.write_text(mine.read_text().replace("Here are some paragraphs:", "Here are some passages:"))
+    with pytest.raises(ConfigError, match="prompt"):
+        run_experiment(own, out, engine=smollm2_engine, cache=False, progress=False, plots=False)

@@ -266,6 +266,10 @@ def test_no_prefill_engine_with_the_models_tokenizer_labels_with_single_token_br
     # an approximate tokenizer (a model tiktoken does not know) keeps the plain A..T
     approx = OpenAIEngine("served-open-model", base_url="http://127.0.0.1:9/v1", api_key="sk-test")
     assert not approx.tokenizer_exact
+    # declared capabilities: tiktoken's own encoding is exact, the o200k stand-in is not;
+    # neither renders the chat template
+    assert Capability.EXACT_TOKENIZER in exact.capabilities and Capability.RENDER not in exact.capabilities
+    assert not {Capability.EXACT_TOKENIZER, Capability.RENDER} & approx.capabilities
     assert "".join(FIRST(approx, window=20).labels_for(20)) == "ABCDEFGHIJKLMNOPQRST"
 
 

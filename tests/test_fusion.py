@@ -62,6 +62,18 @@ def test_make_ranker_wraps_on_prior_weight() -> None:
         make_ranker("identity", None, prior_weight=-2)
 
 
+def test_wrapper_describes_its_inner_ranker() -> None:
+    engine = ScriptedEngine(logprobs_fn=lambda m, c, p: {})
+    r = make_ranker("first", engine, prior_weight=0.5, window=4)
+    d = r.describe()
+    inner = d["inner"]
+    assert d["name"] == "first+prior" and d["params"] == {"weight": 0.5, "k": 60}
+    assert inner["name"] == "first" and inner["params"]["window"] == 4 and inner["params"]["step"] is None
+    assert d["prompt"] == inner["prompt"] == r.inner.prompt.ref  # type: ignore[attr-defined]
+    assert d["engine"] == inner["engine"] == engine.describe()
+    assert PriorFusion(Identity()).describe()["prompt"] is None
+
+
 async def test_first_fused_with_bm25_on_smollm2_dl19(smollm2_engine: object, datasets_dir: Path) -> None:
     query, docs = dl19_query(datasets_dir, k=10)
     plain = await FIRST(smollm2_engine, window=10, max_passage_tokens=32).arank(query, docs)  # type: ignore[arg-type]

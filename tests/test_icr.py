@@ -47,8 +47,9 @@ class _FakeAttentionEngine:
     """No model: a chat template that wraps the user turn, and scripted attention rows."""
 
     name = "fake-attention"
-    capabilities = frozenset({Capability.ATTENTION})
+    capabilities = frozenset({Capability.ATTENTION, Capability.RENDER})
     context_window = 4096
+    attention_window = 4096
 
     def __init__(self) -> None:
         self.tokenizer = WhitespaceTokenizer()
@@ -72,6 +73,11 @@ def test_capability_missing_on_engines_without_attention() -> None:
     # claiming the capability without the method is not enough
     with pytest.raises(CapabilityMissing):
         ICRRanker(ScriptedEngine(["x"], capabilities=frozenset({Capability.ATTENTION})))
+    # nor are the methods without the declared capability
+    undeclared = _FakeAttentionEngine()
+    undeclared.capabilities = frozenset({Capability.ATTENTION})  # type: ignore[misc]
+    with pytest.raises(CapabilityMissing, match="render"):
+        ICRRanker(undeclared)
 
 
 def test_config_errors() -> None:

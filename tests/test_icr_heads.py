@@ -117,7 +117,7 @@ def test_selection_is_saved_bound_and_loaded_by_name(
     assert (tmp_path / "heads" / "smol-test.json").is_file()
     ranker = make_ranker("icr", smollm2_engine, heads="smol-test")
     assert isinstance(ranker, ICRRanker) and ranker.heads == sel.heads
-    assert ranker.describe()["heads"] == sel.ref
+    assert ranker.describe()["params"]["heads"] == sel.ref
     ranking = ranker.rank(dl19_items[0][1], dl19_items[0][2])
     assert ranking.trace[0].input["heads"] == sel.ref
     # a selection made for another model is refused

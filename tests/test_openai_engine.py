@@ -373,6 +373,8 @@ def test_prompt_tokens_counts_what_the_server_template_adds(smollm2_engine: Any)
     hf = OpenAIEngine(
         "smol", base_url="http://127.0.0.1:9/v1", tokenizer=HFTokenizer(smollm2_engine.hf_tokenizer)
     )
+    assert {Capability.RENDER, Capability.EXACT_TOKENIZER} <= hf.capabilities
+    assert hf.render(msgs, "[") == smollm2_engine.render(msgs, "[")
     assert prompt_tokens(hf, msgs, "[") == prompt_tokens(smollm2_engine, msgs, "[")
     assert prompt_tokens(hf, msgs) > hf.tokenizer.count(msgs[0]["content"]) + 6
     plain = OpenAIEngine("gpt-4o", base_url="http://127.0.0.1:9/v1")

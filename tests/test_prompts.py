@@ -301,8 +301,9 @@ class _FakeAttention:
     """Character-level fake with the ICR engine surface (render + attention_rows)."""
 
     name = "fake-attention"
-    capabilities = frozenset({Capability.ATTENTION})
+    capabilities = frozenset({Capability.ATTENTION, Capability.RENDER})
     context_window = 100_000
+    attention_window = 100_000
 
     def __init__(self) -> None:
         self.tokenizer = WhitespaceTokenizer()

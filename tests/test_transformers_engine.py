@@ -40,7 +40,14 @@ def _logsumexp(xs: list[float]) -> float:
 def test_identity_and_describe(smollm2_engine: Any) -> None:
     e = smollm2_engine
     assert e.capabilities == frozenset(
-        {Capability.GENERATE, Capability.TOKEN_LOGPROBS, Capability.PREFILL, Capability.ATTENTION}
+        {
+            Capability.GENERATE,
+            Capability.TOKEN_LOGPROBS,
+            Capability.PREFILL,
+            Capability.ATTENTION,
+            Capability.RENDER,
+            Capability.EXACT_TOKENIZER,
+        }
     )
     d = e.describe()
     assert d["model"] == "smollm2-135m"

@@ -127,17 +127,24 @@ def build_ranker(config: ExperimentConfig, engine: LLM | None) -> Ranker:
 
 
 def prompt_info(config: ExperimentConfig, ranker: Any) -> dict[str, Any] | None:
-    """name, version, hash and ref of the prompt the ranker uses (if any)."""
-    from hoprank.prompts import PromptTemplate, load_prompt
+    """name, version, hash and ref of the prompt the ranker uses (if any).
 
-    tpl = getattr(ranker, "prompt", None)
-    if not isinstance(tpl, PromptTemplate):  # a wrapper (PriorFusion) holds the prompted ranker
-        tpl = getattr(getattr(ranker, "inner", None), "prompt", None)
-    if not isinstance(tpl, PromptTemplate):
-        tpl = load_prompt(config.prompt) if config.prompt is not None else None
-    if tpl is None:
-        return None
-    return {"name": tpl.name, "version": tpl.version, "hash": tpl.content_hash, "ref": tpl.ref}
+    A hoprank ranker says it itself (:meth:`~hoprank.rankers.base.BaseRanker.prompt_template`,
+    a wrapper's from its inner ranker, ICR's template included); without a ranker (Ray
+    workers build their own) it is the config's prompt, else the registered ranker's
+    default prompt."""
+    from hoprank.prompts import load_prompt
+    from hoprank.rankers.base import BaseRanker, prompt_summary
+    from hoprank.rankers.registry import ranker_spec
+
+    if isinstance(ranker, BaseRanker):
+        tpl = ranker.prompt_template()
+        if tpl is not None:
+            return prompt_summary(tpl)
+    name = config.prompt
+    if name is None and ranker is None:
+        name = ranker_spec(config.ranker).default_prompt
+    return prompt_summary(load_prompt(name)) if name is not None else None
 
 
 def _version(pkg: str) -> str | None:

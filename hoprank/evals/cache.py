@@ -36,6 +36,8 @@ from hoprank.llm.base import (
     Message,
     Tokenizer,
     TokenLogprobs,
+    attention_engine,
+    chat_renderer,
 )
 from hoprank.types import Usage
 
@@ -63,8 +65,11 @@ def _engine_identity(engine: Any) -> dict[str, Any]:
 class CachedEngine:
     """An :class:`~hoprank.llm.base.LLM` that answers repeated calls from disk.
 
-    Everything it does not cache (tokenizer, render, model internals) is forwarded to
-    the wrapped engine.
+    It declares the wrapped engine's capabilities and implements their protocols
+    explicitly: ``render`` (not cached: it is local and cheap), ``attention_rows`` (cached)
+    and ``attention_window`` delegate to the wrapped engine, or raise
+    :class:`~hoprank.errors.CapabilityMissing` when it lacks them. Anything else of the
+    wrapped engine is reached through :attr:`inner`.
     """
 
     def __init__(self, engine: LLM, cache_dir: str | os.PathLike[str] | None = None) -> None:
@@ -82,10 +87,17 @@ class CachedEngine:
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
-    def __getattr__(self, item: str) -> Any:
-        if item == "inner":  # not set yet (e.g. during unpickling)
-            raise AttributeError(item)
-        return getattr(self.inner, item)
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
+        """The wrapped engine's chat template (``Capability.RENDER``)."""
+        renderer = chat_renderer(self.inner)
+        if renderer is None:
+            raise CapabilityMissing(Capability.RENDER.value, self.name, "the wrapped engine cannot render")
+        return renderer.render(messages, prefill)
+
+    @property
+    def attention_window(self) -> int:
+        """The wrapped engine's attention window (``Capability.ATTENTION``)."""
+        return attention_engine(self.inner, "ICR needs an in-process transformers engine").attention_window
 
     def stats(self) -> dict[str, Any]:
         return {"dir": str(self.cache_dir), "hits": self.hits, "misses": self.misses}
@@ -202,11 +214,7 @@ class CachedEngine:
     ) -> AttentionRows:
         """Cached attention rows (engines with the ATTENTION capability). ``per_head``
         calls are not cached (their per-head arrays are not serialised)."""
-        fn = getattr(self.inner, "attention_rows", None)
-        if fn is None or Capability.ATTENTION not in self.inner.capabilities:
-            raise CapabilityMissing(
-                "attention", self.inner.name, "ICR needs an in-process transformers engine"
-            )
+        fn = attention_engine(self.inner, "ICR needs an in-process transformers engine").attention_rows
         if per_head:
             self.misses += 1
             fresh: AttentionRows = await fn(prefix, suffixes, layers=layers, heads=heads, per_head=True)

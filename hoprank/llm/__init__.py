@@ -20,9 +20,12 @@ from typing import TYPE_CHECKING, Any
 from hoprank.errors import InvalidInput
 from hoprank.llm.base import (
     LLM,
+    AttentionEngine,
     AttentionRows,
     Capability,
+    ChatRenderer,
     Completion,
+    ExactTokenizer,
     LogprobRequest,
     Message,
     Tokenizer,
@@ -39,10 +42,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL",
     "LLM",
+    "AttentionEngine",
     "AttentionRows",
     "BatchingEngine",
     "Capability",
+    "ChatRenderer",
     "Completion",
+    "ExactTokenizer",
     "HFTokenizer",
     "LogprobRequest",
     "Message",

@@ -27,10 +27,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol
 
 from hoprank.errors import ContextOverflow, EngineError, HoprankError, InvalidInput
-from hoprank.llm.base import AttentionRows, Capability, Message, Tokenizer
+from hoprank.llm.base import AttentionEngine, AttentionRows
 from hoprank.llm.worker import check_cancelled
 from hoprank.types import Usage
 
@@ -56,28 +56,6 @@ class HFModelHolder(Protocol):
     hf_tokenizer: Any
     device: Any
     dtype: Any
-
-
-@runtime_checkable
-class AttentionEngine(Protocol):
-    """An engine that can render chat prompts and compute attention rows (ICR)."""
-
-    name: str
-    capabilities: frozenset[Capability]
-    tokenizer: Tokenizer
-    context_window: int
-
-    def render(self, messages: Sequence[Message], prefill: str = "") -> str: ...
-
-    async def attention_rows(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        *,
-        layers: Sequence[int] | None = None,
-        heads: Sequence[Sequence[int]] | None = None,
-        per_head: bool = False,
-    ) -> AttentionRows: ...
 
 
 # ----------------------------------------------------------------------------- capture

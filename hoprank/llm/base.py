@@ -1,8 +1,33 @@
-"""The engine contract: one ``LLM`` protocol, capability flags, and the value types.
+"""The engine contract: one ``LLM`` protocol, declared capabilities, and the value types.
 
 An engine turns chat messages into completions, next-token log-probabilities over a
 set of candidate strings (FIRST, pointwise scoring) and, for in-process engines,
 attention rows (ICR). It knows nothing of ranking.
+
+**Capabilities.** What an engine can do beyond ``generate`` is *declared* in its
+``capabilities`` and, where it needs methods of its own, *typed* by a protocol next to
+:class:`LLM`:
+
+=========================  ===========================================================
+``Capability``             promise
+=========================  ===========================================================
+``GENERATE``               ``generate`` works
+``TOKEN_LOGPROBS``         ``next_token_logprobs(_batch)`` work
+``PREFILL``                a ``prefill`` continues the assistant turn
+``RENDER``                 :class:`ChatRenderer`: ``render(messages, prefill)`` is the
+                           exact prompt text the model sees (exact prompt counts)
+``EXACT_TOKENIZER``        ``tokenizer`` is the model's own and an
+                           :class:`ExactTokenizer` (``truncate_many``)
+``ATTENTION``              :class:`AttentionEngine`: ``attention_rows`` and
+                           ``attention_window``
+=========================  ===========================================================
+
+A caller checks a capability once, with :func:`require_capability` or the typed
+accessors :func:`chat_renderer`, :func:`exact_tokenizer` and :func:`attention_engine`
+(a declared flag *and* the protocol's methods), then calls typed methods. Wrappers
+(:class:`~hoprank.llm.batching.BatchingEngine`, :class:`~hoprank.evals.cache.CachedEngine`)
+forward the inner engine's flags and implement every protocol explicitly, raising
+:class:`~hoprank.errors.CapabilityMissing` where the inner engine lacks it.
 """
 
 from __future__ import annotations
@@ -15,20 +40,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
 
 from hoprank._sync import run_sync
-from hoprank.errors import ContextOverflow
+from hoprank.errors import CapabilityMissing, ContextOverflow
 from hoprank.types import Usage
 
 __all__ = [
     "LLM",
+    "AttentionEngine",
     "AttentionRows",
     "Capability",
+    "ChatRenderer",
     "Completion",
+    "EngineLike",
+    "ExactTokenizer",
     "LogprobRequest",
     "Message",
     "SyncFacade",
     "TokenLogprobs",
     "Tokenizer",
+    "attention_engine",
+    "chat_renderer",
     "check_fits",
+    "exact_tokenizer",
+    "has_capability",
+    "require_capability",
 ]
 
 
@@ -37,6 +71,8 @@ class Capability(str, Enum):
     TOKEN_LOGPROBS = "token_logprobs"
     ATTENTION = "attention"
     PREFILL = "prefill"  # can continue a partial assistant message (e.g. "[")
+    RENDER = "render"  # ChatRenderer: renders its chat template (exact prompt counts)
+    EXACT_TOKENIZER = "exact_tokenizer"  # tokenizer is the model's own ExactTokenizer
 
 
 def check_fits(name: str, n_prompt: int, n_new: int, context_window: int) -> None:
@@ -137,6 +173,73 @@ class Tokenizer(Protocol):
 
 
 @runtime_checkable
+class ExactTokenizer(Tokenizer, Protocol):
+    """The served model's own tokenizer (``Capability.EXACT_TOKENIZER``): counts are exact,
+    and a window's passages are cut in one call."""
+
+    def truncate_many(self, texts: Sequence[str], max_tokens: int) -> list[str]:
+        """:meth:`Tokenizer.truncate` of each text (each result a prefix of its text)."""
+        ...
+
+
+@runtime_checkable
+class EngineLike(Protocol):
+    """What every engine, wrapper and capability protocol shares: a name, the declared
+    capabilities and a tokenizer."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+
+@runtime_checkable
+class ChatRenderer(Protocol):
+    """An engine that renders its chat template (``Capability.RENDER``)."""
+
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
+        """The chat-templated prompt (generation prompt added), with ``prefill`` appended."""
+        ...
+
+
+@runtime_checkable
+class AttentionEngine(Protocol):
+    """An engine that computes attention rows (``Capability.ATTENTION``; ICR)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability]: ...
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    @property
+    def context_window(self) -> int: ...
+
+    @property
+    def attention_window(self) -> int:
+        """Tokens over which attention rows see the whole prefix (the context window, or a
+        shorter sliding window)."""
+        ...
+
+    async def attention_rows(
+        self,
+        prefix: str,
+        suffixes: Sequence[str],
+        *,
+        layers: Sequence[int] | None = None,
+        heads: Sequence[Sequence[int]] | None = None,
+        per_head: bool = False,
+    ) -> AttentionRows: ...
+
+
+@runtime_checkable
 class LLM(Protocol):
     """A model engine. Async core; every engine also offers sync wrappers."""
 
@@ -164,6 +267,48 @@ class LLM(Protocol):
     def describe(self) -> dict[str, Any]:
         """What identifies this engine's outputs (model, revision/sha256, dtype...)."""
         ...
+
+
+def has_capability(engine: EngineLike, capability: Capability) -> bool:
+    """Whether ``engine`` declares ``capability`` and implements its protocol."""
+    if capability not in engine.capabilities:
+        return False
+    if capability is Capability.RENDER:
+        return isinstance(engine, ChatRenderer)
+    if capability is Capability.ATTENTION:
+        return isinstance(engine, AttentionEngine)
+    if capability is Capability.EXACT_TOKENIZER:
+        return isinstance(engine.tokenizer, ExactTokenizer)
+    return True
+
+
+def require_capability(engine: EngineLike, capability: Capability, hint: str = "") -> None:
+    """Raise :class:`CapabilityMissing` unless :func:`has_capability`."""
+    if not has_capability(engine, capability):
+        raise CapabilityMissing(capability.value, engine.name, hint)
+
+
+def chat_renderer(engine: EngineLike) -> ChatRenderer | None:
+    """``engine`` as a :class:`ChatRenderer` when it declares ``RENDER``, else None."""
+    if Capability.RENDER in engine.capabilities and isinstance(engine, ChatRenderer):
+        return engine
+    return None
+
+
+def exact_tokenizer(engine: EngineLike) -> ExactTokenizer | None:
+    """``engine.tokenizer`` when the engine declares ``EXACT_TOKENIZER``, else None."""
+    tok = engine.tokenizer
+    if Capability.EXACT_TOKENIZER in engine.capabilities and isinstance(tok, ExactTokenizer):
+        return tok
+    return None
+
+
+def attention_engine(engine: EngineLike, hint: str = "") -> AttentionEngine:
+    """``engine`` as an :class:`AttentionEngine`; :class:`CapabilityMissing` unless it
+    declares ``ATTENTION`` and implements it."""
+    if Capability.ATTENTION in engine.capabilities and isinstance(engine, AttentionEngine):
+        return engine
+    raise CapabilityMissing(Capability.ATTENTION.value, engine.name, hint)
 
 
 class SyncFacade:

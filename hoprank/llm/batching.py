@@ -30,9 +30,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from hoprank.errors import HoprankError, InvalidInput
+from hoprank.errors import CapabilityMissing, HoprankError, InvalidInput
 from hoprank.llm.base import (
     LLM,
+    AttentionRows,
     Capability,
     Completion,
     LogprobRequest,
@@ -40,6 +41,8 @@ from hoprank.llm.base import (
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
+    attention_engine,
+    chat_renderer,
 )
 
 if TYPE_CHECKING:
@@ -257,8 +260,11 @@ class BatchingEngine(SyncFacade):
     concurrent ``next_token_logprobs`` / ``next_token_logprobs_batch`` calls are
     coalesced by a :class:`MicroBatcher` into ``engine.next_token_logprobs_batch`` calls
     of at most ``max_batch_size`` requests (default: the engine's own
-    ``max_batch_size``, else 16). Everything else (``generate``, ``attention_rows``,
-    ``render``...) is passed through. Use it with concurrent ranking::
+    ``max_batch_size``, else 16). It declares the wrapped engine's capabilities and
+    implements their protocols explicitly: ``generate``, ``render``, ``attention_rows``
+    and ``attention_window`` go straight to the wrapped engine (or raise
+    :class:`~hoprank.errors.CapabilityMissing` where it lacks them); anything else of the
+    wrapped engine is reached through :attr:`engine`. Use it with concurrent ranking::
 
         engine = BatchingEngine(TransformersEngine("qwen2.5-coder-0.5b"))
         rankings = await FIRST(engine).arank_many(items, concurrency=16)
@@ -335,11 +341,32 @@ class BatchingEngine(SyncFacade):
         }
         return out
 
-    def __getattr__(self, attr: str) -> Any:
-        # Only reached for attributes not defined here: render, attention_rows, model...
-        if attr == "engine":  # not yet set (during unpickling): avoid recursion
-            raise AttributeError(attr)
-        return getattr(self.engine, attr)
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
+        """The wrapped engine's chat template (``Capability.RENDER``)."""
+        renderer = chat_renderer(self.engine)
+        if renderer is None:
+            raise CapabilityMissing(Capability.RENDER.value, self.name, "the wrapped engine cannot render")
+        return renderer.render(messages, prefill)
+
+    @property
+    def attention_window(self) -> int:
+        """The wrapped engine's attention window (``Capability.ATTENTION``)."""
+        return attention_engine(self.engine, "needs an in-process transformers engine").attention_window
+
+    async def attention_rows(
+        self,
+        prefix: str,
+        suffixes: Sequence[str],
+        *,
+        layers: Sequence[int] | None = None,
+        heads: Sequence[Sequence[int]] | None = None,
+        per_head: bool = False,
+    ) -> AttentionRows:
+        """The wrapped engine's attention rows (not batched; ``Capability.ATTENTION``)."""
+        inner = attention_engine(self.engine, "needs an in-process transformers engine")
+        if heads is None and not per_head:
+            return await inner.attention_rows(prefix, suffixes, layers=layers)
+        return await inner.attention_rows(prefix, suffixes, layers=layers, heads=heads, per_head=per_head)
 
     def __repr__(self) -> str:
         return f"BatchingEngine({self.engine!r}, max_batch_size={self._batcher.max_batch_size})"

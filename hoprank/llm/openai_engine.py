@@ -31,14 +31,15 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
-from hoprank.errors import ConfigError, InvalidInput
+from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
 from hoprank.llm._endpoints import Balance, EndpointPool
 from hoprank.llm._openai_parse import parse_completion, parse_top_logprobs, score_candidates
 from hoprank.llm.base import (
     Capability,
     Completion,
+    ExactTokenizer,
     LogprobRequest,
     Message,
     SyncFacade,
@@ -74,25 +75,33 @@ class EngineStats:
         self.failures += int(failed)
 
 
-def _as_tokenizer(tokenizer: Any, model: str) -> Tokenizer:
+@runtime_checkable
+class _ChatTemplateTokenizer(Protocol):
+    """A tokenizer that renders the served model's chat template (``HFTokenizer``)."""
+
+    def render_chat(self, messages: Sequence[Message], prefill: str = "") -> str: ...
+
+
+def _as_tokenizer(tokenizer: Any, model: str) -> tuple[Tokenizer, bool]:
+    """The engine's tokenizer and whether it is the model's own (not the o200k stand-in)."""
     if tokenizer is None:
         from hoprank.llm.tiktoken_offline import TiktokenTokenizer
 
         try:
-            return TiktokenTokenizer.for_model(model)
+            return TiktokenTokenizer.for_model(model), True
         except (KeyError, ConfigError):  # unknown model, or an encoding not available offline
             logger.warning(
                 "no tokenizer given for %r and tiktoken does not know it: counting tokens with "
                 "o200k_base (approximate; pass tokenizer=HFTokenizer(...) for a served open model)",
                 model,
             )
-            return TiktokenTokenizer("o200k_base")
+            return TiktokenTokenizer("o200k_base"), False
     if isinstance(tokenizer, Tokenizer):
-        return tokenizer
+        return tokenizer, True
     if hasattr(tokenizer, "apply_chat_template") or hasattr(tokenizer, "convert_tokens_to_ids"):
         from hoprank.llm.hf_tokenizer import HFTokenizer
 
-        return HFTokenizer(tokenizer)
+        return HFTokenizer(tokenizer), True
     raise ConfigError(f"tokenizer {type(tokenizer).__name__} implements neither Tokenizer nor an HF API")
 
 
@@ -157,13 +166,18 @@ class OpenAIEngine(SyncFacade):
         self.logit_bias = logit_bias
         self.restrict_candidates = restrict_candidates
         self.extra_body = dict(extra_body or {})
-        self.tokenizer: Tokenizer = _as_tokenizer(tokenizer, model)
+        self.tokenizer: Tokenizer
         #: True unless the tokenizer is the o200k stand-in for a model tiktoken does not know
-        self.tokenizer_exact = tokenizer is not None or getattr(self.tokenizer, "exact_for_model", False)
+        self.tokenizer_exact: bool
+        self.tokenizer, self.tokenizer_exact = _as_tokenizer(tokenizer, model)
         prefill = supports_prefill if supports_prefill is not None else server in ("vllm", "llamacpp")
         caps = {Capability.GENERATE, Capability.TOKEN_LOGPROBS}
         if prefill:
             caps.add(Capability.PREFILL)
+        if isinstance(self.tokenizer, _ChatTemplateTokenizer):  # the served model's HF tokenizer
+            caps.add(Capability.RENDER)
+        if self.tokenizer_exact and isinstance(self.tokenizer, ExactTokenizer):
+            caps.add(Capability.EXACT_TOKENIZER)
         self.capabilities: frozenset[Capability] = frozenset(caps)
         self.stats = EngineStats()
         self._api_key = key
@@ -192,6 +206,16 @@ class OpenAIEngine(SyncFacade):
             "tokenizer": self.tokenizer.name,
             "top_logprobs": self.top_logprobs,
         }
+
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
+        """The prompt as the served model's chat template renders it (``Capability.RENDER``:
+        only with the model's HF tokenizer; the server's own template may differ in
+        details such as a default system prompt)."""
+        if not isinstance(self.tokenizer, _ChatTemplateTokenizer):
+            raise CapabilityMissing(
+                Capability.RENDER.value, self.name, "pass tokenizer= the served model's HF tokenizer"
+            )
+        return self.tokenizer.render_chat(messages, prefill)
 
     def _redact(self, text: str) -> str:
         key = self._api_key

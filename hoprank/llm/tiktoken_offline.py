@@ -204,5 +204,9 @@ class TiktokenTokenizer:
         # a cut inside a multi-byte character drops the partial character
         return str(self.encoding.decode(ids[: max(0, max_tokens)], errors="ignore"))
 
+    def truncate_many(self, texts: Sequence[str], max_tokens: int) -> list[str]:
+        """:meth:`truncate` of each text."""
+        return [self.truncate(t, max_tokens) for t in texts]
+
     def __repr__(self) -> str:
         return f"TiktokenTokenizer({self.encoding.name!r})"

@@ -169,7 +169,14 @@ class TransformersEngine(SyncFacade):
         self.model.eval()
         self.name: str = self.resolved.name
         self.capabilities: frozenset[Capability] = frozenset(
-            {Capability.GENERATE, Capability.TOKEN_LOGPROBS, Capability.PREFILL, Capability.ATTENTION}
+            {
+                Capability.GENERATE,
+                Capability.TOKEN_LOGPROBS,
+                Capability.PREFILL,
+                Capability.ATTENTION,
+                Capability.RENDER,
+                Capability.EXACT_TOKENIZER,
+            }
         )
         self._hf = HFTokenizer(self.hf_tokenizer, name=self.name)
         self.tokenizer: Tokenizer = self._hf

@@ -110,7 +110,13 @@ class VLLMEngine(SyncFacade):
         self.tokenizer: Tokenizer = self._hf
         self.context_window: int = context_window or self._model_len() or _DEFAULT_CONTEXT
         self.capabilities: frozenset[Capability] = frozenset(
-            {Capability.GENERATE, Capability.TOKEN_LOGPROBS, Capability.PREFILL}
+            {
+                Capability.GENERATE,
+                Capability.TOKEN_LOGPROBS,
+                Capability.PREFILL,
+                Capability.RENDER,
+                Capability.EXACT_TOKENIZER,
+            }
         )
         self._token_ids_param = _accepts(self._vllm.SamplingParams, "logprob_token_ids")
         self._lock = threading.Lock()

@@ -15,66 +15,71 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from hoprank.errors import ConfigError
 from hoprank.llm.base import LLM
 from hoprank.rankers.base import BaseRanker, Ranker, RankerOutput, check_permutation
 from hoprank.rankers.baselines import CrossEncoder, CrossEncoderRanker, Identity
+from hoprank.rankers.config import ComponentConfig, PassageBudget, WindowedConfig
 from hoprank.rankers.consistency import SelfConsistency
-from hoprank.rankers.first import FIRST
-from hoprank.rankers.fusion import PriorFusion
+from hoprank.rankers.first import FIRST, FIRSTConfig
+from hoprank.rankers.fusion import FusionConfig, PriorFusion
+from hoprank.rankers.listwise import ListwiseConfig
 from hoprank.rankers.parsing import ParseResult, parse_permutation
-from hoprank.rankers.pointwise import PointwiseLLM
-from hoprank.rankers.rankgpt import RankGPT
-from hoprank.rankers.setwise import Setwise
+from hoprank.rankers.pointwise import PointwiseConfig, PointwiseLLM
+from hoprank.rankers.rankgpt import RankGPT, RankGPTConfig
+from hoprank.rankers.registry import REGISTRY, RankerSpec, ranker_names, ranker_spec
+from hoprank.rankers.setwise import Setwise, SetwiseConfig
 from hoprank.rankers.window import WindowConfig, WindowSpan, slide, window_spans
 
 __all__ = [
     "FIRST",
     "RANKERS",
+    "REGISTRY",
     "BaseRanker",
+    "ComponentConfig",
     "CrossEncoder",
     "CrossEncoderRanker",
+    "FIRSTConfig",
+    "FusionConfig",
     "Identity",
+    "ListwiseConfig",
     "ParseResult",
+    "PassageBudget",
+    "PointwiseConfig",
     "PointwiseLLM",
     "PriorFusion",
     "RankGPT",
+    "RankGPTConfig",
     "Ranker",
     "RankerOutput",
+    "RankerSpec",
     "SelfConsistency",
     "Setwise",
+    "SetwiseConfig",
     "WindowConfig",
     "WindowSpan",
+    "WindowedConfig",
     "check_permutation",
     "make_ranker",
     "parse_permutation",
+    "ranker_names",
+    "ranker_spec",
     "slide",
     "window_spans",
 ]
 
-#: Names accepted by :func:`make_ranker`.
-RANKERS = ("identity", "rankgpt", "first", "setwise", "pointwise", "icr", "cross-encoder")
-
-_ICR_CLASS_NAMES = ("ICR", "ICRRanker", "InContextReranker")
-
-
-def _icr_class() -> Any:
-    module = importlib.import_module("hoprank.rankers.icr")
-    for attr in _ICR_CLASS_NAMES:
-        cls = getattr(module, attr, None)
-        if cls is not None:
-            return cls
-    raise ConfigError(f"hoprank.rankers.icr defines none of {_ICR_CLASS_NAMES}")
+#: Names accepted by :func:`make_ranker` (:data:`REGISTRY` has their classes and configs).
+RANKERS = ranker_names()
 
 
 def make_ranker(name: str, engine: LLM | None = None, **params: Any) -> BaseRanker:
-    """Build a ranker by name: ``identity``, ``rankgpt``, ``first``, ``pointwise``,
-    ``icr`` (all but ``identity`` and ``cross-encoder`` need ``engine``) or
+    """Build a ranker by name (:data:`REGISTRY`): ``identity``, ``rankgpt``, ``first``,
+    ``setwise``, ``pointwise``, ``icr`` (all but ``identity`` and ``cross-encoder`` need ``engine``) or
     ``cross-encoder`` (``model=`` a local cross-encoder folder). ``params`` go to the
-    ranker's constructor; unknown names raise :class:`ConfigError`.
+    ranker's constructor, which validates them with its config; unknown names and bad
+    parameters raise :class:`ConfigError`.
 
     ``prior_weight=w`` (and optionally ``prior_k``) wraps the ranker in
     :class:`PriorFusion`: its order fused with the input order by weighted RRF.
@@ -83,42 +88,21 @@ def make_ranker(name: str, engine: LLM | None = None, **params: Any) -> BaseRank
     sc_keys = ("samples", "sc_aggregate", "sc_seed", "sc_include_input")
     if any(key in params for key in sc_keys):
         sc = {key: params.pop(key) for key in sc_keys if key in params}
-        return SelfConsistency(
-            make_ranker(name, engine, **params),
-            samples=sc.get("samples", 3),
-            aggregate=sc.get("sc_aggregate", "borda"),
-            seed=sc.get("sc_seed", 0),
-            include_input=bool(sc.get("sc_include_input", False)),
-        )
+        options = {k.removeprefix("sc_"): v for k, v in sc.items()}
+        return SelfConsistency(make_ranker(name, engine, **params), **options)
     if "prior_weight" in params or "prior_k" in params:
         weight = params.pop("prior_weight", 1.0)
         k = params.pop("prior_k", 60)
         return PriorFusion(make_ranker(name, engine, **params), weight=weight, k=k)
-    key = name.strip().lower().replace("_", "-")
-    if key == "identity":
-        if params:
-            raise ConfigError(f"identity takes no parameters, got {sorted(params)}")
-        return Identity()
-    if key in ("cross-encoder", "crossencoder"):
-        if "model" not in params:
-            raise ConfigError("cross-encoder needs model=<path or name of a cross-encoder>")
-        return CrossEncoderRanker(**params)
-    classes: dict[str, Any] = {
-        "rankgpt": RankGPT,
-        "first": FIRST,
-        "setwise": Setwise,
-        "pointwise": PointwiseLLM,
-    }
-    if key == "icr":
-        cls = _icr_class()
-    elif key in classes:
-        cls = classes[key]
-    else:
-        raise ConfigError(f"unknown ranker {name!r}; known rankers: {', '.join(RANKERS)}")
-    if engine is None:
-        raise ConfigError(f"ranker {key!r} needs an engine (engine=...)")
+    spec = ranker_spec(name)
+    cls = spec.load()
+    if spec.config_class is None and params:
+        raise ConfigError(f"{spec.name} takes no parameters, got {sorted(params)}")
     try:
-        ranker: BaseRanker = cls(engine, **params)
+        if not spec.needs_engine:
+            return cls(**params)
+        if engine is None:
+            raise ConfigError(f"ranker {spec.name!r} needs an engine (engine=...)")
+        return cls(engine, **params)  # type: ignore[call-arg]
     except TypeError as e:
-        raise ConfigError(f"bad parameters for ranker {key!r}: {e}") from e
-    return ranker
+        raise ConfigError(f"bad parameters for ranker {spec.name!r}: {e}") from e

@@ -3,6 +3,13 @@
 ``BaseRanker`` validates input, guarantees that the output is a permutation of the
 input (same ids, each once), applies ``top_k``, times the work and gives the sync facade
 and bounded-concurrency batch ranking. Subclasses implement ``_rank``.
+
+It also says what identifies a ranker's outputs, once for every ranker:
+:meth:`BaseRanker.describe` gives the name, the prompt (``name@version#hash``), the
+validated parameters (the subclass's ``config``, a
+:class:`~hoprank.rankers.config.ComponentConfig`) and the engine's identity; a wrapper
+(:class:`~hoprank.rankers.fusion.PriorFusion`) describes its inner ranker too. Manifests,
+traces, the service and the CLI read it instead of looking for attributes.
 """
 
 from __future__ import annotations
@@ -10,13 +17,16 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from hoprank._sync import gather_bounded, run_sync
 from hoprank.errors import HoprankError, InvalidInput
+from hoprank.llm.base import EngineLike
+from hoprank.prompts import PromptTemplate
+from hoprank.rankers.config import ComponentConfig
 from hoprank.types import Document, Ranking, Step, Usage
 
-__all__ = ["BaseRanker", "Ranker", "RankerOutput", "check_permutation"]
+__all__ = ["BaseRanker", "Ranker", "RankerOutput", "check_permutation", "prompt_summary"]
 
 
 @runtime_checkable
@@ -65,10 +75,77 @@ def check_permutation(inputs: Sequence[Document], outputs: Sequence[Document]) -
         )
 
 
+@runtime_checkable
+class _Describes(Protocol):
+    def describe(self) -> dict[str, Any]: ...
+
+
+def prompt_summary(tpl: PromptTemplate) -> dict[str, Any]:
+    """name, version, hash and ref (``name@version#hash``) of a prompt, as manifests record it."""
+    return {"name": tpl.name, "version": tpl.version, "hash": tpl.content_hash, "ref": tpl.ref}
+
+
 class BaseRanker(ABC):
-    """Shared driver. Subclasses set ``name`` and implement :meth:`_rank`."""
+    """Shared driver. Subclasses set ``name``, implement :meth:`_rank` and declare their
+    parameters: ``config_class`` (a :class:`ComponentConfig`) and ``self.config`` (the
+    validated values); a prompted ranker sets ``self.prompt``, an engine-backed one
+    ``self.engine``."""
 
     name: str = "ranker"
+    #: the class of this ranker's parameters (None: it takes none)
+    config_class: ClassVar[type[ComponentConfig] | None] = None
+    #: the validated parameters
+    config: ComponentConfig | None = None
+    #: the versioned prompt this ranker renders, if any
+    prompt: PromptTemplate | None = None
+    #: the engine this ranker calls, if any
+    engine: EngineLike | None = None
+
+    # -------------------------------------------------------------- identity
+
+    def wrapped(self) -> BaseRanker | None:
+        """The ranker this one wraps (a wrapper overrides this), else None."""
+        return None
+
+    def prompt_template(self) -> PromptTemplate | None:
+        """The prompt that shapes this ranker's outputs: its own, else its inner ranker's."""
+        if self.prompt is not None:
+            return self.prompt
+        inner = self.wrapped()
+        return inner.prompt_template() if inner is not None else None
+
+    def engine_identity(self) -> dict[str, Any] | None:
+        """The engine's ``describe()`` (its name alone when it has none), else the inner
+        ranker's, else None."""
+        if self.engine is not None:
+            if isinstance(self.engine, _Describes):
+                return dict(self.engine.describe())
+            return {"name": self.engine.name}
+        inner = self.wrapped()
+        return inner.engine_identity() if inner is not None else None
+
+    def params(self) -> dict[str, Any]:
+        """The validated parameters as JSON-friendly data (the prompt is reported apart)."""
+        return self.config.public() if self.config is not None else {}
+
+    def describe(self) -> dict[str, Any]:
+        """What identifies this ranker's outputs: ``name``, ``class``, ``prompt``
+        (``name@version#hash`` or None), ``params``, ``engine`` (its identity or None) and,
+        for a wrapper, ``inner`` (the wrapped ranker's own description)."""
+        tpl = self.prompt_template()
+        out: dict[str, Any] = {
+            "name": self.name,
+            "class": type(self).__qualname__,
+            "prompt": tpl.ref if tpl is not None else None,
+            "params": self.params(),
+            "engine": self.engine_identity(),
+        }
+        inner = self.wrapped()
+        if inner is not None:
+            out["inner"] = inner.describe()
+        return out
+
+    # -------------------------------------------------------------- ranking
 
     @abstractmethod
     async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:

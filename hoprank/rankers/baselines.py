@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import Field
 
 from hoprank.errors import MissingExtra
 from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.config import ComponentConfig
 from hoprank.rankers.passages import passage_text
 from hoprank.types import Document, Step, Usage, timed_step
 
-__all__ = ["CrossEncoder", "CrossEncoderRanker", "Identity"]
+__all__ = ["CrossEncoder", "CrossEncoderConfig", "CrossEncoderRanker", "Identity"]
 
 
 class Identity(BaseRanker):
@@ -21,6 +24,16 @@ class Identity(BaseRanker):
 
     async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
         return RankerOutput(list(docs), Usage(), [])
+
+
+class CrossEncoderConfig(ComponentConfig):
+    """CrossEncoderRanker's parameters; ``model_kwargs`` go to ``CrossEncoder(...)``."""
+
+    model: str
+    max_length: int = 512
+    batch_size: int = 32
+    device: str | None = None
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
 class CrossEncoderRanker(BaseRanker):
@@ -37,6 +50,8 @@ class CrossEncoderRanker(BaseRanker):
     """
 
     name = "cross-encoder"
+    config_class: ClassVar[type[CrossEncoderConfig]] = CrossEncoderConfig
+    config: CrossEncoderConfig
 
     def __init__(
         self,
@@ -51,7 +66,14 @@ class CrossEncoderRanker(BaseRanker):
             import sentence_transformers  # noqa: F401
         except ImportError as e:
             raise MissingExtra("local", "sentence-transformers") from e
-        self.model_name = os.fspath(model)
+        self.config = CrossEncoderConfig(
+            model=os.fspath(model),
+            max_length=max_length,
+            batch_size=batch_size,
+            device=device,
+            model_kwargs=model_kwargs,
+        )
+        self.model_name = self.config.model
         self.max_length = max_length
         self.batch_size = batch_size
         self.device = device

@@ -21,13 +21,16 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from typing import Any
+from typing import Any, ClassVar, Self
+
+from pydantic import Field, model_validator
 
 from hoprank.errors import ConfigError
 from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.config import ComponentConfig
 from hoprank.types import Document, Ranking, Step, Usage
 
-__all__ = ["SelfConsistency", "aggregate_rankings"]
+__all__ = ["ConsistencyConfig", "SelfConsistency", "aggregate_rankings"]
 
 AGGREGATES = ("borda", "rrf")
 
@@ -50,30 +53,41 @@ def aggregate_rankings(rankings: list[list[str]], ids: list[str], method: str = 
     return sorted(ids, key=lambda d: (score[d], min(pos[d]), prior[d]))
 
 
+class ConsistencyConfig(ComponentConfig):
+    """SelfConsistency's parameters: ``samples`` (>= 1), ``aggregate`` (``borda`` or
+    ``rrf``), ``seed`` and ``include_input`` (the first sample is the input order)."""
+
+    samples: int = Field(3, ge=1)
+    aggregate: str = "borda"
+    seed: int = 0
+    include_input: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.aggregate not in AGGREGATES:
+            raise ConfigError(f"aggregate must be one of {AGGREGATES}, got {self.aggregate!r}")
+        return self
+
+
 class SelfConsistency(BaseRanker):
     """Wrap ``ranker``; rank ``samples`` shuffles of the input and aggregate the orders."""
 
-    def __init__(
-        self,
-        ranker: BaseRanker,
-        *,
-        samples: int = 3,
-        aggregate: str = "borda",
-        seed: int = 0,
-        include_input: bool = False,
-    ) -> None:
+    config_class: ClassVar[type[ConsistencyConfig]] = ConsistencyConfig
+    config: ConsistencyConfig
+
+    def __init__(self, ranker: BaseRanker, *, config: ConsistencyConfig | None = None, **params: Any) -> None:
         if not isinstance(ranker, BaseRanker):
             raise ConfigError(f"SelfConsistency wraps a hoprank ranker, got {type(ranker).__name__}")
-        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-            raise ConfigError(f"samples must be an integer >= 1, got {samples!r}")
-        if aggregate not in AGGREGATES:
-            raise ConfigError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+        self.config = self.config_class.build(config, params)
         self.inner = ranker
-        self.samples = samples
-        self.aggregate = aggregate
-        self.seed = int(seed)
-        self.include_input = include_input
+        self.samples = self.config.samples
+        self.aggregate = self.config.aggregate
+        self.seed = self.config.seed
+        self.include_input = self.config.include_input
         self.name = f"{ranker.name}+sc"
+
+    def wrapped(self) -> BaseRanker:
+        return self.inner
 
     def _shuffles(self, query: str, docs: list[Document]) -> list[list[Document]]:
         digest = hashlib.sha256(f"{self.seed}\x00{query}".encode()).digest()
@@ -115,15 +129,3 @@ class SelfConsistency(BaseRanker):
             )
         )
         return RankerOutput(ranked, usage=usage, trace=trace)
-
-    def describe(self) -> dict[str, Any]:
-        describe = getattr(self.inner, "describe", None)
-        inner = describe() if callable(describe) else {}
-        return {
-            "ranker": self.name,
-            "inner": inner,
-            "samples": self.samples,
-            "aggregate": self.aggregate,
-            "seed": self.seed,
-            "include_input": self.include_input,
-        }

@@ -42,17 +42,20 @@ import math
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+from pydantic import model_validator
 
 from hoprank.errors import ConfigError
-from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
-from hoprank.llm.hf_tokenizer import HFTokenizer
-from hoprank.prompts import PromptLike, prompt_param
+from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs, exact_tokenizer
+from hoprank.prompts import prompt_param
+from hoprank.rankers.config import WindowedConfig
 from hoprank.rankers.listwise import ListwiseRanker, require
 from hoprank.rankers.passages import make_labels
 from hoprank.rankers.window import WindowSpan
 from hoprank.types import Document, Step, Usage, timed_step
 
-__all__ = ["FIRST", "LabelScores", "log_softmax", "merged_letters", "rank_by_label_logprobs"]
+__all__ = ["FIRST", "FIRSTConfig", "LabelScores", "log_softmax", "merged_letters", "rank_by_label_logprobs"]
 
 LABEL_TOKENS = ("auto", "prefill", "merged")
 
@@ -61,12 +64,6 @@ def merged_letters(engine: LLM, prefix: str) -> list[str]:
     """The letters ``X`` for which ``prefix + X`` is one token of the engine's tokenizer."""
     tok = engine.tokenizer
     return [c for c in string.ascii_uppercase if len(tok.encode(prefix + c)) == 1]
-
-
-def _exact_tokenizer(engine: LLM) -> bool:
-    """Whether the engine tokenizes like the served model (an HF tokenizer of the model,
-    or tiktoken's own encoding of an OpenAI model), not an approximation."""
-    return isinstance(engine.tokenizer, HFTokenizer) or bool(getattr(engine, "tokenizer_exact", False))
 
 
 def log_softmax(logprobs: Mapping[str, float]) -> dict[str, float]:
@@ -114,6 +111,25 @@ def rank_by_label_logprobs(
     return LabelScores(order=[index[lab] for lab in scored + missing], scores=scores, missing=missing)
 
 
+class FIRSTConfig(WindowedConfig):
+    """FIRST's parameters: the shared window and passage budget (letter labels, so
+    ``window <= 26``), ``calibrate``, ``shifts``, ``prefill`` (default: the prompt's) and
+    ``label_tokens``."""
+
+    calibrate: bool = False
+    shifts: int = 1
+    prefill: str | None = None
+    label_tokens: str = "auto"
+
+    @model_validator(mode="after")
+    def _check_first(self) -> Self:
+        if self.shifts < 1:
+            raise ConfigError(f"shifts must be >= 1, got {self.shifts}")
+        if self.label_tokens not in LABEL_TOKENS:
+            raise ConfigError(f"label_tokens must be one of {LABEL_TOKENS}, got {self.label_tokens!r}")
+        return self
+
+
 class FIRST(ListwiseRanker):
     """Single-token-logit listwise ranker. Needs ``Capability.TOKEN_LOGPROBS``.
 
@@ -135,49 +151,30 @@ class FIRST(ListwiseRanker):
 
     name = "first"
     default_prompt = "first"
+    config_class: ClassVar[type[WindowedConfig]] = FIRSTConfig
+    config: FIRSTConfig
+    default_labels = "letters"
 
-    def __init__(
-        self,
-        engine: LLM,
-        *,
-        prompt: PromptLike | None = None,
-        window: int = 20,
-        step: int | None = None,
-        passes: int = 1,
-        focus_top_k: bool = True,
-        max_passage_tokens: int = 100,
-        calibrate: bool = False,
-        shifts: int = 1,
-        neutralize: bool = True,
-        prefill: str | None = None,
-        label_tokens: str = "auto",
-    ) -> None:
+    def __init__(self, engine: LLM, *, config: FIRSTConfig | None = None, **params: Any) -> None:
+        """``params``: the fields of :class:`FIRSTConfig` (or a ready ``config``)."""
         require(engine, Capability.TOKEN_LOGPROBS, "FIRST", "FIRST reads next-token log-probabilities")
-        super().__init__(
-            engine,
-            prompt=prompt,
-            window=window,
-            step=step,
-            passes=passes,
-            focus_top_k=focus_top_k,
-            labels="letters",
-            max_passage_tokens=max_passage_tokens,
-            neutralize=neutralize,
-        )
+        super().__init__(engine, config=config, **params)
+        cfg = self.config
+        window, label_tokens = cfg.window, cfg.label_tokens
         make_labels(window, "letters")  # ConfigError for windows > 26
-        self.calibrate = calibrate
+        self.calibrate = cfg.calibrate
         self.calibration_query = str(prompt_param(self.prompt, "calibration_query", "first@1"))
-        if shifts < 1:
-            raise ConfigError(f"shifts must be >= 1, got {shifts}")
-        self.shifts = shifts
-        wanted = prefill if prefill is not None else str(prompt_param(self.prompt, "prefill", "first@1"))
+        self.shifts = cfg.shifts
+        wanted = (
+            cfg.prefill if cfg.prefill is not None else str(prompt_param(self.prompt, "prefill", "first@1"))
+        )
         can_prefill = Capability.PREFILL in engine.capabilities
-        if label_tokens not in LABEL_TOKENS:
-            raise ConfigError(f"label_tokens must be one of {LABEL_TOKENS}, got {label_tokens!r}")
         #: the merging letters when labels are scored as merged ``prefix + letter`` tokens
         self.alphabet: list[str] | None = None
+        #: the engine tokenizes like the served model (``Capability.EXACT_TOKENIZER``: an HF
+        #: tokenizer of the model, or tiktoken's own encoding of an OpenAI model)
+        own_tokens = exact_tokenizer(engine) is not None
         if label_tokens != "prefill" and wanted and can_prefill:
-            own_tokens = isinstance(engine.tokenizer, HFTokenizer)
             letters = merged_letters(engine, wanted) if own_tokens or label_tokens == "merged" else []
             if len(letters) >= window:
                 self.alphabet = letters
@@ -192,7 +189,7 @@ class FIRST(ListwiseRanker):
         #: engine's tokenizer is the model's own, only letters whose ``[X`` is one token
         #: label a window (o200k splits ``[H``, ``[O``, ``[Q``: those would never score)
         self.plain_letters: list[str] | None = None
-        if label_tokens == "auto" and wanted and not can_prefill and _exact_tokenizer(engine):
+        if label_tokens == "auto" and wanted and not can_prefill and own_tokens:
             letters = merged_letters(engine, wanted)
             if window <= len(letters) < len(string.ascii_uppercase):
                 self.plain_letters = letters

@@ -10,29 +10,50 @@ keep the model's order. ``weight=0`` is the model's order unchanged.
 from __future__ import annotations
 
 import time
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
 
 from hoprank.errors import ConfigError
 from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.config import ComponentConfig
 from hoprank.runs import rrf_fuse
 from hoprank.types import Document, Step
 
-__all__ = ["PriorFusion"]
+__all__ = ["FusionConfig", "PriorFusion"]
+
+
+class FusionConfig(ComponentConfig):
+    """PriorFusion's parameters: the input order's RRF ``weight`` (>= 0) and RRF ``k`` (>= 0)."""
+
+    weight: float = Field(1.0, ge=0)
+    k: int = Field(60, ge=0)
+
+    @field_validator("weight", "k", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"prior weight and RRF k must be numbers, got {value!r}")
+        return value
 
 
 class PriorFusion(BaseRanker):
     """Wrap ``ranker``; fuse its full order with the input order by weighted RRF."""
 
-    def __init__(self, ranker: BaseRanker, *, weight: float = 1.0, k: int = 60) -> None:
+    config_class: ClassVar[type[FusionConfig]] = FusionConfig
+    config: FusionConfig
+
+    def __init__(self, ranker: BaseRanker, *, config: FusionConfig | None = None, **params: Any) -> None:
         if not isinstance(ranker, BaseRanker):
             raise ConfigError(f"PriorFusion wraps a hoprank ranker, got {type(ranker).__name__}")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
-            raise ConfigError(f"prior weight must be a number >= 0, got {weight!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise ConfigError(f"RRF k must be an integer >= 0, got {k!r}")
+        self.config = self.config_class.build(config, params)
         self.inner = ranker
-        self.weight = float(weight)
-        self.k = k
+        self.weight = self.config.weight
+        self.k = self.config.k
         self.name = f"{ranker.name}+prior"
+
+    def wrapped(self) -> BaseRanker:
+        return self.inner
 
     async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
         inner = await self.inner.arank(query, docs)

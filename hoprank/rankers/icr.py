@@ -31,19 +31,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
+from pydantic import field_validator, model_validator
 
 from hoprank.errors import CapabilityMissing, ConfigError, ContextOverflow, HoprankError, PromptError
-from hoprank.llm.attention import AttentionEngine
-from hoprank.llm.base import LLM, AttentionRows, Capability, Message
-from hoprank.prompts.registry import PromptLike, load_prompt, prompt_param
+from hoprank.llm.base import (
+    LLM,
+    AttentionEngine,
+    AttentionRows,
+    Capability,
+    ChatRenderer,
+    Message,
+    attention_engine,
+    chat_renderer,
+)
+from hoprank.prompts.registry import PromptTemplate, load_prompt, prompt_param
 from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.config import ComponentConfig
 from hoprank.rankers.passages import scrub_surrogates
+from hoprank.rankers.window import window_spans
 from hoprank.types import Document, Step, Usage, timed_step
 
-__all__ = ["ICRRanker"]
+__all__ = ["ICRConfig", "ICRRanker"]
 
 _DOC = "\ue000"  # private-use markers: wrap each passage / mark the prefix end
 _SPLIT = "\ue001"
@@ -107,6 +118,49 @@ def _token_span(offsets: Sequence[tuple[int, int]], start: int, end: int) -> tup
     return idx[0], idx[-1] + 1
 
 
+class ICRConfig(ComponentConfig):
+    """ICR's parameters (see :class:`ICRRanker`)."""
+
+    #: a prompt name, path, mapping or template (``load_prompt`` checks it)
+    prompt: Any = "icr"
+    layers: list[int] | None = None
+    calibrate: bool = True
+    mask_outliers: bool = False
+    max_doc_tokens: int | None = 300
+    chunk_docs: int | None = None
+    best_near_query: bool = True
+    calibration_query: str | None = None
+    margin_tokens: int = 32
+    #: ``(layer, head)`` pairs, or the name (or path) of a saved head selection
+    heads: str | list[tuple[int, int]] | None = None
+
+    @field_validator("heads", mode="before")
+    @classmethod
+    def _pairs(cls, heads: Any) -> Any:
+        if heads is None or isinstance(heads, str):
+            return heads
+        pairs = list(heads)
+        if not pairs or any(isinstance(h, str) or len(h) != 2 for h in pairs):
+            raise ConfigError("ICR: heads must be a non-empty list of (layer, head) pairs")
+        return [tuple(h) for h in pairs]
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.mask_outliers and not self.calibrate:
+            raise ConfigError("mask_outliers needs calibrate=True (it masks calibrated token scores)")
+        if self.chunk_docs is not None and self.chunk_docs < 2:
+            raise ConfigError(f"chunk_docs must be >= 2 or None, got {self.chunk_docs}")
+        if self.max_doc_tokens is not None and self.max_doc_tokens < 1:
+            raise ConfigError(f"max_doc_tokens must be >= 1 or None, got {self.max_doc_tokens}")
+        if self.margin_tokens < 0:
+            raise ConfigError("margin_tokens must be >= 0")
+        if self.heads is not None and self.layers is not None:
+            raise ConfigError("ICR: give layers or heads, not both")
+        if self.heads is not None and self.mask_outliers:
+            raise ConfigError("ICR: mask_outliers is not supported with selected heads")
+        return self
+
+
 class ICRRanker(BaseRanker):
     """In-context reranking from attention (ICR). Needs an engine with ``Capability.ATTENTION``.
 
@@ -124,74 +178,50 @@ class ICRRanker(BaseRanker):
     """
 
     name = "icr"
+    config_class: ClassVar[type[ICRConfig]] = ICRConfig
+    config: ICRConfig
 
     def __init__(
-        self,
-        engine: LLM | AttentionEngine,
-        *,
-        prompt: PromptLike = "icr",
-        layers: Sequence[int] | None = None,
-        calibrate: bool = True,
-        mask_outliers: bool = False,
-        max_doc_tokens: int | None = 300,
-        chunk_docs: int | None = None,
-        best_near_query: bool = True,
-        calibration_query: str | None = None,
-        margin_tokens: int = 32,
-        heads: Sequence[Sequence[int]] | str | None = None,
+        self, engine: LLM | AttentionEngine, *, config: ICRConfig | None = None, **params: Any
     ) -> None:
-        caps: frozenset[Capability] = getattr(engine, "capabilities", frozenset())
-        if Capability.ATTENTION not in caps or not callable(getattr(engine, "attention_rows", None)):
+        """``params``: the fields of :class:`ICRConfig` (or a ready ``config``)."""
+        attention = attention_engine(engine, "ICR needs an in-process transformers engine")
+        renderer = chat_renderer(engine)
+        if renderer is None:
             raise CapabilityMissing(
-                "attention",
-                getattr(engine, "name", type(engine).__name__),
-                hint="ICR needs an in-process transformers engine",
+                Capability.RENDER.value, engine.name, hint="ICR needs the engine's chat template (render)"
             )
-        if not callable(getattr(engine, "render", None)):
-            raise CapabilityMissing(
-                "render", engine.name, hint="ICR needs the engine's chat template (render)"
-            )
-        if mask_outliers and not calibrate:
-            raise ConfigError("mask_outliers needs calibrate=True (it masks calibrated token scores)")
-        if chunk_docs is not None and chunk_docs < 2:
-            raise ConfigError(f"chunk_docs must be >= 2 or None, got {chunk_docs}")
-        if max_doc_tokens is not None and max_doc_tokens < 1:
-            raise ConfigError(f"max_doc_tokens must be >= 1 or None, got {max_doc_tokens}")
-        if margin_tokens < 0:
-            raise ConfigError("margin_tokens must be >= 0")
-        if heads is not None and layers is not None:
-            raise ConfigError("ICR: give layers or heads, not both")
-        if heads is not None and mask_outliers:
-            raise ConfigError("ICR: mask_outliers is not supported with selected heads")
-        self.engine = cast(AttentionEngine, engine)
+        self.config = cfg = self.config_class.build(config, params)
+        self.engine: AttentionEngine = attention
+        self.renderer: ChatRenderer = renderer
         self.heads_ref: str | None = None
         self.heads: list[tuple[int, int]] | None = None
-        if isinstance(heads, str):
+        if isinstance(cfg.heads, str):
             from hoprank.rankers.heads import load_selection
 
-            selection = load_selection(heads, engine)
+            selection = load_selection(cfg.heads, engine)
             self.heads, self.heads_ref = list(selection.heads), selection.ref
-        elif heads is not None:
-            self.heads = [(int(h[0]), int(h[1])) for h in heads]
-            if not self.heads or any(len(h) != 2 for h in heads):
-                raise ConfigError("ICR: heads must be a non-empty list of (layer, head) pairs")
-        self.template = load_prompt(prompt)
+        elif cfg.heads is not None:
+            self.heads = list(cfg.heads)
+        #: the template (also ``prompt``, which :meth:`describe` and manifests read)
+        self.template: PromptTemplate = load_prompt(cfg.prompt)
+        self.prompt: PromptTemplate = self.template
         missing = {"passages", "query", "split"} - set(self.template.variables)
         if missing:
             raise PromptError(f"ICR prompt {self.template.ref} lacks variables {sorted(missing)}")
-        self.layers = list(layers) if layers is not None else None
-        self.calibrate = calibrate
-        self.mask_outliers = mask_outliers
-        self.max_doc_tokens = max_doc_tokens
-        self.chunk_docs = chunk_docs
-        self.best_near_query = best_near_query
+        self.layers = list(cfg.layers) if cfg.layers is not None else None
+        self.calibrate = cfg.calibrate
+        self.mask_outliers = cfg.mask_outliers
+        self.max_doc_tokens = cfg.max_doc_tokens
+        self.chunk_docs = cfg.chunk_docs
+        self.best_near_query = cfg.best_near_query
         cq = (
-            calibration_query
-            if calibration_query is not None
+            cfg.calibration_query
+            if cfg.calibration_query is not None
             else prompt_param(self.template, "calibration_query", "icr@1")
         )
         self.calibration_query = _clean(str(cq))
-        self.margin_tokens = margin_tokens
+        self.margin_tokens = cfg.margin_tokens
 
     # ------------------------------------------------------------------ prompt
 
@@ -206,7 +236,7 @@ class ICRRanker(BaseRanker):
             passages=[f"{_DOC}{p}{_DOC}" for p in passages], query=_clean(query), split=_SPLIT
         )
         messages = [cast(Message, {"role": m["role"], "content": m["content"]}) for m in rendered]
-        return self.engine.render(messages)
+        return self.renderer.render(messages)
 
     def _layout(self, query: str, passages: Sequence[str]) -> _Layout:
         return _parse(self._render(query, passages), len(passages), self.template.ref)
@@ -216,9 +246,9 @@ class ICRRanker(BaseRanker):
     def _span(self) -> int:
         """Tokens one pass may hold: the context window, or the engine's shorter attention
         window (a sliding-window model: past it, attention cannot reach the first passages)."""
-        span = getattr(self.engine, "attention_window", None)
+        span = self.engine.attention_window
         ctx = self.engine.context_window
-        return min(ctx, span) if isinstance(span, int) and span > 0 else ctx
+        return min(ctx, span) if span > 0 else ctx
 
     def _window_size(self, query: str, texts: Sequence[str]) -> int:
         """How many passages one pass may hold (all of them if they fit)."""
@@ -246,18 +276,10 @@ class ICRRanker(BaseRanker):
 
     @staticmethod
     def _windows(n: int, w: int) -> list[tuple[int, int]]:
-        """Back-to-front sliding windows [start, end) of size ``w``, stride ``w // 2``."""
-        if w >= n:
-            return [(0, n)]
-        stride = max(1, w // 2)
-        out: list[tuple[int, int]] = []
-        end = n
-        while True:
-            start = max(0, end - w)
-            out.append((start, end))
-            if start == 0:
-                return out
-            end -= stride
+        """Back-to-front sliding windows [start, end) of size ``w``, stride ``w // 2``: the
+        listwise rankers' spans (:func:`~hoprank.rankers.window.window_spans`); one window
+        when ``w >= n``."""
+        return [(0, n)] if w >= n else list(window_spans(n, w, max(1, w // 2)))
 
     # ------------------------------------------------------------------ scoring
 
@@ -426,17 +448,10 @@ class ICRRanker(BaseRanker):
         out = [docs[i].with_score(final[i]) for i in order]
         return RankerOutput(out, usage=usage, trace=trace)
 
-    def describe(self) -> dict[str, Any]:
-        """The settings that identify this ranker's outputs."""
-        return {
-            "ranker": self.name,
-            "prompt": self.template.ref,
-            "layers": self.layers,
-            "heads": self.heads_ref or ([list(h) for h in self.heads] if self.heads else None),
-            "calibrate": self.calibrate,
-            "mask_outliers": self.mask_outliers,
-            "max_doc_tokens": self.max_doc_tokens,
-            "chunk_docs": self.chunk_docs,
-            "best_near_query": self.best_near_query,
-            "calibration_query": self.calibration_query,
-        }
+    def params(self) -> dict[str, Any]:
+        """The validated parameters; a head selection named by ``heads`` is reported by
+        its ref (name and model sha256), and the resolved calibration query."""
+        out = super().params()
+        out["heads"] = self.heads_ref or ([list(h) for h in self.heads] if self.heads else None)
+        out["calibration_query"] = self.calibration_query
+        return out

@@ -19,12 +19,13 @@ import logging
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from hoprank.errors import CapabilityMissing, ContextOverflow, PromptError
-from hoprank.llm.base import LLM, Capability, Message
-from hoprank.prompts import PromptLike, PromptTemplate, load_prompt, prompt_param
+from hoprank.errors import ContextOverflow, PromptError
+from hoprank.llm.base import LLM, Capability, EngineLike, Message, require_capability
+from hoprank.prompts import PromptTemplate, load_prompt, prompt_param
 from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.config import WindowedConfig
 from hoprank.rankers.passages import (
     LabelStyle,
     fit_passage_budget,
@@ -33,22 +34,27 @@ from hoprank.rankers.passages import (
     to_messages,
     truncate_passages,
 )
-from hoprank.rankers.window import WindowConfig, WindowSpan, slide
+from hoprank.rankers.window import WindowSpan, slide
 from hoprank.types import Document, Step, Usage
 
-__all__ = ["ListwiseRanker", "WindowPrompt", "require"]
+__all__ = ["ListwiseConfig", "ListwiseRanker", "WindowPrompt", "require"]
 
 logger = logging.getLogger(__name__)
 
 LISTWISE_VARIABLES = ("query", "passages", "num", "example", "label_desc")
 
 
-def require(engine: LLM, capability: Capability, ranker: str, hint: str = "") -> None:
-    """Raise :class:`CapabilityMissing` unless ``engine`` has ``capability``."""
-    if capability not in engine.capabilities:
-        raise CapabilityMissing(
-            capability.value, getattr(engine, "name", type(engine).__name__), hint or f"needed by {ranker}"
-        )
+def require(engine: EngineLike, capability: Capability, ranker: str, hint: str = "") -> None:
+    """Raise :class:`~hoprank.errors.CapabilityMissing` unless ``engine`` declares (and
+    implements) ``capability`` (:func:`hoprank.llm.base.require_capability`)."""
+    require_capability(engine, capability, hint or f"needed by {ranker}")
+
+
+class ListwiseConfig(WindowedConfig):
+    """A listwise ranker's parameters: the shared window and passage budget, and the
+    label style (``"numeric"`` ``[1]``..., or ``"letters"`` ``[A]``..., windows <= 26)."""
+
+    labels: LabelStyle = "numeric"
 
 
 @dataclass
@@ -74,22 +80,21 @@ class ListwiseRanker(BaseRanker):
 
     name = "listwise"
     default_prompt = "rankgpt"
+    config_class: ClassVar[type[WindowedConfig]] = ListwiseConfig
+    config: WindowedConfig
+    #: the label style of a ranker whose config has none (FIRST: letters)
+    default_labels: ClassVar[LabelStyle] = "numeric"
 
-    def __init__(
-        self,
-        engine: LLM,
-        *,
-        prompt: PromptLike | None = None,
-        window: int = 20,
-        step: int | None = None,
-        passes: int = 1,
-        focus_top_k: bool = True,
-        labels: LabelStyle = "numeric",
-        max_passage_tokens: int = 100,
-        neutralize: bool = True,
-    ) -> None:
-        self.engine = engine
-        self.prompt: PromptTemplate = load_prompt(prompt if prompt is not None else self.default_prompt)
+    def __init__(self, engine: LLM, *, config: WindowedConfig | None = None, **params: Any) -> None:
+        """``params``: the fields of ``config_class`` (:class:`ListwiseConfig`: ``prompt``,
+        ``window``, ``step``, ``passes``, ``focus_top_k``, ``labels``, ``max_passage_tokens``,
+        ``neutralize``), validated; or a ready ``config`` (``params`` update it)."""
+        self.engine: LLM = engine
+        self.config = self.config_class.build(config, params)
+        cfg = self.config
+        self.prompt: PromptTemplate = load_prompt(
+            cfg.prompt if cfg.prompt is not None else self.default_prompt
+        )
         missing = {"query", "passages"} - set(self.prompt.variables)
         if missing:
             raise PromptError(
@@ -108,17 +113,10 @@ class ListwiseRanker(BaseRanker):
                 f"prompt {self.prompt.ref}: params.label_desc must map 'numeric' and 'letters' to text"
             )
         self.label_desc: dict[str, str] = {k: str(v) for k, v in descs.items()}
-        self.window_cfg = WindowConfig(
-            window=window,
-            step=step if step is not None else max(1, window // 2),
-            passes=passes,
-            focus_top_k=focus_top_k,
-        )
-        self.label_style: LabelStyle = labels
-        if max_passage_tokens < 1:
-            raise PromptError(f"max_passage_tokens must be >= 1, got {max_passage_tokens}")
-        self.max_passage_tokens = max_passage_tokens
-        self.neutralize = neutralize
+        self.window_cfg = cfg.window_config()
+        self.label_style: LabelStyle = cfg.labels if isinstance(cfg, ListwiseConfig) else self.default_labels
+        self.max_passage_tokens = cfg.max_passage_tokens
+        self.neutralize = cfg.neutralize
 
     # -------------------------------------------------------------- prompt building
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Literal
 
 from hoprank.errors import ConfigError, ContextOverflow
-from hoprank.llm.base import LLM, Message
+from hoprank.llm.base import LLM, Message, chat_renderer, exact_tokenizer
 from hoprank.types import Document
 
 __all__ = [
@@ -111,25 +111,16 @@ def to_messages(rendered: Sequence[dict[str, str]]) -> list[Message]:
 def prompt_tokens(engine: LLM, messages: Sequence[Message], prefill: str = "") -> int:
     """Tokens of ``messages`` as the engine will see them.
 
-    Uses the engine's ``render`` (its chat template) when it has one, else its
-    tokenizer's ``render_chat`` (an OpenAIEngine given the served model's HF tokenizer);
-    otherwise counts the message contents plus a per-message allowance for role markers
-    and a reserve for what a server's chat template adds unseen (Qwen2.5's template, as
-    llama.cpp and vLLM servers apply it, inserts a default system prompt of ~20 tokens
-    when the request has none).
+    An engine with ``Capability.RENDER`` (a local engine, or an OpenAIEngine given the
+    served model's HF tokenizer) renders its chat template and the text is counted;
+    otherwise the message contents are counted plus a per-message allowance for role
+    markers and a reserve for what a server's chat template adds unseen (Qwen2.5's
+    template, as llama.cpp and vLLM servers apply it, inserts a default system prompt of
+    ~20 tokens when the request has none).
     """
-    render: Callable[..., Any] | None = getattr(engine, "render", None)
-    if not callable(render):
-        render = getattr(engine.tokenizer, "render_chat", None)
-    if callable(render):
-        try:
-            text = render(messages, prefill=prefill)
-        except TypeError:
-            text = render(messages) + prefill
-        if isinstance(text, str):
-            return engine.tokenizer.count(text)
-        if isinstance(text, Sequence):  # some engines may return token ids
-            return len(text)
+    renderer = chat_renderer(engine)
+    if renderer is not None:
+        return engine.tokenizer.count(renderer.render(messages, prefill))
     per_message = 6  # a prefill is sent as one more (assistant) message
     reserve = 0 if any(m["role"] == "system" for m in messages) else TEMPLATE_RESERVE
     return (
@@ -170,8 +161,8 @@ def fit_passage_budget(
 
 def truncate_passages(engine: LLM, texts: Sequence[str], budget: int) -> list[str]:
     """Cut every text to at most ``budget`` tokens of the engine's tokenizer (in one
-    batch call where the tokenizer has ``truncate_many``)."""
-    many: Callable[[Sequence[str], int], list[str]] | None = getattr(engine.tokenizer, "truncate_many", None)
-    if callable(many):
-        return many(texts, budget)
+    batch call with an ``ExactTokenizer``, ``Capability.EXACT_TOKENIZER``)."""
+    exact = exact_tokenizer(engine)
+    if exact is not None:
+        return exact.truncate_many(texts, budget)
     return [engine.tokenizer.truncate(t, budget) for t in texts]

@@ -10,16 +10,20 @@ Small models judge one passage far better than they order a list (see
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
-from hoprank.errors import ConfigError, ContextOverflow, EngineError, PromptError
+from pydantic import Field
+
+from hoprank.errors import ContextOverflow, EngineError, PromptError
 from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
-from hoprank.prompts import PromptLike, PromptTemplate, load_prompt
+from hoprank.prompts import PromptTemplate, load_prompt
 from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.config import ComponentConfig
 from hoprank.rankers.listwise import require
 from hoprank.rankers.passages import passage_text, prompt_tokens, to_messages
 from hoprank.types import Document, Step, Usage, timed_step
 
-__all__ = ["PointwiseLLM", "yes_no_score"]
+__all__ = ["PointwiseConfig", "PointwiseLLM", "yes_no_score"]
 
 
 def _finite(value: float | None) -> float | None:
@@ -48,6 +52,16 @@ def yes_no_score(result: TokenLogprobs, yes: str, no: str) -> float | None:
     return lp_yes - lp_no
 
 
+class PointwiseConfig(ComponentConfig):
+    """PointwiseLLM's parameters (see the class)."""
+
+    #: a prompt name, path, mapping or template (``load_prompt`` checks it)
+    prompt: Any = None
+    max_passage_tokens: int = Field(120, ge=1)
+    batch_size: int = Field(10, ge=1)
+    neutralize: bool = False
+
+
 class PointwiseLLM(BaseRanker):
     """Scores every passage independently with yes/no log-probabilities.
 
@@ -65,29 +79,23 @@ class PointwiseLLM(BaseRanker):
     """
 
     name = "pointwise"
+    config_class: ClassVar[type[PointwiseConfig]] = PointwiseConfig
+    config: PointwiseConfig
 
-    def __init__(
-        self,
-        engine: LLM,
-        *,
-        prompt: PromptLike | None = None,
-        max_passage_tokens: int = 120,
-        batch_size: int = 10,
-        neutralize: bool = False,
-    ) -> None:
+    def __init__(self, engine: LLM, *, config: PointwiseConfig | None = None, **params: Any) -> None:
         require(engine, Capability.TOKEN_LOGPROBS, "PointwiseLLM", "pointwise scoring reads log P(yes/no)")
-        self.engine = engine
-        self.prompt: PromptTemplate = load_prompt(prompt if prompt is not None else "pointwise")
+        self.engine: LLM = engine
+        self.config = self.config_class.build(config, params)
+        cfg = self.config
+        self.prompt: PromptTemplate = load_prompt(cfg.prompt if cfg.prompt is not None else "pointwise")
         if set(self.prompt.variables) != {"query", "passage"}:
             raise PromptError(
                 f"prompt {self.prompt.name}@{self.prompt.version} must declare exactly "
                 f"['passage', 'query'] for PointwiseLLM, got {self.prompt.variables}"
             )
-        if max_passage_tokens < 1 or batch_size < 1:
-            raise ConfigError("max_passage_tokens and batch_size must be >= 1")
-        self.max_passage_tokens = max_passage_tokens
-        self.batch_size = batch_size
-        self.neutralize = neutralize
+        self.max_passage_tokens = cfg.max_passage_tokens
+        self.batch_size = cfg.batch_size
+        self.neutralize = cfg.neutralize
         self.yes = str(self.prompt.params.get("yes_token", "Yes"))
         self.no = str(self.prompt.params.get("no_token", "No"))
 

@@ -16,18 +16,28 @@ of messages. ``rankgpt-short@1`` is a compact variant for small models.
 from __future__ import annotations
 
 import logging
+from typing import Any, ClassVar
 
 from hoprank.llm.base import LLM, Capability
-from hoprank.prompts import PromptLike
-from hoprank.rankers.listwise import ListwiseRanker, require
+from hoprank.rankers.config import WindowedConfig
+from hoprank.rankers.listwise import ListwiseConfig, ListwiseRanker, require
 from hoprank.rankers.parsing import parse_permutation
-from hoprank.rankers.passages import LabelStyle, make_labels
+from hoprank.rankers.passages import make_labels
 from hoprank.rankers.window import WindowSpan
 from hoprank.types import Document, Step, timed_step
 
-__all__ = ["RankGPT"]
+__all__ = ["RankGPT", "RankGPTConfig"]
 
 logger = logging.getLogger(__name__)
+
+
+class RankGPTConfig(ListwiseConfig):
+    """RankGPT's parameters: a listwise ranker's, the generation budget per window
+    (``max_new_tokens``, else ``tokens_per_label * n + 8``) and ``tokens_per_label``
+    (default: the prompt's ``params.max_new_tokens_per_label``, else 5)."""
+
+    max_new_tokens: int | None = None
+    tokens_per_label: int | None = None
 
 
 class RankGPT(ListwiseRanker):
@@ -49,38 +59,18 @@ class RankGPT(ListwiseRanker):
 
     name = "rankgpt"
     default_prompt = "rankgpt"
+    config_class: ClassVar[type[WindowedConfig]] = RankGPTConfig
+    config: RankGPTConfig
 
-    def __init__(
-        self,
-        engine: LLM,
-        *,
-        prompt: PromptLike | None = None,
-        window: int = 20,
-        step: int | None = None,
-        passes: int = 1,
-        focus_top_k: bool = True,
-        labels: LabelStyle = "numeric",
-        max_passage_tokens: int = 100,
-        max_new_tokens: int | None = None,
-        tokens_per_label: int | None = None,
-        neutralize: bool = True,
-    ) -> None:
+    def __init__(self, engine: LLM, *, config: RankGPTConfig | None = None, **params: Any) -> None:
+        """``params``: the fields of :class:`RankGPTConfig` (or a ready ``config``)."""
         require(engine, Capability.GENERATE, "RankGPT")
-        super().__init__(
-            engine,
-            prompt=prompt,
-            window=window,
-            step=step,
-            passes=passes,
-            focus_top_k=focus_top_k,
-            labels=labels,
-            max_passage_tokens=max_passage_tokens,
-            neutralize=neutralize,
-        )
-        make_labels(window, labels)  # validates the label style against the window size
-        per_label = tokens_per_label or int(self.prompt.params.get("max_new_tokens_per_label", 5))
+        super().__init__(engine, config=config, **params)
+        cfg = self.config
+        make_labels(cfg.window, cfg.labels)  # validates the label style against the window size
+        per_label = cfg.tokens_per_label or int(self.prompt.params.get("max_new_tokens_per_label", 5))
         self.tokens_per_label = per_label
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = cfg.max_new_tokens
 
     def new_tokens_for(self, n: int) -> int:
         """The generation budget for a window of ``n`` passages."""

@@ -21,70 +21,73 @@ servers that return ``top_logprobs``); usage counts every call and token.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Self
+
+from pydantic import model_validator
 
 from hoprank.errors import ConfigError
 from hoprank.llm.base import LLM
-from hoprank.prompts import PromptLike
 from hoprank.rankers.base import RankerOutput
-from hoprank.rankers.first import FIRST
+from hoprank.rankers.config import WindowedConfig
+from hoprank.rankers.first import FIRST, FIRSTConfig
 from hoprank.rankers.window import WindowSpan
 from hoprank.types import Document, Step, Usage
 
-__all__ = ["Setwise"]
+__all__ = ["Setwise", "SetwiseConfig"]
 
 METHODS = ("heapsort", "bubblesort")
+
+
+class SetwiseConfig(FIRSTConfig):
+    """Setwise's parameters: ``num_child`` (a comparison shows ``num_child + 1`` passages;
+    the window is derived from it), ``method`` and ``k``, plus FIRST's label options
+    (``calibrate``, ``shifts`` rotations of each set, ``prefill``, ``label_tokens``) and
+    passage budget."""
+
+    num_child: int = 3
+    method: str = "heapsort"
+    k: int = 10
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_window(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            n = data.get("num_child", 3)
+            if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 25:
+                raise ConfigError(f"num_child must be an integer in 1..25, got {n!r}")
+            if data.get("window") not in (None, n + 1):
+                raise ConfigError(f"setwise derives window = num_child + 1 = {n + 1}; do not set window")
+            data = {**data, "window": n + 1, "step": None}
+        return data
+
+    @model_validator(mode="after")
+    def _check_setwise(self) -> Self:
+        if self.method not in METHODS:
+            raise ConfigError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        return self
 
 
 class Setwise(FIRST):
     """Setwise heapsort / bubble sort over label log-probabilities.
 
-    Args:
-        engine: an engine with TOKEN_LOGPROBS.
-        prompt: prompt name, path or template (default ``setwise``).
-        num_child: children per heap node (a comparison shows ``num_child + 1`` passages;
-            the paper's c = 2..4; default 3).
-        method: ``"heapsort"`` or ``"bubblesort"``.
-        k: how many top positions to sort (default 10; ``top_k`` of a call overrides).
-        max_passage_tokens, calibrate, neutralize, prefill, label_tokens: as for FIRST.
+    ``params``: the fields of :class:`SetwiseConfig` — ``num_child`` (default 3; the
+    paper's c = 2..4), ``method`` (``"heapsort"`` or ``"bubblesort"``), ``k`` (top
+    positions to sort, default 10; a call's ``top_k`` overrides), ``max_passage_tokens``,
+    ``calibrate``, ``shifts``, ``neutralize``, ``prefill``, ``label_tokens`` (as FIRST).
     """
 
     name = "setwise"
     default_prompt = "setwise"
+    config_class: ClassVar[type[WindowedConfig]] = SetwiseConfig
+    config: SetwiseConfig
 
-    def __init__(
-        self,
-        engine: LLM,
-        *,
-        prompt: PromptLike | None = None,
-        num_child: int = 3,
-        method: str = "heapsort",
-        k: int = 10,
-        max_passage_tokens: int = 100,
-        calibrate: bool = False,
-        neutralize: bool = True,
-        prefill: str | None = None,
-        label_tokens: str = "auto",
-    ) -> None:
-        if not 1 <= num_child <= 25:
-            raise ConfigError(f"num_child must be in 1..25, got {num_child}")
-        if method not in METHODS:
-            raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
-        if k < 1:
-            raise ConfigError(f"k must be >= 1, got {k}")
-        super().__init__(
-            engine,
-            prompt=prompt,
-            window=num_child + 1,
-            max_passage_tokens=max_passage_tokens,
-            calibrate=calibrate,
-            neutralize=neutralize,
-            prefill=prefill,
-            label_tokens=label_tokens,
-        )
-        self.num_child = num_child
-        self.method = method
-        self.k = k
+    def __init__(self, engine: LLM, *, config: SetwiseConfig | None = None, **params: Any) -> None:
+        super().__init__(engine, config=config, **params)
+        self.num_child = self.config.num_child
+        self.method = self.config.method
+        self.k = self.config.k
 
     async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
         run = _Run(self, query, docs)
@@ -98,18 +101,6 @@ class Setwise(FIRST):
         n = len(order)
         ranked = [docs[i].with_score(float(n - pos)) for pos, i in enumerate(order)]
         return RankerOutput(ranked, run.usage, run.trace)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "ranker": self.name,
-            "prompt": self.prompt.ref,
-            "num_child": self.num_child,
-            "method": self.method,
-            "k": self.k,
-            "max_passage_tokens": self.max_passage_tokens,
-            "calibrate": self.calibrate,
-            "label_tokens": self.label_tokens,
-        }
 
 
 class _Run:

@@ -36,8 +36,17 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from hoprank.errors import ConfigError, HoprankError
+from hoprank.rankers.config import WindowConfig, check_window_params
 
-__all__ = ["SlideResult", "WindowConfig", "WindowSpan", "pass_spans", "slide", "window_spans"]
+__all__ = [
+    "SlideResult",
+    "WindowConfig",
+    "WindowSpan",
+    "check_window_params",
+    "pass_spans",
+    "slide",
+    "window_spans",
+]
 
 T = TypeVar("T")
 
@@ -54,29 +63,6 @@ class WindowSpan:
     @property
     def size(self) -> int:
         return self.end - self.start
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    """Sliding-window parameters. ``window >= 2``, ``1 <= step < window``, ``passes >= 1``."""
-
-    window: int = 20
-    step: int = 10
-    passes: int = 1
-    focus_top_k: bool = True
-
-    def __post_init__(self) -> None:
-        check_window_params(self.window, self.step)
-        if self.passes < 1:
-            raise ConfigError(f"passes must be >= 1, got {self.passes}")
-
-
-def check_window_params(window: int, step: int) -> None:
-    """Raise :class:`ConfigError` unless ``window >= 2`` and ``1 <= step < window``."""
-    if window < 2:
-        raise ConfigError(f"window must be >= 2, got {window}")
-    if not 1 <= step < window:
-        raise ConfigError(f"step must satisfy 1 <= step < window ({window}), got {step}")
 
 
 def window_spans(n: int, window: int = 20, step: int = 10) -> Iterator[tuple[int, int]]:
