@@ -49,6 +49,7 @@ __all__ = [
     "Qrels",
     "Run",
     "check_weights",
+    "ndcg_at",
     "order_trec",
     "read_qrels",
     "read_run",
@@ -251,3 +252,18 @@ def rrf_fuse(
             ranks[doc.id][li] = pos
     order = sorted(first, key=lambda i: -scores[i])  # sorted() is stable: ties keep first-seen order
     return [first[i].with_score(scores[i], rank=r, rrf_ranks=ranks[i]) for r, i in enumerate(order, start=1)]
+
+
+def ndcg_at(ranked: Sequence[str], qrels: Mapping[str, int], k: int | None = None) -> float:
+    """nDCG of a ranked list with linear gains (trec_eval's ``ndcg_cut_k``; ``k=None`` is
+    ``ndcg``). Here, with the ranked lists, so rankers (head selection) and evals share it."""
+    ranked = ranked if k is None else ranked[:k]
+    dcg = 0.0
+    for i, d in enumerate(ranked):
+        g = qrels.get(d, 0)
+        if g > 0:
+            dcg += g / math.log2(i + 2)
+    ideal = sorted((g for g in qrels.values() if g > 0), reverse=True)
+    ideal = ideal if k is None else ideal[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0

@@ -21,7 +21,6 @@ Conventions (the ones ``trec_eval``/``pytrec_eval`` use):
 
 from __future__ import annotations
 
-import math
 import re
 import string
 from collections import Counter
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from hoprank.errors import ConfigError
+from hoprank.runs import ndcg_at
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -89,18 +89,6 @@ def canonical_metrics(names: Sequence[str]) -> list[str]:
 
 def _cut(ranked: Sequence[T], k: int | None) -> Sequence[T]:
     return ranked if k is None else ranked[:k]
-
-
-def ndcg_at(ranked: Sequence[str], qrels: Mapping[str, int], k: int | None = None) -> float:
-    """nDCG with linear gains (trec_eval's ``ndcg_cut_k``; ``k=None`` is ``ndcg``)."""
-    dcg = 0.0
-    for i, d in enumerate(_cut(ranked, k)):
-        g = qrels.get(d, 0)
-        if g > 0:
-            dcg += g / math.log2(i + 2)
-    ideal = sorted((g for g in qrels.values() if g > 0), reverse=True)
-    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(_cut(ideal, k)))
-    return dcg / idcg if idcg > 0 else 0.0
 
 
 def mrr_at(ranked: Sequence[str], qrels: Mapping[str, int], k: int | None = None, *, level: int = 1) -> float:

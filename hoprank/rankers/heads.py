@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from hoprank.errors import ConfigError, InvalidInput
+from hoprank.runs import ndcg_at
 from hoprank.types import Document
 
 __all__ = [
@@ -97,9 +98,9 @@ def heads_dir() -> Path:
 
 def engine_identity(engine: Any) -> tuple[str, str]:
     """(model name, sha256 or other identity) of an engine, from its ``describe()``."""
-    info: dict[str, Any] = engine.describe() if callable(getattr(engine, "describe", None)) else {}
+    info: dict[str, Any] = dict(engine.describe())
     sha = info.get("gguf_sha256") or info.get("sha256") or info.get("weights_sha256")
-    name = str(info.get("model") or getattr(engine, "name", "model"))
+    name = str(info.get("model") or engine.name)
     if not sha:
         sha = f"unverified:{name}:{info.get('path', '')}"
     return name, str(sha)
@@ -167,8 +168,6 @@ async def collect_head_scores(
 
 
 def _ndcg10(order: Sequence[str], qrels: Mapping[str, int]) -> float:
-    from hoprank.evals.metrics import ndcg_at
-
     return ndcg_at(order, qrels, 10)
 
 
