@@ -1,15 +1,15 @@
 """ICR with selected retrieval heads: record per-head scores, select, replay, check live.
 
     # 1. per-head ICR scores of calibration and evaluation queries (one model load; resumable)
-    .venv/bin/python benchmarks/icr_heads.py record --model qwen2.5-coder-1.5b \
-        --set noveleval-2306:initial:0:21:120 --set hotpotqa-dev-distractor-500:distractor:100:130 \
-        --set trec-dl-2019-passage:bm25:0:43 --out runs/heads/records.jsonl
+    .venv/bin/python benchmarks/icr_heads.py record --model qwen2.5-coder-0.5b \
+        --set hotpotqa-dev-distractor-500:distractor:100:130 --set trec-dl-2019-passage:bm25:0:43 \
+        --set hotpotqa-dev-distractor-500:distractor:0:100 --out runs/heads/records.jsonl
     # 2. select k heads on the calibration sets only, save the selection under $HOPRANK_CACHE/heads
     .venv/bin/python benchmarks/icr_heads.py select --records runs/heads/records.jsonl \
-        --calibration noveleval-2306 --calibration hotpotqa-dev-distractor-500 --name qwen15-nh
+        --calibration hotpotqa-dev-distractor-500:distractor:100:130 --name qwen05-hotpot
     # 3. nDCG@10 on the evaluation set: first stage, ICR (all heads), ICR (selected heads)
     .venv/bin/python benchmarks/icr_heads.py evaluate --records runs/heads/records.jsonl \
-        --dataset trec-dl-2019-passage --selection qwen15-nh
+        --dataset trec-dl-2019-passage --selection qwen05-hotpot
 
 A ``--set`` is ``FOLDER:RUN:START:END[:MAX_DOC_TOKENS]``: queries START..END-1 (in the
 folder's queries.jsonl order, judged and with candidates) and their first ``--depth``
@@ -91,7 +91,11 @@ def cmd_record(args: argparse.Namespace) -> None:
 def cmd_select(args: argparse.Namespace) -> None:
     from hoprank.rankers.heads import read_records, save_selection, select_from_records
 
-    records = [r for r in read_records(args.records) if r.dataset in set(args.calibration)]
+    wanted: set[tuple[str, str]] = set()
+    for spec in args.calibration:  # FOLDER:RUN:START:END, as in --set
+        items, _ = _items(spec, args.depth)
+        wanted |= {(it[0], it[1]) for it in items}
+    records = [r for r in read_records(args.records) if (r.dataset, r.qid) in wanted]
     if not records:
         sys.exit(f"no records of {args.calibration} in {args.records}")
     sel = select_from_records(
@@ -183,6 +187,7 @@ def main() -> None:
     sel.add_argument("--records", type=Path, required=True)
     sel.add_argument("--calibration", action="append", required=True)
     sel.add_argument("--k", type=int, default=16)
+    sel.add_argument("--depth", type=int, default=20)
     sel.add_argument("--name", required=True)
     sel.add_argument("--save", default=None)
     sel.add_argument("--model-name", default="qwen2.5-coder-1.5b")
