@@ -197,3 +197,39 @@ def test_heads_cli_select_and_list(tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "error" in bad.stderr.lower()
+
+
+def test_icr_heads_benchmark_evaluate_and_crossfit(tmp_path: Path) -> None:
+    """benchmarks/icr_heads.py replays selections on recorded scores (no model)."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(1)
+    recs = []
+    for q in range(8):
+        s = rng.normal(size=(6, 2, 3))
+        s[2, 1, 2] += 10.0  # one head always finds the relevant passage
+        ids = [f"d{i}" for i in range(6)]
+        recs.append(HeadRecord(dataset="toy", qid=str(q), doc_ids=ids, qrels={"d2": 2}, scores=s))
+    write_records(recs, tmp_path / "r.jsonl")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "icr_heads.py"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "crossfit",
+            "--records",
+            str(tmp_path / "r.jsonl"),
+            "--dataset",
+            "toy",
+            "--k",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout[out.stdout.index("{") :])
+    assert summary["queries"] == 8 and summary["ICR heads, 2-fold on toy (k=1)"] == pytest.approx(1.0)
+    assert "heads [(1, 2)]" in out.stdout
