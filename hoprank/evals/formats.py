@@ -38,6 +38,7 @@ from hoprank.evals.dataset import (
     Dataset,
     Query,
     check_relevance_level,
+    declared_relevance_level,
     iter_jsonl,
     load_common,
     read_corpus_jsonl,
@@ -352,7 +353,10 @@ def load_dataset(
     for rname, rpath in (runs or {}).items():
         ds.runs[rname] = read_run(rpath)
     if relevance_level is not None:
-        ds.relevance_level = relevance_level
+        ds.set_relevance_level(relevance_level, "argument")
+    elif qrels is not None:
+        level, source = declared_relevance_level(ds.meta, ds.qrels, os.fspath(qrels))
+        ds.set_relevance_level(level, source)
     if qrels is not None or runs:
         ds.__dict__.pop("content_hash", None)
     return ds

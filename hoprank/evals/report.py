@@ -15,7 +15,7 @@ from hoprank.evals.dataset import Dataset
 from hoprank.evals.metrics import DEFAULT_METRICS, QA_METRICS, canonical_metrics, evaluate, mean_metrics
 from hoprank.runs import Run, write_run
 
-__all__ = ["compute_metrics", "plot_metric_bars", "plot_quality_latency", "write_outputs"]
+__all__ = ["compute_metrics", "conventions_line", "plot_metric_bars", "plot_quality_latency", "write_outputs"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def compute_metrics(
         "label": label,
         "metrics": metrics,
         "relevance_level": ds.relevance_level,
+        "relevance_source": ds.declared_relevance_source,
         "n_queries": len(qids),
         "n_judged": sum(1 for q in qids if ds.qrels.get(q)),
         "aggregate": mean_metrics(per_query),
@@ -182,6 +183,15 @@ def write_plots(run_dir: Path, m: Mapping[str, Any]) -> list[str]:
     return ["metrics.png", "quality_latency.png"]
 
 
+def conventions_line(m: Mapping[str, Any]) -> str:
+    """How binary metrics were counted, to print with them: ``relevance level 2 (dataset.json)``.
+
+    ``m`` is ``metrics.json`` (or anything with ``relevance_level`` and, for runs made since
+    the level is declared, ``relevance_source``)."""
+    src = m.get("relevance_source")
+    return f"relevance level {m['relevance_level']}" + (f" ({src})" if src else "")
+
+
 def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.4f}"
 
@@ -192,7 +202,7 @@ def render_report(m: Mapping[str, Any], manifest: Mapping[str, Any], plots: Sequ
         f"# hoprank eval: {m['label']}",
         "",
         f"- dataset: `{manifest['dataset']['name']}` (hash `{manifest['dataset']['hash']}`), "
-        f"{m['n_queries']} queries ({m['n_judged']} judged), relevance level {m['relevance_level']}",
+        f"{m['n_queries']} queries ({m['n_judged']} judged), {conventions_line(m)}",
         f"- first stage: `{manifest['first_stage']['name']}`, depth {cfg['depth']}",
         f"- ranker: `{cfg['ranker']}` {json.dumps(cfg['ranker_params']) if cfg['ranker_params'] else ''}",
         f"- model: `{cfg['model']}`"
