@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from hoprank.errors import ConfigError
 from hoprank.evals.metrics import canonical_metrics
 
-__all__ = ["Comparison", "MetricComparison", "RunSummary", "compare", "paired_tests"]
+__all__ = ["Comparison", "MetricComparison", "RunSummary", "compare", "paired_tests", "params_label"]
 
 
 class RunSummary(BaseModel):
@@ -154,9 +154,33 @@ _Loaded = list[tuple[tuple[dict[str, Any], dict[str, Any]], Path]]
 """Per run: (metrics.json, manifest.json) and its folder."""
 
 
+def _short(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def params_label(params: Mapping[str, Any]) -> str:
+    """Ranker parameters as ``[k=v,...]`` (sorted; long values shortened), ``""`` when none."""
+    return "[" + ",".join(f"{k}={_short(params[k])}" for k in sorted(params)) + "]" if params else ""
+
+
+def _base_label(m: dict[str, Any], man: dict[str, Any], d: Path) -> str:
+    """A run's label: its explicit name as given, else ``ranker/model/prompt[params]``."""
+    raw = str(man.get("label") or m.get("label") or d.name)
+    cfg = man.get("config") or {}
+    if cfg.get("name"):
+        return raw
+    params = (man.get("ranker") or {}).get("params") or cfg.get("ranker_params") or {}
+    return raw + params_label(params) if isinstance(params, dict) else raw
+
+
 def _labels(loaded: _Loaded) -> list[str]:
-    """Each run's label, made unique by its folder name, then by its position."""
-    raw = [str(man.get("label") or m.get("label") or d.name) for (m, man), d in loaded]
+    """Each run's label with its ranker parameters, and its first stage when the runs'
+    first stages differ; made unique by its folder name, then by its position."""
+    raw = [_base_label(m, man, d) for (m, man), d in loaded]
+    stages = [str((man.get("first_stage") or {}).get("name") or "") for (_, man), _ in loaded]
+    if len(set(stages)) > 1:
+        raw = [f"{lab} on {st}" if st else lab for lab, st in zip(raw, stages, strict=True)]
     labels = [
         lab if raw.count(lab) == 1 else f"{lab} ({d.name})" for lab, (_, d) in zip(raw, loaded, strict=True)
     ]
