@@ -277,6 +277,8 @@ def read_queries_jsonl(path: Path, *, id_keys: tuple[str, ...] = ("id", "_id")) 
         if qid in queries:
             raise DatasetError(f"{path}:{lineno}: duplicate query id {qid!r}")
         skip = {*id_keys, "text", "question", "query", "answers", "supporting"}
+        if isinstance(obj.get("answer"), str) and obj["answer"] in answers:
+            skip.add("answer")  # already in answers (the converters write both)
         md = {k: v for k, v in obj.items() if k not in skip}
         queries[qid] = Query(id=qid, text=text, answers=answers, supporting=supporting, metadata=md)
     return queries
