@@ -147,3 +147,17 @@ def test_breakdown_on_shared_multihop_rag(datasets_dir: Path) -> None:
         assert v.get("em", 1.0) == 1.0
         if "support_recall@10" in v:
             assert v["passage_recall@10"] == 1.0
+
+
+def test_report_breakdown_tables() -> None:
+    from hoprank.evals.report import metric_breakdowns, render_breakdowns
+
+    ds = _ds()
+    per = {"2hop__1": {"em": 1.0}, "3hop1__2": {"em": 0.0}, "q3": {"em": 1.0}, "q4": {"em": 0.0}}
+    b = metric_breakdowns(ds, per)
+    assert set(b) == {"hops", "type"}  # no question_type in this dataset
+    assert b["hops"]["2"] == {"em": 1.0, "n": 2.0}
+    lines = render_breakdowns(b, ["em", "f1"])
+    assert lines[:5] == ["By hops:", "", "| hops | n | em |", "|---|---:|---:|", "| 2 | 2 | 1.0000 |"]
+    one_group = metric_breakdowns(ds, {"2hop__1": {"em": 1.0}})
+    assert one_group == {}  # a single group is no breakdown
