@@ -18,6 +18,7 @@ def _run(
     first_stage: str = "bm25",
     name: str | None = None,
     vals: tuple[float, float] = (1.0, 0.0),
+    level: int = 1,
 ) -> Path:
     d = root / folder
     d.mkdir()
@@ -26,6 +27,8 @@ def _run(
         "label": label,
         "metrics": ["mrr@10"],
         "n_queries": 2,
+        "relevance_level": level,
+        "relevance_source": "dataset.json",
         "aggregate": {"mrr@10": sum(vals) / 2},
         "per_query": per_query,
     }
@@ -68,3 +71,15 @@ def test_first_stage_shown_when_it_differs_and_names_kept(tmp_path: Path) -> Non
         "icr/qwen[k=1] (d)",
         "icr/qwen[k=1] (e)",
     ]
+
+
+def test_different_relevance_levels_are_flagged(tmp_path: Path) -> None:
+    a = _run(tmp_path, "a", "x", {}, level=2)
+    b = _run(tmp_path, "b", "y", {}, level=1)
+    comp = compare([a, b], n_resamples=100)
+    assert any("different levels" in n for n in comp.notes)
+    assert [(r.relevance_level, r.relevance_source) for r in comp.runs] == [
+        (2, "dataset.json"),
+        (1, "dataset.json"),
+    ]
+    assert not compare([a, _run(tmp_path, "c", "z", {}, level=2)], n_resamples=100).notes

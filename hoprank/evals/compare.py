@@ -38,6 +38,8 @@ class RunSummary(BaseModel):
     latency_mean_s: float
     tokens_per_query: float
     first_stage: dict[str, float] = Field(default_factory=dict)
+    relevance_level: int | None = None
+    relevance_source: str | None = None
 
 
 class MetricComparison(BaseModel):
@@ -219,6 +221,8 @@ def _summary(label: str, m: dict[str, Any], man: dict[str, Any], path: Path) -> 
         latency_mean_s=float(m.get("latency", {}).get("mean_s", 0.0)),
         tokens_per_query=float(m.get("usage", {}).get("tokens_per_query", 0.0)),
         first_stage=m.get("first_stage", {}),
+        relevance_level=m.get("relevance_level"),
+        relevance_source=m.get("relevance_source"),
     )
 
 
@@ -243,6 +247,12 @@ def compare(
         if not allow_different_datasets:
             raise ConfigError(msg)
         notes.append(msg)
+    levels = {lab: m.get("relevance_level") for lab, ((m, _), _) in zip(labels, loaded, strict=True)}
+    if len({v for v in levels.values() if v is not None}) > 1:
+        notes.append(
+            f"runs count relevance at different levels {levels}: their binary metrics (MRR, recall, MAP) "
+            "are not comparable"
+        )
     qsets = [set(m["per_query"]) for (m, _), _ in loaded]
     common = set.intersection(*qsets)
     if any(s != qsets[0] for s in qsets):
