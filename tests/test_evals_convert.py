@@ -111,3 +111,67 @@ def test_cli_convert_and_info(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "already holds a dataset" in r.output
     r = runner.invoke(app, ["data", "convert", str(tmp_path / "nope.json"), "--out", str(tmp_path / "n")])
     assert r.exit_code == 2 and "error:" in r.output
+
+
+def test_published_loaders_on_the_shared_sets_rebuilt_in_their_schemas(
+    datasets_dir: Path, tmp_path: Path
+) -> None:
+    """The shared HotpotQA and MultiHop-RAG questions, re-encoded in their published schemas
+    (HotpotQA JSON list; MultiHop-RAG corpus.json + MultiHopRAG.json, article bodies = the
+    shared evidence facts), convert and keep every question, answer, gold set and type."""
+    hp = load_dataset(datasets_dir / "hotpotqa-dev-distractor-500")
+    recs = []
+    for q in hp.queries.values():
+        cands = q.metadata["candidates"]
+        recs.append(
+            {
+                "_id": q.id,
+                "question": q.text,
+                "answer": q.answers[0],
+                "supporting_facts": [[t, 0] for t in q.metadata["supporting_titles"]],
+                "context": [[hp.corpus[d].title, [hp.corpus[d].text]] for d in cands],
+            }
+        )
+    (tmp_path / "hotpot.json").write_text(json.dumps(recs))
+    ds = convert(tmp_path / "hotpot.json", tmp_path / "hp", format="hotpotqa")
+    back = load_dataset(tmp_path / "hp")
+    assert len(back.queries) == 500 and back.content_hash == ds.content_hash
+    for q in hp.queries.values():
+        b = back.queries[q.id]
+        assert b.answers == q.answers and b.supporting == q.metadata["supporting_titles"]
+        assert [back.corpus[d].text for d in b.supporting] == [hp.corpus[d].text for d in q.supporting]
+        assert len(back.runs["context"][q.id]) == len(q.metadata["candidates"])
+    assert {hop_count(q) for q in back.queries.values()} == {2}
+
+    mr = load_dataset(datasets_dir / "multihop-rag-facts-500")
+    articles: dict[str, dict[str, str]] = {}
+    for d in mr.corpus.values():
+        url = d.metadata["url"]
+        a = articles.setdefault(url, {"title": d.title or "", "url": url, "body": ""})
+        a["body"] += d.text + " "
+        for k in ("author", "source", "published_at", "category"):
+            a[k] = d.metadata[k]
+    folder = tmp_path / "mhr-published"
+    folder.mkdir()
+    (folder / "corpus.json").write_text(json.dumps(list(articles.values())))
+    mq = [
+        {
+            "query": q.text,
+            "answer": q.answers[0],
+            "question_type": q.metadata["question_type"],
+            "evidence_list": q.metadata["evidence_list"],
+        }
+        for q in mr.queries.values()
+    ]
+    (folder / "MultiHopRAG.json").write_text(json.dumps(mq))
+    ds = convert(folder, tmp_path / "mhr")
+    back = load_dataset(tmp_path / "mhr")
+    assert back.meta["format"] == "multihop-rag" and len(back.queries) == 500
+    for i, q in enumerate(mr.queries.values()):
+        b = back.queries[str(i)]
+        assert b.text == q.text and b.answers == q.answers
+        assert b.supporting == list(dict.fromkeys(q.metadata["supporting_articles"]))
+        assert b.metadata["question_type"] == q.metadata["question_type"]
+        assert b.metadata["hops"] == len(b.supporting)
+    types = breakdown_by({q: {"x": 1.0} for q in back.queries}, back, "question_type")
+    assert types["null_query"]["n"] == 71 and sum(v["n"] for v in types.values()) == 500
