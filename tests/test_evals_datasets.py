@@ -4,6 +4,7 @@ fixtures (tests/fixtures/evals/README.md), TREC files, errors with file and line
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from hoprank.errors import DatasetError
 from hoprank.evals import SAMPLES, load_dataset, read_qrels, read_run, sample_path, write_run
+from hoprank.evals.dataset import dataset_conventions
 from hoprank.evals.formats import detect_format
 
 FIX = Path(__file__).parent / "fixtures" / "evals"
@@ -317,24 +319,70 @@ def test_package_data_is_in_the_wheel(tmp_path: Path) -> None:
     assert "hoprank/data/PROVENANCE.md" in names
 
 
-def test_relevance_level_from_dataset_json_argument_and_name(tmp_path: Path) -> None:
-    """A renamed DL folder keeps level 2 through dataset.json; the argument wins over both."""
+def test_relevance_level_from_dataset_json_argument_and_known_qrels(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The level is declared (argument, dataset.json, known qrels content), never read from a
+    folder or dataset name; graded qrels with nothing declared get 1 and a warning."""
     src = sample_path("sample-dl19")
     copy = tmp_path / "my-passages"
     shutil.copytree(src, copy)
-    assert load_dataset(copy).relevance_level == 2  # dataset.json ships with the sample
+    ds = load_dataset(copy)
+    assert (ds.relevance_level, ds.relevance_source) == (2, "dataset.json")
     (copy / "dataset.json").unlink()
-    assert load_dataset(copy).relevance_level == 1  # no file, no DL name: the generic default
-    assert load_dataset(copy, name="dl19-subset").relevance_level == 2  # the given name counts
-    assert load_dataset(copy, relevance_level=3).relevance_level == 3
-    (copy / "dataset.json").write_text('{"relevance_level": 2}')
-    assert load_dataset(copy, relevance_level=1).relevance_level == 1
-    for bad in ('{"relevance_level": 0}', '{"relevance_level": "2"}', "{oops"):
+    ds = load_dataset(copy)  # the same judgments in another folder: same level, by content
+    assert (ds.relevance_level, ds.relevance_source) == (2, "known:sample-dl19")
+    # one grade changed: no longer the published set; the name does not count either
+    lines = (copy / "qrels.tsv").read_text().splitlines()
+    qid, did, *_, rel = lines[0].split()
+    lines[0] = f"{qid}\t{did}\t{3 if rel != '3' else 2}"
+    (copy / "qrels.tsv").write_text("\n".join(lines) + "\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="hoprank.evals.dataset"):
+        ds = load_dataset(copy, name="trec-dl-2020-dl19")
+    assert (ds.relevance_level, ds.relevance_source) == (1, "default")
+    assert "no declared relevance level" in caplog.text
+    ds = load_dataset(copy, relevance_level=3)
+    assert (ds.relevance_level, ds.relevance_source) == (3, "argument")
+    assert ds.summary()["relevance_source"] == "argument"
+    assert dataset_conventions(ds) == {"relevance_level": 3, "relevance_source": "argument"}
+    ds.relevance_level = 2  # assigned directly: the recorded source no longer applies
+    assert ds.summary()["relevance_source"] == "set by caller"
+    ds.set_relevance_level(2, "flag")
+    assert ds.subset(list(ds.queries)[:1]).summary()["relevance_source"] == "flag"
+    (copy / "dataset.json").write_text('{"relevance_level": 2, "format": "trec"}')
+    ds = load_dataset(copy, relevance_level=1)
+    assert (ds.relevance_level, ds.relevance_source, ds.meta) == (1, "argument", {"format": "trec"})
+    for bad in ('{"relevance_level": 0}', '{"relevance_level": "2"}', "{oops", "[1]"):
         (copy / "dataset.json").write_text(bad)
         with pytest.raises(DatasetError, match=r"dataset\.json"):
             load_dataset(copy)
     with pytest.raises(DatasetError, match="relevance_level"):
         load_dataset(src, relevance_level=0)
+
+
+def test_binary_judgments_without_declaration_do_not_warn(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    d = tmp_path / "plain"
+    d.mkdir()
+    (d / "corpus.jsonl").write_text('{"id": "d1", "text": "x"}\n')
+    (d / "queries.jsonl").write_text('{"id": "q1", "text": "y"}\n')
+    (d / "qrels.tsv").write_text("q1\t0\td1\t1\n")
+    with caplog.at_level(logging.WARNING, logger="hoprank.evals.dataset"):
+        ds = load_dataset(d)
+    assert (ds.relevance_level, ds.relevance_source) == (1, "default")
+    assert caplog.text == ""
+
+
+def test_shared_trec_dl_2019_is_level_2_by_content(datasets_dir: Path, tmp_path: Path) -> None:
+    ds = load_dataset(datasets_dir / "trec-dl-2019-passage")
+    assert (ds.relevance_level, ds.relevance_source) == (2, "known:trec-dl-2019-passage")
+    renamed = tmp_path / "some-passages"
+    renamed.mkdir()
+    for f in ("corpus.jsonl", "queries.jsonl", "qrels.tsv"):
+        (renamed / f).symlink_to(datasets_dir / "trec-dl-2019-passage" / f)
+    assert load_dataset(renamed).relevance_level == 2
 
 
 def test_run_with_spaced_ids_round_trips_and_bom_is_skipped(tmp_path: Path) -> None:

@@ -21,7 +21,17 @@ def _root() -> None:
 
 
 # Each module defines ``register(app: typer.Typer) -> None``.
-_COMMAND_MODULES: list[str] = ["models", "serve", "rerank", "agents", "evals", "index", "prompts", "heads"]
+_COMMAND_MODULES: list[str] = [
+    "models",
+    "serve",
+    "rerank",
+    "agents",
+    "evals",
+    "index",
+    "prompts",
+    "heads",
+    "data",
+]
 
 for _mod in _COMMAND_MODULES:
     importlib.import_module(f"hoprank.cli.{_mod}").register(app)

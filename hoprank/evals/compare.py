@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from hoprank.errors import ConfigError
 from hoprank.evals.metrics import canonical_metrics
 
-__all__ = ["Comparison", "MetricComparison", "RunSummary", "compare", "paired_tests"]
+__all__ = ["Comparison", "MetricComparison", "RunSummary", "compare", "paired_tests", "params_label"]
 
 
 class RunSummary(BaseModel):
@@ -38,6 +38,8 @@ class RunSummary(BaseModel):
     latency_mean_s: float
     tokens_per_query: float
     first_stage: dict[str, float] = Field(default_factory=dict)
+    relevance_level: int | None = None
+    relevance_source: str | None = None
 
 
 class MetricComparison(BaseModel):
@@ -154,9 +156,33 @@ _Loaded = list[tuple[tuple[dict[str, Any], dict[str, Any]], Path]]
 """Per run: (metrics.json, manifest.json) and its folder."""
 
 
+def _short(v: Any) -> str:
+    text = v if isinstance(v, str) else json.dumps(v, sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def params_label(params: Mapping[str, Any]) -> str:
+    """Ranker parameters as ``[k=v,...]`` (sorted; long values shortened), ``""`` when none."""
+    return "[" + ",".join(f"{k}={_short(params[k])}" for k in sorted(params)) + "]" if params else ""
+
+
+def _base_label(m: dict[str, Any], man: dict[str, Any], d: Path) -> str:
+    """A run's label: its explicit name as given, else ``ranker/model/prompt[params]``."""
+    raw = str(man.get("label") or m.get("label") or d.name)
+    cfg = man.get("config") or {}
+    if cfg.get("name"):
+        return raw
+    params = (man.get("ranker") or {}).get("params") or cfg.get("ranker_params") or {}
+    return raw + params_label(params) if isinstance(params, dict) else raw
+
+
 def _labels(loaded: _Loaded) -> list[str]:
-    """Each run's label, made unique by its folder name, then by its position."""
-    raw = [str(man.get("label") or m.get("label") or d.name) for (m, man), d in loaded]
+    """Each run's label with its ranker parameters, and its first stage when the runs'
+    first stages differ; made unique by its folder name, then by its position."""
+    raw = [_base_label(m, man, d) for (m, man), d in loaded]
+    stages = [str((man.get("first_stage") or {}).get("name") or "") for (_, man), _ in loaded]
+    if len(set(stages)) > 1:
+        raw = [f"{lab} on {st}" if st else lab for lab, st in zip(raw, stages, strict=True)]
     labels = [
         lab if raw.count(lab) == 1 else f"{lab} ({d.name})" for lab, (_, d) in zip(raw, loaded, strict=True)
     ]
@@ -195,6 +221,8 @@ def _summary(label: str, m: dict[str, Any], man: dict[str, Any], path: Path) -> 
         latency_mean_s=float(m.get("latency", {}).get("mean_s", 0.0)),
         tokens_per_query=float(m.get("usage", {}).get("tokens_per_query", 0.0)),
         first_stage=m.get("first_stage", {}),
+        relevance_level=m.get("relevance_level"),
+        relevance_source=m.get("relevance_source"),
     )
 
 
@@ -219,6 +247,12 @@ def compare(
         if not allow_different_datasets:
             raise ConfigError(msg)
         notes.append(msg)
+    levels = {lab: m.get("relevance_level") for lab, ((m, _), _) in zip(labels, loaded, strict=True)}
+    if len({v for v in levels.values() if v is not None}) > 1:
+        notes.append(
+            f"runs count relevance at different levels {levels}: their binary metrics (MRR, recall, MAP) "
+            "are not comparable"
+        )
     qsets = [set(m["per_query"]) for (m, _), _ in loaded]
     common = set.intersection(*qsets)
     if any(s != qsets[0] for s in qsets):

@@ -8,9 +8,17 @@ Common layout (the one of ``shared/datasets`` and of the shipped samples)::
     run.<name>.tsv   qid <TAB> docid <TAB> rank <TAB> score   (or 6-column TREC)
     dataset.json     {"relevance_level": 2}              optional; see below
 
-The binary-relevance threshold (``Dataset.relevance_level``) comes from, in order:
-``load_dataset``'s ``relevance_level`` argument, ``dataset.json``, then the folder's or the given
-name (``trec-dl``, ``dl19``, ``dl20``: 2, the TREC DL passage convention), else 1.
+The binary-relevance threshold (``Dataset.relevance_level``) is declared, never guessed from
+a folder name. It comes from, in order (``Dataset.relevance_source`` says which):
+
+1. ``load_dataset``'s ``relevance_level`` argument (``--relevance-level``): ``"argument"``;
+2. the folder's ``dataset.json`` (``{"relevance_level": 2}``): ``"dataset.json"``;
+3. :data:`KNOWN_QRELS`, a table of published judgment sets keyed by :func:`qrels_hash` (the
+   sha256 of the sorted ``qid, docid, grade`` triples, so independent of the folder, file
+   layout, corpus and runs): ``"known:<name>"`` — e.g. the shared ``trec-dl-2019-passage``
+   folder, which has no ``dataset.json``, is TREC DL (level 2) by its qrels' content;
+4. else 1 (``"default"``), with a logged warning when the qrels are graded (a grade > 1),
+   since graded sets often count only grades >= 2 as relevant.
 
 Every malformed line raises :class:`~hoprank.errors.DatasetError` naming file and line.
 """
@@ -34,11 +42,15 @@ from hoprank.runs import Qrels, Run, read_qrels, read_run
 from hoprank.types import Document
 
 __all__ = [
+    "KNOWN_QRELS",
     "SAMPLES",
     "Dataset",
     "Query",
+    "dataset_conventions",
     "iter_jsonl",
     "load_common",
+    "qrels_hash",
+    "read_dataset_meta",
     "sample_path",
 ]
 
@@ -68,8 +80,9 @@ class Dataset:
     """A corpus, queries, relevance judgments and first-stage runs.
 
     ``relevance_level`` is the minimum grade that counts as relevant for binary metrics
-    (MRR, recall, MAP, support recall); nDCG always uses the graded labels. TREC DL folders
-    get 2 (the track's convention for passages), everything else 1.
+    (MRR, recall, MAP, support recall); nDCG always uses the graded labels. It is declared
+    (see the module docstring); ``relevance_source`` records where it came from. Set it with
+    :meth:`set_relevance_level` so the source follows.
     """
 
     name: str
@@ -79,6 +92,24 @@ class Dataset:
     runs: dict[str, Run] = field(default_factory=dict)
     source: str = ""
     relevance_level: int = 1
+    relevance_source: str = "default"
+    meta: dict[str, Any] = field(default_factory=dict)
+    _source_level: int = field(default=1, init=False, repr=False, compare=False)
+
+    def set_relevance_level(self, level: int, source: str = "argument") -> None:
+        """Set the binary-relevance threshold and record where it came from."""
+        self.relevance_level = check_relevance_level(level, "")
+        self.relevance_source = source
+        self._source_level = self.relevance_level
+
+    @property
+    def declared_relevance_source(self) -> str:
+        """``relevance_source``, or ``"set by caller"`` when ``relevance_level`` was assigned
+        directly after loading (the source no longer describes it)."""
+        return self.relevance_source if self.relevance_level == self._source_level else "set by caller"
+
+    def __post_init__(self) -> None:
+        self._source_level = self.relevance_level
 
     @cached_property
     def content_hash(self) -> str:
@@ -153,6 +184,8 @@ class Dataset:
             runs={n: {q: r[q] for q in keep if q in r} for n, r in self.runs.items()},
             source=self.source,
             relevance_level=self.relevance_level,
+            relevance_source=self.declared_relevance_source,
+            meta=self.meta,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -165,8 +198,22 @@ class Dataset:
             "qrels": sum(len(v) for v in self.qrels.values()),
             "runs": {n: sum(len(v) for v in r.values()) for n, r in self.runs.items()},
             "relevance_level": self.relevance_level,
+            "relevance_source": self.declared_relevance_source,
             "hash": self.content_hash,
         }
+
+
+def dataset_conventions(ds: Dataset) -> dict[str, Any]:
+    """The conventions a run's metrics depend on, for the manifest and for printing with the
+    metrics: ``{"relevance_level", "relevance_source"}`` plus the dataset.json extras
+    (format, hop counts...) under ``"meta"`` when present."""
+    out: dict[str, Any] = {
+        "relevance_level": ds.relevance_level,
+        "relevance_source": ds.declared_relevance_source,
+    }
+    if ds.meta:
+        out["meta"] = dict(ds.meta)
+    return out
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -230,6 +277,8 @@ def read_queries_jsonl(path: Path, *, id_keys: tuple[str, ...] = ("id", "_id")) 
         if qid in queries:
             raise DatasetError(f"{path}:{lineno}: duplicate query id {qid!r}")
         skip = {*id_keys, "text", "question", "query", "answers", "supporting"}
+        if isinstance(obj.get("answer"), str) and obj["answer"] in answers:
+            skip.add("answer")  # already in answers (the converters write both)
         md = {k: v for k, v in obj.items() if k not in skip}
         queries[qid] = Query(id=qid, text=text, answers=answers, supporting=supporting, metadata=md)
     return queries
@@ -242,17 +291,61 @@ def check_relevance_level(level: Any, where: str) -> int:
     return level
 
 
-def _folder_relevance_level(d: Path, dname: str) -> int:
+KNOWN_QRELS: dict[str, tuple[str, int]] = {
+    # qrels_hash -> (name, relevance_level). Add an entry only for a published judgment set
+    # whose convention is documented by its track; everything else declares it in dataset.json.
+    "a5847a267e8fbf7b": ("trec-dl-2019-passage", 2),  # NIST DL19 passage qrels (43 topics, 9,260)
+    "afef71bb1c94eee2": ("sample-dl19", 2),  # the shipped 3-query DL19 sample's qrels
+}
+"""Published judgment sets whose binary-relevance level is their track's documented
+convention (TREC DL passage: grade >= 2), keyed by :func:`qrels_hash`. Keyed by content, not
+by name, so the same files get the same level in any folder, and a folder named ``dl20``
+holding other judgments is not taken for TREC DL."""
+
+
+def qrels_hash(qrels: Qrels) -> str:
+    """sha256 (first 16 hex digits) of the sorted ``qid\tdocid\tgrade`` lines."""
+    h = hashlib.sha256()
+    for qid in sorted(qrels):
+        for did, rel in sorted(qrels[qid].items()):
+            h.update(f"{qid}\t{did}\t{rel}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def read_dataset_meta(d: Path) -> dict[str, Any]:
+    """The folder's ``dataset.json`` as a dict (``{}`` when absent)."""
     meta = d / "dataset.json"
-    if meta.is_file():
-        try:
-            obj = json.loads(meta.read_text(encoding="utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise DatasetError(f"{meta}: not valid JSON ({e})") from None
-        if isinstance(obj, dict) and "relevance_level" in obj:
-            return check_relevance_level(obj["relevance_level"], f"{meta}: ")
-    names = f"{d.name} {dname}".lower()
-    return 2 if any(k in names for k in ("trec-dl", "dl19", "dl20")) else 1
+    if not meta.is_file():
+        return {}
+    try:
+        obj = json.loads(meta.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{meta}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(f"{meta}: expected a JSON object")
+    if "relevance_level" in obj:
+        check_relevance_level(obj["relevance_level"], f"{meta}: ")
+    return obj
+
+
+def declared_relevance_level(meta: dict[str, Any], qrels: Qrels, where: str) -> tuple[int, str]:
+    """``(level, source)`` from dataset.json metadata, the known-qrels table, else 1."""
+    if "relevance_level" in meta:
+        return int(meta["relevance_level"]), "dataset.json"
+    if qrels:
+        known = KNOWN_QRELS.get(qrels_hash(qrels))
+        if known is not None:
+            return known[1], f"known:{known[0]}"
+        top = max((r for v in qrels.values() for r in v.values()), default=0)
+        if top > 1:
+            logger.warning(
+                "%s: graded qrels (grades up to %d) but no declared relevance level; binary metrics "
+                'count grade >= 1 as relevant. Declare it in dataset.json ({"relevance_level": 2}) '
+                "or pass relevance_level / --relevance-level.",
+                where,
+                top,
+            )
+    return 1, "default"
 
 
 def load_common(path: str | os.PathLike[str], *, name: str | None = None) -> Dataset:
@@ -272,7 +365,8 @@ def load_common(path: str | os.PathLike[str], *, name: str | None = None) -> Dat
     for rp in sorted(d.glob("run.*.tsv")) + sorted(d.glob("run.*.trec")):
         runs[rp.name.split(".")[1]] = read_run(rp)
     dname = name or d.name
-    level = _folder_relevance_level(d, dname)
+    meta = read_dataset_meta(d)
+    level, level_source = declared_relevance_level(meta, qrels, str(d))
     ds = Dataset(
         name=dname,
         corpus=corpus,
@@ -281,6 +375,8 @@ def load_common(path: str | os.PathLike[str], *, name: str | None = None) -> Dat
         runs=runs,
         source=str(d),
         relevance_level=level,
+        relevance_source=level_source,
+        meta={k: v for k, v in meta.items() if k != "relevance_level"},
     )
     logger.debug("loaded %s: %s", d, ds.summary())
     return ds

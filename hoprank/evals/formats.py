@@ -13,11 +13,17 @@
 * 2WikiMultihopQA (JSON list or JSONL): HotpotQA's layout plus ``evidences``.
 * MuSiQue JSONL: ``{id, paragraphs: [{idx, title, paragraph_text, is_supporting}],
   question, question_decomposition, answer, answer_aliases, answerable}``; documents are
-  per question (id ``<qid>::<idx>``).
+  per question (id ``<qid>::<idx>``); ``metadata["hops"]`` from the id prefix (``2hop__``,
+  ``3hop1__``, ``4hop3__``: 2, 3, 4), ``metadata["type"]`` the prefix itself.
 * MultiHop-RAG: a folder with ``corpus.json`` (articles: title, author, source,
   published_at, category, url, body) and ``MultiHopRAG.json`` (query, answer,
   question_type, evidence_list); articles are documents (id = url), evidence articles
-  are the gold set.
+  are the gold set; ``metadata["hops"]`` is the number of evidence articles.
+
+HotpotQA and 2Wiki records get ``metadata["hops"]`` = the number of supporting paragraphs and
+keep ``type`` (and ``level``). Their paragraphs are pooled by title into one corpus across
+questions (the "pooled" setting); run ``context`` keeps each question's own paragraphs (the
+distractor setting). :mod:`hoprank.evals.convert` writes any of them in the common layout.
 
 :func:`load_dataset` detects the format.
 """
@@ -28,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,7 @@ from hoprank.evals.dataset import (
     Dataset,
     Query,
     check_relevance_level,
+    declared_relevance_level,
     iter_jsonl,
     load_common,
     read_corpus_jsonl,
@@ -55,6 +63,7 @@ __all__ = [
     "load_dataset",
     "load_multihop_rag",
     "load_musique",
+    "musique_hops",
 ]
 
 logger = logging.getLogger(__name__)
@@ -169,6 +178,8 @@ def context_qa_dataset(records: Iterable[tuple[str, dict[str, Any]]], *, name: s
             k: rec[k] for k in ("type", "level", "supporting_facts", "evidences", "entity_ids") if k in rec
         }
         md["supporting_titles"] = gold_titles
+        if gold_titles:
+            md["hops"] = len(gold_titles)
         if missing:
             md["gold_missing"] = missing
         if qid in queries:
@@ -218,6 +229,10 @@ def load_musique(path: str | os.PathLike[str], *, name: str | None = None) -> Da
         aliases = rec.get("answer_aliases") or []
         answers = ([answer] if isinstance(answer, str) else []) + [a for a in aliases if isinstance(a, str)]
         md: dict[str, Any] = {k: rec[k] for k in ("question_decomposition", "answerable") if k in rec}
+        hops = musique_hops(qid, rec.get("question_decomposition"))
+        if hops is not None:
+            md["hops"] = hops
+            md["type"] = qid.split("__", 1)[0] if "__" in qid else f"{hops}hop"
         if qid in queries:
             raise DatasetError(f"{where}: duplicate question id {qid!r}")
         queries[qid] = Query(id=qid, text=question, answers=answers, supporting=gold, metadata=md)
@@ -228,6 +243,18 @@ def load_musique(path: str | os.PathLike[str], *, name: str | None = None) -> Da
     return Dataset(
         name=name or p.stem, corpus=corpus, queries=queries, qrels=qrels, runs={"context": run}, source=str(p)
     )
+
+
+_MUSIQUE_HOPS = re.compile(r"^(\d+)hop")
+
+
+def musique_hops(qid: str, decomposition: Any = None) -> int | None:
+    """A MuSiQue question's hop count: the digit of its id prefix (``2hop__``, ``3hop1__``,
+    ``4hop3__``...), else the length of ``question_decomposition``, else None."""
+    m = _MUSIQUE_HOPS.match(qid)
+    if m:
+        return int(m.group(1))
+    return len(decomposition) if isinstance(decomposition, list) and decomposition else None
 
 
 def load_multihop_rag(path: str | os.PathLike[str], *, name: str | None = None) -> Dataset:
@@ -263,7 +290,11 @@ def load_multihop_rag(path: str | os.PathLike[str], *, name: str | None = None) 
             text=question,
             answers=[answer] if isinstance(answer, str) else [],
             supporting=urls,
-            metadata={"question_type": rec.get("question_type"), "evidence_list": evidence},
+            metadata={
+                "question_type": rec.get("question_type"),
+                "evidence_list": evidence,
+                "hops": len(urls),
+            },
         )
         if urls:
             qrels[qid] = dict.fromkeys(urls, 1)
@@ -352,7 +383,10 @@ def load_dataset(
     for rname, rpath in (runs or {}).items():
         ds.runs[rname] = read_run(rpath)
     if relevance_level is not None:
-        ds.relevance_level = relevance_level
+        ds.set_relevance_level(relevance_level, "argument")
+    elif qrels is not None:
+        level, source = declared_relevance_level(ds.meta, ds.qrels, os.fspath(qrels))
+        ds.set_relevance_level(level, source)
     if qrels is not None or runs:
         ds.__dict__.pop("content_hash", None)
     return ds

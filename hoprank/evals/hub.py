@@ -72,6 +72,7 @@ def from_ir_datasets(dataset_id: str, *, name: str | None = None, only_run_docs:
         runs=runs,
         source=f"ir_datasets:{dataset_id}",
         relevance_level=level,
+        relevance_source="ir_datasets id (TREC DL: 2)" if level == 2 else "default",
     )
 
 

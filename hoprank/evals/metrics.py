@@ -11,7 +11,8 @@ Conventions (the ones ``trec_eval``/``pytrec_eval`` use):
   ``rel >= relevance_level``; the level defaults to 1, and to 2 for TREC DL (the track's
   convention for passages). ``recall@k`` divides by all relevant judged documents.
 * ``support_recall@k`` is 1 when *every* gold paragraph (``Query.supporting``, or the
-  relevant qrels when a query has none) is in the top k, else 0 (multi-hop QA).
+  relevant qrels when a query has none) is in the top k, else 0 (multi-hop QA);
+  ``passage_recall@k`` is the fraction of those gold paragraphs in the top k.
 * ``em``/``f1``: SQuAD answer normalisation (lowercase, drop punctuation and the articles
   a/an/the, collapse whitespace); the best score over the gold answers.
 * A query enters a ranking metric's mean only when it has judgments (trec_eval ignores
@@ -45,6 +46,7 @@ __all__ = [
     "ndcg_at",
     "normalize_answer",
     "parse_metric",
+    "passage_recall_at",
     "recall_at",
     "support_recall_at",
 ]
@@ -52,7 +54,7 @@ __all__ = [
 DEFAULT_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "mrr@10", "recall@10", "recall@20", "map")
 QA_METRICS = ("support_recall@2", "support_recall@5")
 T = TypeVar("T")
-_KINDS = ("ndcg", "mrr", "recall", "map", "support_recall", "em", "f1")
+_KINDS = ("ndcg", "mrr", "recall", "map", "support_recall", "passage_recall", "em", "f1")
 _NO_CUT = ("map", "em", "f1")
 
 
@@ -127,6 +129,14 @@ def support_recall_at(ranked: Sequence[str], gold: set[str] | Sequence[str], k: 
     """1.0 when every gold document is within the top ``k``, else 0.0."""
     top = set(ranked[:k])
     return 1.0 if all(g in top for g in gold) else 0.0
+
+
+def passage_recall_at(ranked: Sequence[str], gold: set[str] | Sequence[str], k: int) -> float:
+    """The fraction of the gold documents within the top ``k`` (0.0 with no gold)."""
+    gold_set = set(gold)
+    if not gold_set:
+        return 0.0
+    return len(gold_set & set(ranked[:k])) / len(gold_set)
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
@@ -209,9 +219,10 @@ def evaluate(
                     row[s.name] = recall_at(ranked, q, s.k, level=relevance_level)
                 else:
                     row[s.name] = average_precision(ranked, q, level=relevance_level)
-            elif s.kind == "support_recall":
+            elif s.kind in ("support_recall", "passage_recall"):
                 if g:
-                    row[s.name] = support_recall_at(ranked, g, s.k or len(ranked))
+                    fn = support_recall_at if s.kind == "support_recall" else passage_recall_at
+                    row[s.name] = fn(ranked, g, s.k or len(ranked))
             else:
                 pred = (answers or {}).get(qid)
                 golds = (gold_answers or {}).get(qid)

@@ -13,9 +13,18 @@ from typing import Any
 from hoprank._fsio import atomic_write, write_json_atomic
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.metrics import DEFAULT_METRICS, QA_METRICS, canonical_metrics, evaluate, mean_metrics
+from hoprank.evals.qa_metrics import breakdown_by
 from hoprank.runs import Run, write_run
 
-__all__ = ["compute_metrics", "plot_metric_bars", "plot_quality_latency", "write_outputs"]
+__all__ = [
+    "BREAKDOWN_KEYS",
+    "compute_metrics",
+    "conventions_line",
+    "metric_breakdowns",
+    "plot_metric_bars",
+    "plot_quality_latency",
+    "write_outputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +36,23 @@ def default_metrics(ds: Dataset, qids: Sequence[str], records: Mapping[str, Mapp
     if any("answer" in records.get(q, {}) for q in qids):
         metrics += ["em", "f1"]
     return metrics
+
+
+BREAKDOWN_KEYS = ("hops", "type", "question_type")
+"""Query metadata keys that metrics are broken down by, when a dataset has them."""
+
+
+def metric_breakdowns(
+    ds: Dataset, per_query: Mapping[str, Mapping[str, float]], keys: Sequence[str] = BREAKDOWN_KEYS
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{key: {group: {metric: mean, "n": count}}}`` for each key that splits the questions
+    into at least two groups (hop counts, question types); keys the dataset lacks are left out."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for key in keys:
+        groups = breakdown_by(per_query, ds, key)
+        if len(groups) >= 2:
+            out[key] = groups
+    return out
 
 
 def _percentile(xs: Sequence[float], p: float) -> float:
@@ -74,6 +100,7 @@ def compute_metrics(
         "label": label,
         "metrics": metrics,
         "relevance_level": ds.relevance_level,
+        "relevance_source": ds.declared_relevance_source,
         "n_queries": len(qids),
         "n_judged": sum(1 for q in qids if ds.qrels.get(q)),
         "aggregate": mean_metrics(per_query),
@@ -89,6 +116,7 @@ def compute_metrics(
             "tokens_per_query": (totals["prompt_tokens"] + totals["completion_tokens"]) / max(1, len(qids)),
             "fallbacks": sum(c["fallbacks"] for c in cost.values()),
         },
+        "breakdown": metric_breakdowns(ds, per_query),
         "per_query": per_query,
         "first_stage_per_query": fs_per_query,
         "per_query_cost": cost,
@@ -182,6 +210,15 @@ def write_plots(run_dir: Path, m: Mapping[str, Any]) -> list[str]:
     return ["metrics.png", "quality_latency.png"]
 
 
+def conventions_line(m: Mapping[str, Any]) -> str:
+    """How binary metrics were counted, to print with them: ``relevance level 2 (dataset.json)``.
+
+    ``m`` is ``metrics.json`` (or anything with ``relevance_level`` and, for runs made since
+    the level is declared, ``relevance_source``)."""
+    src = m.get("relevance_source")
+    return f"relevance level {m['relevance_level']}" + (f" ({src})" if src else "")
+
+
 def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.4f}"
 
@@ -192,7 +229,7 @@ def render_report(m: Mapping[str, Any], manifest: Mapping[str, Any], plots: Sequ
         f"# hoprank eval: {m['label']}",
         "",
         f"- dataset: `{manifest['dataset']['name']}` (hash `{manifest['dataset']['hash']}`), "
-        f"{m['n_queries']} queries ({m['n_judged']} judged), relevance level {m['relevance_level']}",
+        f"{m['n_queries']} queries ({m['n_judged']} judged), {conventions_line(m)}",
         f"- first stage: `{manifest['first_stage']['name']}`, depth {cfg['depth']}",
         f"- ranker: `{cfg['ranker']}` {json.dumps(cfg['ranker_params']) if cfg['ranker_params'] else ''}",
         f"- model: `{cfg['model']}`"
@@ -223,9 +260,30 @@ def render_report(m: Mapping[str, Any], manifest: Mapping[str, Any], plots: Sequ
     if cache:
         lines.append(f"| cache hits / misses | {cache['hits']} / {cache['misses']} |")
     lines.append("")
+    lines += render_breakdowns(m.get("breakdown") or {}, m["metrics"])
     for p in plots:
         lines.append(f"![{p}]({p})")
     return "\n".join(lines) + "\n"
+
+
+def render_breakdowns(
+    breakdowns: Mapping[str, Mapping[str, Mapping[str, float]]], metrics: Sequence[str]
+) -> list[str]:
+    """Markdown tables of :func:`metric_breakdowns` (one per key), each followed by a blank line."""
+    lines: list[str] = []
+    for key, groups in breakdowns.items():
+        cols = [mt for mt in metrics if any(mt in g for g in groups.values())]
+        lines += [
+            f"By {key}:",
+            "",
+            f"| {key} | n | " + " | ".join(cols) + " |",
+            "|---|---:|" + "---:|" * len(cols),
+        ]
+        for name, g in groups.items():
+            cells = " | ".join(_fmt(g.get(mt)) for mt in cols)
+            lines.append(f"| {name} | {int(g['n'])} | {cells} |")
+        lines.append("")
+    return lines
 
 
 def write_outputs(
