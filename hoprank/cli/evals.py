@@ -64,7 +64,9 @@ _CACHE: Any = typer.Option(None, "--cache", help="LLM-call cache folder (default
 _NO_CACHE: Any = typer.Option(False, "--no-cache", help="Do not cache LLM calls.")
 _METRICS: Any = typer.Option(None, "--metric", help="Metrics to report (repeatable), e.g. ndcg@10.")
 _NAME: Any = typer.Option(None, "--name", help="Display name of this run.")
-_OVERWRITE: Any = typer.Option(False, "--overwrite", help="Replace a run folder holding another experiment.")
+_OVERWRITE: Any = typer.Option(
+    False, "--overwrite", help="Start over: remove the run folder's earlier outputs instead of resuming."
+)
 _JSON: Any = typer.Option(False, "--json", help="Print the metrics as JSON.")
 _PROGRESS: Any = typer.Option(True, "--progress/--no-progress", help="Progress bar (on a terminal).")
 
