@@ -163,7 +163,7 @@ def _engine(
         from hoprank.llm.packs import DEFAULT_MODEL
 
         default = DEFAULT_MODEL
-        logger.warning("no --model: %s runs on the default model %s", name, DEFAULT_MODEL)
+        typer.echo(f"note: no --model: {name} runs on the default model {DEFAULT_MODEL}", err=True)
     spec = EngineSpec.resolve(model, base_url=base_url, default_model=default)
     if needs_engine:
         check_model(spec)
