@@ -7,11 +7,12 @@ Exit codes (README "Exit codes"):
 code  meaning
 ====  ======================================================================
 0     success
-1     runtime failure: the engine or model failed (load, request, timeout),
-      or anything unexpected
-2     usage or input error: bad options or arguments, an unreadable or invalid
-      input file, dataset, config or prompt, a ranker the engine cannot run,
-      a missing optional extra
+1     runtime failure: the engine or model failed (a model that exists but
+      does not load, a request, a timeout), or anything unexpected
+2     usage or input error: bad options or arguments, an unknown model
+      (:func:`check_model`), an unknown ranker or a bad ``-p`` parameter
+      (:func:`check_ranker`), an unreadable or invalid input file, dataset,
+      config or prompt, a ranker the engine cannot run, a missing optional extra
 ====  ======================================================================
 """
 
