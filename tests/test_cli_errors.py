@@ -167,3 +167,12 @@ def test_ask_shows_what_it_is_doing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "answering" in res.stderr
     quiet = runner.invoke(app, ["ask", "capital of France?", "-c", str(corpus), "--json", "--quiet"])
     assert quiet.exit_code == 0 and quiet.stderr == ""
+
+
+def test_an_unnamed_missing_dependency_is_exit_2_too() -> None:
+    from hoprank.cli._common import EXIT_RUNTIME, EXIT_USAGE, exit_code
+    from hoprank.errors import EngineError, MissingExtra
+
+    assert exit_code(ModuleNotFoundError("No module named 'x'", name="x")) == EXIT_USAGE
+    assert exit_code(MissingExtra("local", "torch")) == EXIT_USAGE
+    assert exit_code(EngineError("boom")) == exit_code(RuntimeError("bug")) == EXIT_RUNTIME

@@ -68,6 +68,7 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
     PromptError,
     CapabilityMissing,
     MissingExtra,
+    ModuleNotFoundError,  # an optional dependency that no MissingExtra names
     OSError,  # an input file that cannot be opened or read
     UnicodeDecodeError,
 )
@@ -182,7 +183,9 @@ def fail(exc: BaseException) -> typer.Exit:
     for input errors, ``engine error: Type: ...`` for other hoprank errors, ``error: Type:
     ...`` for anything else."""
     code = exit_code(exc)
-    if code == EXIT_USAGE:
+    if isinstance(exc, ModuleNotFoundError) and not isinstance(exc, HoprankError):
+        typer.echo(f"error: {exc}: an optional dependency is missing (pip install 'hoprank[...]')", err=True)
+    elif code == EXIT_USAGE:
         typer.echo(f"error: {exc}", err=True)
     elif isinstance(exc, HoprankError):
         typer.echo(f"engine error: {type(exc).__name__}: {exc}", err=True)

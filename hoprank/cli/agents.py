@@ -75,7 +75,7 @@ def decompose_cmd(
             max_tokens=max_tokens,
         )
         results = asyncio.run(decomposer.adecompose_many(questions))
-    except HoprankError as e:
+    except (HoprankError, ModuleNotFoundError) as e:
         raise fail(e) from e
     for dec in results:
         if as_json:
@@ -209,7 +209,7 @@ def ask_cmd(
                     status=status,
                 )
             )
-    except HoprankError as e:
+    except (HoprankError, ModuleNotFoundError) as e:
         raise fail(e) from e
     if as_json:
         typer.echo(json.dumps(out, ensure_ascii=False))

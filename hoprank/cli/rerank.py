@@ -43,6 +43,7 @@ from hoprank.cli._common import (
 )
 from hoprank.errors import DatasetError, HoprankError, InvalidInput
 from hoprank.llm.spec import EngineSpec
+from hoprank.rankers.registry import ranker_spec
 from hoprank.types import Document, Ranking
 
 __all__ = ["Item", "parse_documents", "parse_items", "ranking_record", "register"]
@@ -165,7 +166,7 @@ def _print_table(record: dict[str, Any]) -> None:
 def build_ranker(name: str, *, engine: EngineSpec, params: dict[str, Any]) -> Any:
     """The ranker ``name`` on the ``engine`` spec. The name, its parameters and the model
     are checked before any model loads; a ranker that needs no engine loads none."""
-    from hoprank.rankers import make_ranker, ranker_spec
+    from hoprank.rankers import make_ranker
 
     name = check_ranker(name, params)
     if not ranker_spec(name).needs_engine:
@@ -233,15 +234,16 @@ def rerank_cmd(
             else:
                 items = list(parse_items(stream, name))  # fail on bad input before loading a model
             spec = engine_spec(model, base_url, api_key_env, threads)
+            what = f"loading {spec.model}" if ranker_spec(ranker).needs_engine else f"building {ranker}"
             with progress_display(show_progress(quiet), bar=True) as bar:
-                loading = bar.add_task(f"loading {spec.model}", total=None)
+                loading = bar.add_task(what, total=None)
                 built = build_ranker(ranker, engine=spec, params=params)
                 bar.remove_task(loading)
                 n = asyncio.run(_run(built, items, top_k, as_json, ranker, bar))
         finally:
             if stream is not sys.stdin:
                 stream.close()
-    except (HoprankError, OSError, UnicodeDecodeError) as exc:
+    except (HoprankError, OSError, UnicodeDecodeError, ModuleNotFoundError) as exc:
         raise fail(exc) from None
     logger.info("ranked %d queries", n)
 
