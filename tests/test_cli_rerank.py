@@ -110,9 +110,11 @@ def test_bad_input_exits_2(args: list[str], stdin: str, message: str) -> None:
 
 
 def test_engine_failure_exits_1(tmp_path: Path) -> None:
+    """A folder that fails to load as a model is an engine failure (a name that is no
+    model at all is exit 2, tests/test_cli_errors.py)."""
     res = runner.invoke(
         app,
-        ["rerank", "-r", "first", "-m", str(tmp_path / "missing-model")],
+        ["rerank", "-r", "first", "-m", str(tmp_path)],
         input='{"query": "q", "documents": ["a", "b"]}\n',
     )
     assert res.exit_code == 1, res.output

@@ -7,11 +7,12 @@ Exit codes (README "Exit codes"):
 code  meaning
 ====  ======================================================================
 0     success
-1     runtime failure: the engine or model failed (load, request, timeout),
-      or anything unexpected
-2     usage or input error: bad options or arguments, an unreadable or invalid
-      input file, dataset, config or prompt, a ranker the engine cannot run,
-      a missing optional extra
+1     runtime failure: the engine or model failed (a model that exists but
+      does not load, a request, a timeout), or anything unexpected
+2     usage or input error: bad options or arguments, an unknown model
+      (:func:`check_model`), an unknown ranker or a bad ``-p`` parameter
+      (:func:`check_ranker`), an unreadable or invalid input file, dataset,
+      config or prompt, a ranker the engine cannot run, a missing optional extra
 ====  ======================================================================
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -45,11 +47,16 @@ __all__ = [
     "MODEL_OPTION",
     "THREADS_OPTION",
     "VERBOSE_OPTION",
+    "check_model",
+    "check_ranker",
     "engine_spec",
     "exit_code",
     "fail",
     "parse_params",
+    "progress_display",
+    "ranker_help",
     "setup_logging",
+    "show_progress",
 ]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
@@ -61,6 +68,7 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
     PromptError,
     CapabilityMissing,
     MissingExtra,
+    ModuleNotFoundError,  # an optional dependency that no MissingExtra names
     OSError,  # an input file that cannot be opened or read
     UnicodeDecodeError,
 )
@@ -99,6 +107,57 @@ def engine_spec(
     )
 
 
+def check_model(spec: EngineSpec) -> None:
+    """Refuse a local model that is neither a known model pack, a folder nor a ``.gguf``
+    file (:class:`InvalidInput`, exit 2) before anything loads. An endpoint's model
+    (``openai:``) and a ``vllm:`` model (which may name a hub id) are the server's to know."""
+    from hoprank.llm.spec import split_spec
+
+    if not spec.model:
+        return
+    backend, name = split_spec(spec.model)
+    if backend != "transformers":
+        return
+    from hoprank.llm.packs import PACKS
+
+    path = Path(name).expanduser()
+    if name in PACKS or path.is_dir() or (path.is_file() and path.suffix.lower() == ".gguf"):
+        return
+    raise InvalidInput(
+        f"unknown model {name!r}: neither a model pack ({', '.join(sorted(PACKS))}), a transformers "
+        "folder nor a .gguf file (see `hoprank models list`)"
+    )
+
+
+_WRAPPER_KEYS = ("samples", "sc_aggregate", "sc_seed", "sc_include_input", "prior_weight", "prior_k")
+"""``make_ranker`` parameters that wrap the ranker (self-consistency, prior fusion)."""
+
+
+def ranker_help(prefix: str = "") -> str:
+    """The registered ranker names for an option's help (the registry is the one list)."""
+    from hoprank.rankers import ranker_names
+
+    return prefix + ", ".join(ranker_names()) + "."
+
+
+def check_ranker(name: str, params: dict[str, Any]) -> str:
+    """The registered name of ``name``, after checking ``params`` against the ranker's
+    config class, before any model loads: an unknown ranker or a bad parameter is a
+    :class:`ConfigError` (exit 2) with the config's own message. Parameters that wrap the
+    ranker (``samples``, ``prior_weight``...) are checked when it is built."""
+    from hoprank.rankers import ranker_spec
+
+    spec = ranker_spec(name)
+    own = {k: v for k, v in params.items() if k not in _WRAPPER_KEYS}
+    config_class = spec.config_class
+    if config_class is None:
+        if own:
+            raise ConfigError(f"{spec.name} takes no parameters, got {sorted(own)}")
+    else:
+        config_class(**own)
+    return spec.name
+
+
 def parse_params(pairs: list[str] | None, option: str = "--param") -> dict[str, Any]:
     """``key=value`` pairs; values are parsed as JSON when they can be (numbers, bools, lists)."""
     out: dict[str, Any] = {}
@@ -124,13 +183,50 @@ def fail(exc: BaseException) -> typer.Exit:
     for input errors, ``engine error: Type: ...`` for other hoprank errors, ``error: Type:
     ...`` for anything else."""
     code = exit_code(exc)
-    if code == EXIT_USAGE:
+    if isinstance(exc, ModuleNotFoundError) and not isinstance(exc, HoprankError):
+        typer.echo(f"error: {exc}: an optional dependency is missing (pip install 'hoprank[...]')", err=True)
+    elif code == EXIT_USAGE:
         typer.echo(f"error: {exc}", err=True)
     elif isinstance(exc, HoprankError):
         typer.echo(f"engine error: {type(exc).__name__}: {exc}", err=True)
     else:
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
     return typer.Exit(code)
+
+
+def show_progress(quiet: bool) -> bool:
+    """Whether to draw progress on stderr: not with ``--quiet``, and only on a terminal."""
+    return not quiet and sys.stderr.isatty()
+
+
+def progress_display(enabled: bool, *, bar: bool = False) -> Any:
+    """A transient ``rich`` progress display on stderr: a spinner, the task's description
+    and the elapsed time (``bar``: also a bar and done/total). Disabled: draws nothing.
+    Output on a piped stdout is never redirected.
+    Use it as a context manager; ``add_task``/``update`` set what it says."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns: list[Any] = [SpinnerColumn(), TextColumn("{task.description}")]
+    if bar:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    columns.append(TimeElapsedColumn())
+    console = Console(stderr=True, force_terminal=True if enabled else None)
+    # stdout on the same terminal goes above the display; piped stdout is left alone
+    return Progress(
+        *columns,
+        console=console,
+        transient=True,
+        disable=not enabled,
+        redirect_stdout=sys.stdout.isatty(),
+    )
 
 
 def setup_logging(verbose: bool) -> None:

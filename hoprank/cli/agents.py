@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,14 @@ from hoprank.cli._common import (
     MODEL_OPTION,
     THREADS_OPTION,
     VERBOSE_OPTION,
+    check_model,
+    check_ranker,
     engine_spec,
     fail,
+    progress_display,
+    ranker_help,
     setup_logging,
+    show_progress,
 )
 from hoprank.errors import DatasetError, HoprankError, InvalidInput
 
@@ -36,8 +42,11 @@ logger = logging.getLogger(__name__)
 
 
 def _engine(model: str | None, base_url: str | None, api_key_env: str, threads: int | None) -> Any:
-    """The engine the options name (a seam the tests replace with a loaded model)."""
-    return engine_spec(model, base_url, api_key_env, threads).load()
+    """The engine the options name (a seam the tests replace with a loaded model); an
+    unknown model is refused before anything loads."""
+    spec = engine_spec(model, base_url, api_key_env, threads)
+    check_model(spec)
+    return spec.load()
 
 
 def decompose_cmd(
@@ -66,7 +75,7 @@ def decompose_cmd(
             max_tokens=max_tokens,
         )
         results = asyncio.run(decomposer.adecompose_many(questions))
-    except HoprankError as e:
+    except (HoprankError, ModuleNotFoundError) as e:
         raise fail(e) from e
     for dec in results:
         if as_json:
@@ -91,10 +100,12 @@ async def _ask(
     max_steps: int,
     short: bool,
     max_tokens: int | None,
+    status: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     from hoprank.agents import Answerer, Budget, Decomposer, DecomposeRetrieveRerank, MultiHopAgent
     from hoprank.tools.bm25 import BM25Retriever
 
+    status(f"indexing {corpus.name}")
     retriever = await asyncio.to_thread(BM25Retriever.from_jsonl, corpus)
     ranker = None
     if ranker_name != "none":
@@ -108,6 +119,7 @@ async def _ask(
         agent = MultiHopAgent(
             engine, retriever, budget=Budget(max_steps=max_steps), k=k, ranker=ranker, **cap
         )
+        status(f"multi-hop agent (at most {max_steps} steps)")
         res = await agent.arun(question)
         out["agent"] = json.loads(res.model_dump_json())
         if res.state == "answered" and res.answer:
@@ -116,6 +128,7 @@ async def _ask(
             out["answer"], out["citations"] = res.answer, res.citations
         else:
             evidence = res.evidence[:top_k]
+            status("answering from the evidence")
             ans = await answerer.aanswer(question, evidence)
             out["answer"], out["citations"] = ans.answer, ans.citations
             out["answerer"] = json.loads(ans.model_dump_json())
@@ -128,8 +141,10 @@ async def _ask(
             pool_depth=max(20, top_k),
             top_k=top_k,
         )
+        status("decomposing, retrieving" + (", reranking" if ranker is not None else ""))
         pres = await pipe.arun(question)
         evidence = pres.evidence
+        status("answering from the evidence")
         ans = await answerer.aanswer(question, evidence)
         out["pipeline"] = json.loads(pres.model_dump_json())
         out["answerer"] = json.loads(ans.model_dump_json())
@@ -147,7 +162,7 @@ def ask_cmd(
     model: str | None = MODEL_OPTION,
     base_url: str | None = BASE_URL_OPTION,
     api_key_env: str = API_KEY_ENV_OPTION,
-    ranker: str = typer.Option("none", "--ranker", "-r", help="none, first, rankgpt, pointwise, icr."),
+    ranker: str = typer.Option("none", "--ranker", "-r", help=ranker_help("none (BM25 order) or one of: ")),
     k: int = typer.Option(10, "--k", min=1, help="Documents retrieved per query."),
     top_k: int = typer.Option(5, "--top-k", min=1, help="Evidence passages given to the answerer."),
     max_steps: int = typer.Option(4, "--max-steps", min=1, help="Agent step budget (--mode agent)."),
@@ -157,31 +172,44 @@ def ask_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the full result (with traces) as JSON."),
     threads: int | None = THREADS_OPTION,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display on stderr."),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Answer a question over a JSONL corpus with cited passages."""
+    """Answer a question over a JSONL corpus with cited passages.
+
+    What it is doing (loading the model, indexing, the pipeline or agent, answering) and
+    the time spent show on stderr when it is a terminal."""
     setup_logging(verbose)
     try:
         if mode not in ("pipeline", "agent"):
             raise InvalidInput(f"--mode must be 'pipeline' or 'agent', got {mode!r}")
         if not corpus.is_file():
             raise DatasetError(f"corpus file not found: {corpus}")
-        engine = _engine(model, base_url, api_key_env, threads)
-        out = asyncio.run(
-            _ask(
-                question,
-                engine=engine,
-                corpus=corpus,
-                mode=mode,
-                ranker_name=ranker,
-                k=k,
-                top_k=top_k,
-                max_steps=max_steps,
-                short=short,
-                max_tokens=max_tokens,
+        if ranker != "none":
+            ranker = check_ranker(ranker, {})
+        with progress_display(show_progress(quiet)) as display:
+            task = display.add_task("loading the model", total=None)
+
+            def status(text: str) -> None:
+                display.update(task, description=text)
+
+            engine = _engine(model, base_url, api_key_env, threads)
+            out = asyncio.run(
+                _ask(
+                    question,
+                    engine=engine,
+                    corpus=corpus,
+                    mode=mode,
+                    ranker_name=ranker,
+                    k=k,
+                    top_k=top_k,
+                    max_steps=max_steps,
+                    short=short,
+                    max_tokens=max_tokens,
+                    status=status,
+                )
             )
-        )
-    except HoprankError as e:
+    except (HoprankError, ModuleNotFoundError) as e:
         raise fail(e) from e
     if as_json:
         typer.echo(json.dumps(out, ensure_ascii=False))

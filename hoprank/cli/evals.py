@@ -17,7 +17,15 @@ from typing import Any
 
 import typer
 
-from hoprank.cli._common import VERBOSE_OPTION, fail, parse_params, setup_logging
+from hoprank.cli._common import (
+    VERBOSE_OPTION,
+    check_model,
+    check_ranker,
+    fail,
+    parse_params,
+    ranker_help,
+    setup_logging,
+)
 from hoprank.errors import HoprankError, InvalidInput
 from hoprank.llm.spec import EngineSpec
 
@@ -44,9 +52,13 @@ class Executor(str, Enum):
 _DATASET: Any = typer.Option(
     ..., "--dataset", "-d", help="Dataset folder/file or sample name (sample-dl19, sample-hotpotqa)."
 )
-_RANKER: Any = typer.Option("identity", "--ranker", "-r", help="identity, rankgpt, first, pointwise, icr.")
+_RANKER: Any = typer.Option("identity", "--ranker", "-r", help=ranker_help("One of: "))
 _MODEL: Any = typer.Option(
-    None, "--model", "-m", help="Engine spec: pack name, folder, .gguf, openai:<model>."
+    None,
+    "--model",
+    "-m",
+    help="Engine spec: pack name, folder, .gguf, openai:<model> "
+    "(default for a ranker that needs a model: the default pack, qwen2.5-coder-1.5b).",
 )
 _FIRST_STAGE: Any = typer.Option(
     None, "--first-stage", help="Run name in the dataset, TREC run file, or retriever:bm25."
@@ -64,7 +76,9 @@ _CACHE: Any = typer.Option(None, "--cache", help="LLM-call cache folder (default
 _NO_CACHE: Any = typer.Option(False, "--no-cache", help="Do not cache LLM calls.")
 _METRICS: Any = typer.Option(None, "--metric", help="Metrics to report (repeatable), e.g. ndcg@10.")
 _NAME: Any = typer.Option(None, "--name", help="Display name of this run.")
-_OVERWRITE: Any = typer.Option(False, "--overwrite", help="Replace a run folder holding another experiment.")
+_OVERWRITE: Any = typer.Option(
+    False, "--overwrite", help="Start over: remove the run folder's earlier outputs instead of resuming."
+)
 _JSON: Any = typer.Option(False, "--json", help="Print the metrics as JSON.")
 _PROGRESS: Any = typer.Option(True, "--progress/--no-progress", help="Progress bar (on a terminal).")
 
@@ -98,14 +112,15 @@ def eval_cmd(
     from hoprank.evals.runner import run_experiment
 
     try:
-        spec = EngineSpec.resolve(model, base_url=base_url)
+        ranker_params = parse_params(param)
+        spec = _engine(ranker, ranker_params, prompt, model, base_url)
         engine_params = {**parse_params(engine_param, "--engine-param"), **spec.engine_kwargs(secrets=False)}
         config = ExperimentConfig(
             dataset=dataset,
             first_stage=first_stage,
             depth=depth,
             ranker=ranker,
-            ranker_params=parse_params(param),
+            ranker_params=ranker_params,
             model=spec.model,
             engine_params=engine_params,
             prompt=prompt,
@@ -127,6 +142,32 @@ def eval_cmd(
     except Exception as e:  # a ValueError is pydantic's validation of the config: bad input
         raise fail(InvalidInput(str(e)) if isinstance(e, ValueError) else e) from e
     _print_json(result) if as_json else _print_run(result)
+
+
+def _engine(
+    ranker: str, params: dict[str, Any], prompt: str | None, model: str | None, base_url: list[str] | None
+) -> EngineSpec:
+    """The engine spec of a run, once the ranker, its parameters and the model are checked
+    (exit 2 before any model loads). A ranker that needs a model and gets no ``--model``
+    runs on the default pack, as ``rerank``, ``ask`` and ``decompose`` do."""
+    from hoprank.rankers import ranker_spec
+
+    name = check_ranker(ranker, {**params, **({"prompt": prompt} if prompt is not None else {})})
+    if prompt is not None:
+        from hoprank.prompts import load_prompt
+
+        load_prompt(prompt)  # an unknown or malformed prompt: exit 2 before a model loads
+    needs_engine = ranker_spec(name).needs_engine
+    default = None
+    if needs_engine and model is None and not base_url:
+        from hoprank.llm.packs import DEFAULT_MODEL
+
+        default = DEFAULT_MODEL
+        typer.echo(f"note: no --model: {name} runs on the default model {DEFAULT_MODEL}", err=True)
+    spec = EngineSpec.resolve(model, base_url=base_url, default_model=default)
+    if needs_engine:
+        check_model(spec)
+    return spec
 
 
 def _cache_arg(cache: Path | None, no_cache: bool) -> Path | bool:

@@ -31,13 +31,19 @@ from hoprank.cli._common import (
     MODEL_OPTION,
     THREADS_OPTION,
     VERBOSE_OPTION,
+    check_model,
+    check_ranker,
     engine_spec,
     fail,
     parse_params,
+    progress_display,
+    ranker_help,
     setup_logging,
+    show_progress,
 )
 from hoprank.errors import DatasetError, HoprankError, InvalidInput
 from hoprank.llm.spec import EngineSpec
+from hoprank.rankers.registry import ranker_spec
 from hoprank.types import Document, Ranking
 
 __all__ = ["Item", "parse_documents", "parse_items", "ranking_record", "register"]
@@ -158,12 +164,15 @@ def _print_table(record: dict[str, Any]) -> None:
 
 
 def build_ranker(name: str, *, engine: EngineSpec, params: dict[str, Any]) -> Any:
-    """The ranker ``name`` on the ``engine`` spec (no engine loaded for ``identity``)."""
-    from hoprank.rankers import RANKERS, make_ranker
+    """The ranker ``name`` on the ``engine`` spec. The name, its parameters and the model
+    are checked before any model loads; a ranker that needs no engine loads none."""
+    from hoprank.rankers import make_ranker
 
-    if name.strip().lower() not in RANKERS:  # before loading any model
-        raise InvalidInput(f"unknown ranker {name!r}; known: {', '.join(RANKERS)}")
-    return make_ranker(name, engine=None if name == "identity" else engine.load(), **params)
+    name = check_ranker(name, params)
+    if not ranker_spec(name).needs_engine:
+        return make_ranker(name, **params)
+    check_model(engine)
+    return make_ranker(name, engine=engine.load(), **params)
 
 
 def _open(path: str) -> tuple[TextIO, str]:
@@ -175,8 +184,11 @@ def _open(path: str) -> tuple[TextIO, str]:
     return p.open(encoding="utf-8"), str(p)
 
 
-async def _run(ranker: Any, items: list[Item], top_k: int | None, as_json: bool, name: str) -> int:
+async def _run(
+    ranker: Any, items: list[Item], top_k: int | None, as_json: bool, name: str, progress: Any = None
+) -> int:
     count = 0
+    task = None if progress is None else progress.add_task(f"ranking ({name})", total=len(items))
     for item in items:
         ranking = await ranker.arank(item.query, item.documents, top_k=top_k)
         record = ranking_record(item, ranking, name)
@@ -186,6 +198,8 @@ async def _run(ranker: Any, items: list[Item], top_k: int | None, as_json: bool,
         else:
             _print_table(record)
         count += 1
+        if task is not None:
+            progress.advance(task)
     return count
 
 
@@ -194,7 +208,7 @@ def rerank_cmd(
     query: str | None = typer.Option(
         None, "--query", "-q", help="Rank INPUT's documents (one per line) for this query."
     ),
-    ranker: str = typer.Option("first", "--ranker", "-r", help="identity, first, rankgpt, pointwise or icr."),
+    ranker: str = typer.Option("first", "--ranker", "-r", help=ranker_help("One of: ")),
     model: str | None = MODEL_OPTION,
     base_url: str | None = BASE_URL_OPTION,
     api_key_env: str = API_KEY_ENV_OPTION,
@@ -202,9 +216,12 @@ def rerank_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per query (machine-readable)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Ranker parameter key=value (JSON values)."),
     threads: int | None = THREADS_OPTION,
+    quiet: bool = typer.Option(False, "--quiet", help="No progress display on stderr."),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Rerank documents with an LLM ranker; read JSONL, write ranked JSONL (--json) or tables."""
+    """Rerank documents with an LLM ranker; read JSONL, write ranked JSONL (--json) or tables.
+
+    Progress (model loading, queries ranked) shows on stderr when it is a terminal."""
     setup_logging(verbose)
     try:
         params = parse_params(param)
@@ -217,12 +234,16 @@ def rerank_cmd(
             else:
                 items = list(parse_items(stream, name))  # fail on bad input before loading a model
             spec = engine_spec(model, base_url, api_key_env, threads)
-            built = build_ranker(ranker, engine=spec, params=params)
-            n = asyncio.run(_run(built, items, top_k, as_json, ranker))
+            what = f"loading {spec.model}" if ranker_spec(ranker).needs_engine else f"building {ranker}"
+            with progress_display(show_progress(quiet), bar=True) as bar:
+                loading = bar.add_task(what, total=None)
+                built = build_ranker(ranker, engine=spec, params=params)
+                bar.remove_task(loading)
+                n = asyncio.run(_run(built, items, top_k, as_json, ranker, bar))
         finally:
             if stream is not sys.stdin:
                 stream.close()
-    except (HoprankError, OSError, UnicodeDecodeError) as exc:
+    except (HoprankError, OSError, UnicodeDecodeError, ModuleNotFoundError) as exc:
         raise fail(exc) from None
     logger.info("ranked %d queries", n)
 

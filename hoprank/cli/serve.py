@@ -10,7 +10,15 @@ from typing import Any
 
 import typer
 
-from hoprank.cli._common import API_KEY_ENV_OPTION, EXIT_USAGE, THREADS_OPTION, engine_spec, fail
+from hoprank.cli._common import (
+    API_KEY_ENV_OPTION,
+    EXIT_USAGE,
+    THREADS_OPTION,
+    check_model,
+    check_ranker,
+    engine_spec,
+    fail,
+)
 from hoprank.errors import HoprankError
 from hoprank.llm.spec import EngineSpec
 
@@ -108,6 +116,12 @@ def serve_cmd(
         )
         raise typer.Exit(EXIT_USAGE)
     engine = engine_spec(model, base_url, api_key_env, threads, default=False)
+    try:  # an unknown model or ranker is exit 2 before the server starts (and loads anything)
+        check_model(engine)
+        if default_ranker is not None:
+            default_ranker = check_ranker(default_ranker, {})
+    except HoprankError as exc:
+        raise fail(exc) from None
     limits = {
         "max_concurrency": max_concurrency,
         "max_queue": max_queue,

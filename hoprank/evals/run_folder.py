@@ -2,8 +2,11 @@
 
 :class:`RunFolder` owns every rule about what an existing folder may be reused for: a
 folder holding another experiment (config fingerprint) is refused, one started on other
-inputs (prompt text, dataset content, model weights) too, unless ``overwrite`` clears it.
-The manifest is always rewritten whole and atomically.
+inputs (prompt text, dataset content, model weights) too. ``overwrite`` starts the
+experiment over: the folder's outputs are removed and nothing is resumed. Nothing is
+created or removed on disk until :meth:`RunFolder.prepare` (called once the run's inputs
+are validated), so a run that fails on its inputs leaves no folder behind and leaves an
+existing one as it was. The manifest is always rewritten whole and atomically.
 """
 
 from __future__ import annotations
@@ -65,26 +68,25 @@ def _changed_inputs(
 class RunFolder:
     """The folder ``path`` for the experiment whose config fingerprint is ``fingerprint``.
 
-    Opening it creates the folder, reads an earlier manifest (:attr:`previous`) and
-    refuses a folder of another experiment unless ``overwrite`` (which clears it)."""
+    Opening it only reads: an earlier manifest (:attr:`previous`), and a folder of
+    another experiment is refused unless ``overwrite``. :meth:`prepare` then creates the
+    folder (or, with ``overwrite``, clears its outputs: the experiment starts over)."""
 
     def __init__(self, path: str | os.PathLike[str], fingerprint: str, *, overwrite: bool = False) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
-        os.makedirs(self.path, exist_ok=True)
         self.manifest_path = self.path / "manifest.json"
-        old = self._read_manifest()
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is not a folder; use another output folder")
+        old = self._read_manifest() if not overwrite else None
         if old is not None and old.get("fingerprint") != fingerprint:
-            if not overwrite:
-                raise ConfigError(
-                    f"{self.path} holds a different experiment (fingerprint {old.get('fingerprint')} != "
-                    f"{fingerprint}); use another output folder or overwrite"
-                )
-            old = None
-        if overwrite and old is None:
-            self.clear()
+            raise ConfigError(
+                f"{self.path} holds a different experiment (fingerprint {old.get('fingerprint')} != "
+                f"{fingerprint}); use another output folder or overwrite"
+            )
         self.previous = old
-        """The manifest of an earlier attempt at this experiment (None: a fresh run)."""
+        """The manifest of an earlier attempt at this experiment (None: a fresh run, or
+        ``overwrite``)."""
 
     def _read_manifest(self) -> dict[str, Any] | None:
         try:
@@ -98,23 +100,26 @@ class RunFolder:
         return data if isinstance(data, dict) else None
 
     def clear(self) -> None:
-        """Remove the outputs and the manifest (start over)."""
+        """Remove the outputs and the manifest (start over); other files stay."""
         for name in (*OUTPUTS, "manifest.json"):
             (self.path / name).unlink(missing_ok=True)
 
     def check_inputs(self, prompt: dict[str, Any] | None, data_hash: str, model_sha: str | None) -> None:
-        """Refuse to resume on other inputs than the earlier attempt's (or, with
-        ``overwrite``, clear the folder and start over)."""
+        """Refuse to resume on other inputs than the earlier attempt's (with ``overwrite``
+        there is no earlier attempt: the run starts over)."""
         changed = _changed_inputs(self.previous, prompt, data_hash, model_sha)
-        if not changed:
-            return
-        if not self.overwrite:
+        if changed:
             raise ConfigError(
                 f"{self.path} was started on other inputs ({changed}); its results would mix with "
                 "this run's; use another output folder or overwrite"
             )
-        self.clear()
-        self.previous = None
+
+    def prepare(self) -> None:
+        """Make the folder ready for this run, once its inputs are validated: create it,
+        and with ``overwrite`` remove the outputs of any earlier run (start over)."""
+        os.makedirs(self.path, exist_ok=True)
+        if self.overwrite:
+            self.clear()
 
     def results(self) -> ResultsLog:
         """The append-only per-query results log (the source of truth for resuming)."""

@@ -12,7 +12,9 @@ Run folder::
 
 Restarting a run on the same folder skips the queries already in ``results.jsonl`` (a
 torn last line is discarded). A folder that holds a different experiment (another
-config fingerprint) is refused unless ``overwrite=True``.
+config fingerprint) is refused; ``overwrite=True`` starts over (outputs removed, nothing
+resumed). The folder is created only once the dataset, first stage, engine and ranker
+are built, so a run that fails on its inputs leaves nothing behind.
 
 :func:`arun_experiment` runs three parts: the run folder (:class:`~hoprank.evals.run_folder.RunFolder`:
 manifest, resume checks, atomic writes), the plan (dataset, candidates, ranker, engine)
@@ -236,12 +238,15 @@ async def arun_experiment(
     ``ranker``/``engine``/``retriever`` objects override what the config would build
     (for SDK use and tests). ``cache``: True for the default LLM-call cache
     (``$HOPRANK_CACHE/llm-calls``), a folder, or False for none. ``progress``: a rich
-    progress bar (None: only on a TTY).
+    progress bar (None: only on a TTY). ``overwrite``: start over (the folder's earlier
+    outputs are removed, nothing is resumed) instead of resuming or refusing a folder
+    that holds another experiment.
     """
     folder = RunFolder(out_dir, config.fingerprint, overwrite=overwrite)
     plan = await _plan(config, ranker=ranker, engine=engine, retriever=retriever, cache=cache)
     qids = plan.qids
     folder.check_inputs(plan.prompt, plan.ds.content_hash, model_sha256(plan.engine_desc))
+    folder.prepare()
     log = folder.results()
     done = log.load()
     pending = [it for it in plan.items if it[0] not in done]
