@@ -185,6 +185,9 @@ def _print_json(result: Any) -> None:
         "metrics": result.metrics,
         "first_stage": result.first_stage_metrics,
     }
+    m = json.loads((result.run_dir / "metrics.json").read_text(encoding="utf-8"))
+    summary["relevance_level"] = m.get("relevance_level")
+    summary["relevance_source"] = m.get("relevance_source")
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -205,8 +208,10 @@ def _print_run(result: Any) -> None:
         d = "" if a is None or b is None else f"{a - b:+.4f}"
         table.add_row(metric, "" if b is None else f"{b:.4f}", "" if a is None else f"{a:.4f}", d)
     lat, use = m["latency"], m["usage"]
+    from hoprank.evals.report import conventions_line
+
     table.caption = (
-        f"{lat['mean_s']:.2f} s/query · {use['tokens_per_query']:.0f} tokens/query · "
+        f"{conventions_line(m)} · {lat['mean_s']:.2f} s/query · {use['tokens_per_query']:.0f} tokens/query · "
         f"{use['llm_calls']} LLM calls · {use['fallbacks']} fallbacks · resumed {result.resumed} · {result.run_dir}"
     )
     Console().print(table)

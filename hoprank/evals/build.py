@@ -46,7 +46,7 @@ Item = tuple[str, str, list[Document]]
 def load_config_dataset(config: ExperimentConfig) -> Dataset:
     ds = load_dataset(config.dataset, format=config.dataset_format)
     if config.relevance_level is not None:
-        ds.relevance_level = config.relevance_level
+        ds.set_relevance_level(config.relevance_level, "argument")
     return ds
 
 
