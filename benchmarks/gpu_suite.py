@@ -169,7 +169,7 @@ async def new_query(args: argparse.Namespace, engine: Any, items: list[Any], nam
 
     first = FIRST(engine, window=args.window)
     rows = []
-    with Shapes(engine.model) as shapes:
+    with Shapes(engine.model.get_decoder()) as shapes:  # bare forwards and FIRST (fp32 head) both pass here
         for j, (qid, query, docs) in enumerate(items):
             ids = first_ids(engine, first, query, docs)
             row: dict[str, Any] = {"qid": qid, "tokens": len(ids), "padded_to": engine._bucket(len(ids))}
