@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from rank_data import dl19_query
 
-from hoprank.errors import InvalidInput
+from hoprank.errors import ConfigError
 from hoprank.llm._buckets import LengthBuckets, length_buckets
 from hoprank.rankers import FIRST
 
@@ -29,8 +29,9 @@ def test_bucket_lengths() -> None:
     assert [listed.length(n, 32768) for n in (3, 512, 513, 2048, 3000)] == [512, 512, 1024, 2048, 3000]
     assert listed.describe() == [512, 1024, 2048] and pow2.describe() == "pow2"
     assert length_buckets(None) is None
-    for bad in ("pow3", [], [0, 512], [512.5]):
-        with pytest.raises(InvalidInput):
+    assert length_buckets("1024, 512") == LengthBuckets((512, 1024))
+    for bad in ("pow3", "", "512,x", [], [0, 512], [512.5], [True]):
+        with pytest.raises(ConfigError):
             length_buckets(bad)  # type: ignore[arg-type]
 
 
@@ -141,5 +142,5 @@ async def test_batched_and_left_padded_forwards_are_padded_to_the_bucket(
 def test_a_bad_bucket_spec_fails_before_the_model_loads() -> None:
     from hoprank.llm.transformers_engine import TransformersEngine
 
-    with pytest.raises(InvalidInput, match="length_buckets"):
+    with pytest.raises(ConfigError, match="length_buckets"):
         TransformersEngine("no-such-model", length_buckets="pow3")

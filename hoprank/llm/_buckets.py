@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hoprank.errors import InvalidInput
+from hoprank.errors import ConfigError
 
 __all__ = ["LengthBuckets", "length_buckets"]
 
@@ -48,15 +48,20 @@ class LengthBuckets:
 
 
 def length_buckets(spec: str | Sequence[int] | None) -> LengthBuckets | None:
-    """``"pow2"``, a list of positive lengths, or ``None`` (no bucketing) as a
-    :class:`LengthBuckets`; anything else raises :class:`InvalidInput`."""
+    """``"pow2"``, positive lengths (a list, or a string such as ``"1024,1536,2048"``), or
+    ``None`` (no bucketing) as a :class:`LengthBuckets`; anything else raises
+    :class:`~hoprank.errors.ConfigError`."""
     if spec is None:
         return None
-    if isinstance(spec, str):
-        if spec != "pow2":
-            raise InvalidInput(f"length_buckets: expected 'pow2', a list of lengths or None, got {spec!r}")
+    if spec == "pow2":
         return LengthBuckets()
-    lengths = sorted({int(b) for b in spec})
-    if not lengths or lengths[0] < 1 or any(isinstance(b, bool) or int(b) != b for b in spec):
-        raise InvalidInput(f"length_buckets: lengths must be positive integers, got {list(spec)!r}")
+    try:
+        items = [x for x in spec.split(",") if x.strip()] if isinstance(spec, str) else list(spec)
+        if any(isinstance(b, (bool, float)) for b in items):
+            raise ValueError
+        lengths = sorted({int(b) for b in items})
+    except (TypeError, ValueError):
+        lengths = []
+    if not lengths or lengths[0] < 1:
+        raise ConfigError(f"length_buckets: expected 'pow2', positive integer lengths or None, got {spec!r}")
     return LengthBuckets(tuple(lengths))
