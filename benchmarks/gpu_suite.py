@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import perf_rankers  # noqa: E402
 import random_model  # noqa: E402
 from _timing import DL19, Clock, bare_forward, load_dl19, on_engine_thread, vars_of  # noqa: E402
+from _timing import _sync as sync  # noqa: E402
 
 SHAPES = {"1.5b": "qwen2.5-1.5b", "7b": "qwen2.5-7b", "tiny": "qwen2.5-tiny"}
 BACKENDS = ["flash", "efficient", "math"]
@@ -87,13 +88,6 @@ def configure(engine: Any, buckets: Any, backends: list[str] | None) -> None:
 
     engine.length_buckets = length_buckets(buckets)
     engine.sdpa_backends = sdpa_backends(backends)
-
-
-def sync(engine: Any) -> None:
-    if str(engine.device).startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def matmul_peak(device: str, n: int, iters: int) -> dict[str, Any]:
@@ -296,6 +290,7 @@ async def run_shape(run: Run, shape: str, items: list[Any], peak: float) -> None
 
     from hoprank.llm.transformers_engine import TransformersEngine
     from hoprank.rankers import FIRST
+    from hoprank.rankers.icr import ICRRanker
 
     args = run.args
     folder = args.models / shape
@@ -320,9 +315,6 @@ async def run_shape(run: Run, shape: str, items: list[Any], peak: float) -> None
     configure(engine, *sets["buckets+sdpa"])
     await perf_rankers.warm_up(engine, items[0], args.window)
     n_new, n_icr = args.queries_new, args.queries_icr
-    need = 1 + 4 * n_new + 2 * n_icr + args.rankgpt_queries
-    if len(items) < need:
-        raise SystemExit(f"{need} DL19 queries needed, {len(items)} loaded")
     fresh = iter(range(1, len(items)))
 
     def take(n: int) -> list[Any]:
@@ -341,7 +333,7 @@ async def run_shape(run: Run, shape: str, items: list[Any], peak: float) -> None
             where[name]["prewarmed_lengths"] = warmed
     for name in ("default", "sdpa"):
         configure(engine, *sets[name])
-        await icr_ranker_warm_up(engine, items[0])
+        await ICRRanker(engine).arank(items[0][1], items[0][2])
         await run.section(
             res["icr"], name, f"{shape}/icr/{name}", icr_vs_bare(args, engine, take(n_icr), name)
         )
@@ -364,12 +356,6 @@ async def run_shape(run: Run, shape: str, items: list[Any], peak: float) -> None
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-
-
-async def icr_ranker_warm_up(engine: Any, item: Any) -> None:
-    from hoprank.rankers.icr import ICRRanker
-
-    await ICRRanker(engine).arank(item[1], item[2])
 
 
 def targets(res: dict[str, Any], shape: str) -> dict[str, Any]:
@@ -495,6 +481,8 @@ async def amain(args: argparse.Namespace) -> None:
     run.save()
     n = 1 + 4 * args.queries_new + 2 * args.queries_icr + args.rankgpt_queries
     items = load_dl19(max(n, 1 + args.batch_queries), args.depth)
+    if len(items) < n:
+        raise SystemExit(f"{n} DL19 queries needed (1 warm-up + fresh ones per section), {len(items)} exist")
     for shape in shapes:
         if run.left() <= 0:
             run.data["skipped"].append(shape)
