@@ -339,6 +339,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         device=args.device,
         dtype=args.dtype,
         sdpa_backends=args.sdpa_backends,
+        length_buckets=args.length_buckets,
     )
     n_batch = max(args.batch_sizes) if args.batch_sizes else 0
     items = load_dl19(max(args.queries, n_batch), args.depth)
@@ -393,6 +394,11 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument(
         "--sdpa-backends", default=None, help="e.g. flash,efficient,math (leave cuDNN attention out on a GPU)"
+    )
+    ap.add_argument(
+        "--length-buckets",
+        default=None,
+        help="pow2 or e.g. 1024,1536,2048 (pad logit forwards to these lengths)",
     )
     ap.add_argument("--wait-load", type=float, default=0.0, help="wait for the 1-min load average below this")
     ap.add_argument("--wait-max", type=float, default=900.0)

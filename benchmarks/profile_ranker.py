@@ -32,7 +32,11 @@ async def run(args: argparse.Namespace) -> None:
     from hoprank.rankers import make_ranker
 
     engine = TransformersEngine(
-        args.model, device=args.device, threads=args.threads, sdpa_backends=args.sdpa_backends
+        args.model,
+        device=args.device,
+        threads=args.threads,
+        sdpa_backends=args.sdpa_backends,
+        length_buckets=args.length_buckets,
     )
     ranker = make_ranker(args.ranker, engine)
     items = load_dl19(args.queries + 1, args.depth)
@@ -75,6 +79,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rows", type=int, default=25)
     ap.add_argument("--sdpa-backends", default=None, help="e.g. flash,efficient,math")
+    ap.add_argument("--length-buckets", default=None, help="pow2 or e.g. 1024,1536,2048")
     ap.add_argument("--trace", type=Path, default=None, help="write a Chrome trace here")
     args = ap.parse_args()
     asyncio.run(run(args))

@@ -242,11 +242,12 @@ def test_random_weight_model_runs_the_speed_scripts(tmp_path: Path) -> None:
     out = tmp_path / "perf.json"
     perf = _script(
         "perf_rankers.py", "--model", str(folder), "--queries", "1", "--batch-sizes", "1,2", "--repeats", "1",
-        "--depth", "5", "--window", "5", "--threads", "1", "--sdpa-backends", "math", "-q", "--json", str(out),
+        "--depth", "5", "--window", "5", "--threads", "1", "--sdpa-backends", "math", "--length-buckets", "pow2", "-q", "--json", str(out),
     )  # fmt: skip
     assert perf.returncode == 0, perf.stderr[-2000:]
     summary = json.loads(out.read_text())["summary"]
     assert summary["engine"]["sdpa_backends"] == ["MATH"]
+    assert summary["engine"]["length_buckets"] == "pow2"
     assert summary["ratio"]["rankgpt_over_first"] > 0 and summary["windows_per_query"]["first"] == 1
     assert "(1) RankGPT / FIRST per query" in perf.stdout
     prof = _script(

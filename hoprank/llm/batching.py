@@ -373,7 +373,7 @@ class BatchingEngine(SyncFacade):
 
 
 def last_token_outputs(
-    module: Any, rows: Sequence[Sequence[int]], *, pad_id: int, device: Any, hidden: bool
+    module: Any, rows: Sequence[Sequence[int]], *, pad_id: int, device: Any, hidden: bool, width: int = 0
 ) -> torch.Tensor:
     """The output at the last token of each row (rows of any lengths) from one forward.
 
@@ -384,13 +384,15 @@ def last_token_outputs(
     4-D mask, batches of DL19 windows ran 1.3-1.5x slower on CPU than one forward per
     row. ``module`` is a decoder (``hidden=True``: returns ``last_hidden_state`` rows,
     ``[n, hidden]``) or a causal LM accepting a tensor ``logits_to_keep`` (``hidden=False``:
-    returns logits, ``[n, vocab]``, in the model's dtype).
+    returns logits, ``[n, vocab]``, in the model's dtype). ``width`` pads the batch on the
+    right to at least that many tokens (shape bucketing, :mod:`hoprank.llm._buckets`),
+    which for the same reason leaves every row's output unchanged.
     """
     import torch
 
     if not rows or any(len(r) == 0 for r in rows):
         raise InvalidInput("last_token_outputs: every row needs at least one token")
-    width = max(len(r) for r in rows)
+    width = max(width, *(len(r) for r in rows))
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from hoprank.errors import InvalidInput, MissingExtra
+from hoprank.llm._buckets import LengthBuckets
+from hoprank.llm._buckets import length_buckets as _length_buckets
 from hoprank.llm._device import choose_device, choose_dtype
 from hoprank.llm._device import sdpa_backends as _sdpa_backends
 from hoprank.llm.base import (
@@ -98,6 +100,12 @@ class TransformersEngine(SyncFacade):
     that setup (not yet timed end to end on a GPU). ``None`` (default) leaves torch's
     choice.
 
+    ``length_buckets`` (``"pow2"`` or a list such as ``[512, 1024, 2048]``) pads every
+    next-token logit forward (FIRST, setwise, pointwise, :meth:`forward_last_logits`) to
+    the next bucket length, so that a new query meets a shape already planned; the padding
+    leaves the logits unchanged (:mod:`hoprank.llm._buckets`) and costs its arithmetic
+    (up to 2x tokens with ``"pow2"``). Not yet timed on a GPU. ``None`` (default): no padding.
+
     Candidates for :meth:`next_token_logprobs` must each encode to exactly one token on
     their own (``"A"``, ``" Yes"``...); anything else raises :class:`InvalidInput` naming
     the candidate, because a multi-token string has no single next-token probability.
@@ -115,8 +123,10 @@ class TransformersEngine(SyncFacade):
         max_context: int = _MAX_CONTEXT,
         fp32_head: bool = True,
         sdpa_backends: Sequence[str] | None = None,
+        length_buckets: str | Sequence[int] | None = None,
     ) -> None:
         backends = _sdpa_backends(sdpa_backends)  # a typo fails before the model loads
+        buckets = _length_buckets(length_buckets)
         on_torch_worker(
             self._load,
             model,
@@ -129,6 +139,7 @@ class TransformersEngine(SyncFacade):
             fp32_head,
         )
         self.sdpa_backends: tuple[Any, ...] | None = backends
+        self.length_buckets: LengthBuckets | None = buckets
 
     def _load(
         self,
@@ -242,6 +253,7 @@ class TransformersEngine(SyncFacade):
             "device": self.device,
             "attn_implementation": self.attn_implementation,
             "sdpa_backends": [b.name for b in self.sdpa_backends] if self.sdpa_backends else None,
+            "length_buckets": self.length_buckets.describe() if self.length_buckets else None,
             "logits": "fp32 head" if self._decoder is not None else str(self.dtype).removeprefix("torch."),
             "context_window": self.context_window,
             "transformers_version": self._transformers_version,
@@ -281,6 +293,10 @@ class TransformersEngine(SyncFacade):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         attention_mask = torch.as_tensor(attention_mask, device=self.device)
+        pad = self._bucket(input_ids.shape[-1]) - input_ids.shape[-1]
+        if pad:  # left padding, masked: the real tokens keep their positions
+            input_ids = torch.nn.functional.pad(input_ids, (pad, 0), value=self._pad_id)
+            attention_mask = torch.nn.functional.pad(attention_mask, (pad, 0), value=0)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         kwargs: dict[str, Any] = {"logits_to_keep": 1} if self._logits_to_keep else {}
         if self._decoder is not None:
@@ -306,11 +322,16 @@ class TransformersEngine(SyncFacade):
         from hoprank.llm.batching import last_token_outputs
 
         kw: dict[str, Any] = {"pad_id": self._pad_id, "device": self.device}
+        kw["width"] = self._bucket(max((len(r) for r in rows), default=0))
         if self._decoder is not None:
             return self._head_fp32(last_token_outputs(self._decoder, rows, hidden=True, **kw))
         if self._logits_to_keep:
             return last_token_outputs(self.model, rows, hidden=False, **kw).float()
         return torch.cat([self._forward_last_logits(torch.tensor([r]), None) for r in rows])
+
+    def _bucket(self, n: int) -> int:
+        """The length a logit forward of ``n`` tokens is padded to (``length_buckets``)."""
+        return n if self.length_buckets is None else self.length_buckets.length(n, self.context_window)
 
     def _head_fp32(self, hidden: torch.Tensor) -> torch.Tensor:
         """The LM head in fp32, in row chunks (no persistent fp32 copy of the weights)."""
