@@ -45,6 +45,7 @@ from hoprank.types import Usage
 
 __all__ = [
     "LLM",
+    "AsyncCloseable",
     "AttentionEngine",
     "AttentionRows",
     "Capability",
@@ -237,6 +238,13 @@ class AttentionEngine(Protocol):
         heads: Sequence[Sequence[int]] | None = None,
         per_head: bool = False,
     ) -> AttentionRows: ...
+
+
+@runtime_checkable
+class AsyncCloseable(Protocol):
+    """An engine holding connections or processes to release (``await engine.aclose()``)."""
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable

@@ -220,7 +220,7 @@ def create_app(
         return HealthResponse(
             status="ok",
             version=__version__,
-            model=settings.model or (getattr(state.engine, "name", None) if state.engine else None),
+            model=settings.model or (state.engine.name if state.engine else None),
             rankers=state.ranker_names,
             default_ranker=settings.resolved_default_ranker,
             ask=state.asker is not None,
