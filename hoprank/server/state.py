@@ -213,22 +213,10 @@ class ServiceState:
 
         task: asyncio.Task[T] = asyncio.ensure_future(in_slot())
         timeout = self.settings.request_timeout_s
-        deadline = time.monotonic() + timeout
-        poll = self.disconnect_poll_s if is_disconnected is not None else None
-        reason = "cancelled"
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    reason = "timeout"
-                    break
-                wait = remaining if poll is None else min(poll, remaining)
-                done, _ = await asyncio.wait({task}, timeout=wait)
-                if done:
-                    return self._outcome(task)
-                if is_disconnected is not None and await is_disconnected():
-                    reason = "disconnect"
-                    break
+            reason = await self._wait(task, time.monotonic() + timeout, is_disconnected)
+            if reason is None:
+                return self._outcome(task)
             task.cancel()
             # cancelling is quick (the engine call is dropped or flagged, not awaited)
             await asyncio.wait({task})
@@ -245,6 +233,26 @@ class ServiceState:
             raise
         finally:
             self.limiter.leave()
+
+    async def _wait(
+        self,
+        task: asyncio.Task[T],
+        deadline: float,
+        is_disconnected: Callable[[], Awaitable[bool]] | None,
+    ) -> str | None:
+        """Wait for ``task`` until ``deadline``, polling ``is_disconnected``: None when it
+        is done, else why to stop it (``timeout`` or ``disconnect``)."""
+        poll = self.disconnect_poll_s if is_disconnected is not None else None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            wait = remaining if poll is None else min(poll, remaining)
+            done, _ = await asyncio.wait({task}, timeout=wait)
+            if done:
+                return None
+            if is_disconnected is not None and await is_disconnected():
+                return "disconnect"
 
     def _outcome(self, task: asyncio.Task[T]) -> T:
         exc = task.exception()
