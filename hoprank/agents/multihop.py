@@ -411,7 +411,6 @@ class MultiHopAgent:
                 self.engine,
                 self.prompt,
                 variables,
-                kind="agent",
                 name="agent.step",
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,
