@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
@@ -322,32 +322,13 @@ def attention_engine(engine: EngineLike, hint: str = "") -> AttentionEngine:
 class SyncFacade:
     """The sync facade every engine offers: blocking twins of the async methods.
 
-    Mixed into engines that implement ``generate``, ``next_token_logprobs`` and
-    ``next_token_logprobs_batch``; each call runs through :func:`hoprank._sync.run_sync`.
+    Mixed into engines that implement :class:`LLM` (``self`` is typed so: the async
+    signatures are declared once, on the protocol); each call runs through
+    :func:`hoprank._sync.run_sync`.
     """
 
-    if TYPE_CHECKING:
-
-        async def generate(
-            self,
-            messages: Sequence[Message],
-            *,
-            max_tokens: int,
-            temperature: float = 0.0,
-            stop: Sequence[str] | None = None,
-            prefill: str = "",
-        ) -> Completion: ...
-
-        async def next_token_logprobs(
-            self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-        ) -> TokenLogprobs: ...
-
-        async def next_token_logprobs_batch(
-            self, requests: Sequence[LogprobRequest]
-        ) -> list[TokenLogprobs]: ...
-
     def generate_sync(
-        self,
+        self: LLM,
         messages: Sequence[Message],
         *,
         max_tokens: int,
@@ -362,9 +343,9 @@ class SyncFacade:
         )
 
     def next_token_logprobs_sync(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+        self: LLM, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
     ) -> TokenLogprobs:
         return run_sync(self.next_token_logprobs(messages, candidates=candidates, prefill=prefill))
 
-    def next_token_logprobs_batch_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+    def next_token_logprobs_batch_sync(self: LLM, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         return run_sync(self.next_token_logprobs_batch(requests))
