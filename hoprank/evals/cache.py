@@ -26,18 +26,17 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from hoprank._fsio import atomic_write
-from hoprank.errors import CapabilityMissing
 from hoprank.llm.base import (
     LLM,
     AttentionRows,
     Capability,
     Completion,
+    ForwardedCapabilities,
     LogprobRequest,
     Message,
     Tokenizer,
     TokenLogprobs,
     attention_engine,
-    chat_renderer,
 )
 from hoprank.types import Usage
 
@@ -62,7 +61,7 @@ def _engine_identity(engine: Any) -> dict[str, Any]:
     return desc
 
 
-class CachedEngine:
+class CachedEngine(ForwardedCapabilities):
     """An :class:`~hoprank.llm.base.LLM` that answers repeated calls from disk.
 
     It declares the wrapped engine's capabilities and implements their protocols
@@ -71,6 +70,8 @@ class CachedEngine:
     :class:`~hoprank.errors.CapabilityMissing` when it lacks them. Anything else of the
     wrapped engine is reached through :attr:`inner`.
     """
+
+    attention_hint = "ICR needs an in-process transformers engine"
 
     def __init__(self, engine: LLM, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.inner = engine
@@ -87,17 +88,9 @@ class CachedEngine:
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
-    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
-        """The wrapped engine's chat template (``Capability.RENDER``)."""
-        renderer = chat_renderer(self.inner)
-        if renderer is None:
-            raise CapabilityMissing(Capability.RENDER.value, self.name, "the wrapped engine cannot render")
-        return renderer.render(messages, prefill)
-
     @property
-    def attention_window(self) -> int:
-        """The wrapped engine's attention window (``Capability.ATTENTION``)."""
-        return attention_engine(self.inner, "ICR needs an in-process transformers engine").attention_window
+    def wrapped_engine(self) -> LLM:
+        return self.inner
 
     def stats(self) -> dict[str, Any]:
         return {"dir": str(self.cache_dir), "hits": self.hits, "misses": self.misses}
@@ -214,7 +207,7 @@ class CachedEngine:
     ) -> AttentionRows:
         """Cached attention rows (engines with the ATTENTION capability). ``per_head``
         calls are not cached (their per-head arrays are not serialised)."""
-        fn = attention_engine(self.inner, "ICR needs an in-process transformers engine").attention_rows
+        fn = attention_engine(self.inner, self.attention_hint).attention_rows
         if per_head:
             self.misses += 1
             fresh: AttentionRows = await fn(prefix, suffixes, layers=layers, heads=heads, per_head=True)

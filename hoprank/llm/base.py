@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
@@ -53,6 +53,7 @@ __all__ = [
     "Completion",
     "EngineLike",
     "ExactTokenizer",
+    "ForwardedCapabilities",
     "LogprobRequest",
     "Message",
     "SyncFacade",
@@ -317,6 +318,37 @@ def attention_engine(engine: EngineLike, hint: str = "") -> AttentionEngine:
     if Capability.ATTENTION in engine.capabilities and isinstance(engine, AttentionEngine):
         return engine
     raise CapabilityMissing(Capability.ATTENTION.value, engine.name, hint)
+
+
+class ForwardedCapabilities:
+    """``render`` and ``attention_window`` of a wrapper engine, taken from the engine it
+    wraps (``wrapped_engine``) through the typed accessors, so every wrapper implements
+    these protocols the same way: :class:`CapabilityMissing` where the inner engine
+    lacks them."""
+
+    #: why the attention capability is needed, for the CapabilityMissing message
+    attention_hint = "needs an in-process transformers engine"
+
+    if TYPE_CHECKING:
+
+        @property
+        def name(self) -> str: ...
+
+    @property
+    def wrapped_engine(self) -> EngineLike:
+        raise NotImplementedError
+
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
+        """The wrapped engine's chat template (``Capability.RENDER``)."""
+        renderer = chat_renderer(self.wrapped_engine)
+        if renderer is None:
+            raise CapabilityMissing(Capability.RENDER.value, self.name, "the wrapped engine cannot render")
+        return renderer.render(messages, prefill)
+
+    @property
+    def attention_window(self) -> int:
+        """The wrapped engine's attention window (``Capability.ATTENTION``)."""
+        return attention_engine(self.wrapped_engine, self.attention_hint).attention_window
 
 
 class SyncFacade:

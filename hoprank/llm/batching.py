@@ -30,19 +30,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from hoprank.errors import CapabilityMissing, HoprankError, InvalidInput
+from hoprank.errors import HoprankError, InvalidInput
 from hoprank.llm.base import (
     LLM,
     AttentionRows,
     Capability,
     Completion,
+    ForwardedCapabilities,
     LogprobRequest,
     Message,
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
     attention_engine,
-    chat_renderer,
 )
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def _settle(fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException 
         fut.set_result(result)
 
 
-class BatchingEngine(SyncFacade):
+class BatchingEngine(ForwardedCapabilities, SyncFacade):
     """An engine whose next-token log-probability requests are micro-batched.
 
     Wraps any engine (``TransformersEngine``, ``VLLMEngine``, ``OpenAIEngine``...):
@@ -341,17 +341,9 @@ class BatchingEngine(SyncFacade):
         }
         return out
 
-    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
-        """The wrapped engine's chat template (``Capability.RENDER``)."""
-        renderer = chat_renderer(self.engine)
-        if renderer is None:
-            raise CapabilityMissing(Capability.RENDER.value, self.name, "the wrapped engine cannot render")
-        return renderer.render(messages, prefill)
-
     @property
-    def attention_window(self) -> int:
-        """The wrapped engine's attention window (``Capability.ATTENTION``)."""
-        return attention_engine(self.engine, "needs an in-process transformers engine").attention_window
+    def wrapped_engine(self) -> LLM:
+        return self.engine
 
     async def attention_rows(
         self,
