@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from typing_extensions import Unpack
 
 from hoprank._fsio import atomic_write
 from hoprank.llm.base import (
@@ -32,11 +33,13 @@ from hoprank.llm.base import (
     Capability,
     Completion,
     ForwardedCapabilities,
+    GenerateOptions,
     LogprobRequest,
     Message,
     Tokenizer,
     TokenLogprobs,
     attention_engine,
+    generate_options,
 )
 from hoprank.types import Usage
 
@@ -134,14 +137,9 @@ class CachedEngine(ForwardedCapabilities):
 
     # ------------------------------------------------------------------ cached calls
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
+        temperature, stop, prefill = generate_options(options)
         key = self.key(
             "generate",
             messages=list(messages),
@@ -155,9 +153,7 @@ class CachedEngine(ForwardedCapabilities):
             self.hits += 1
             return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
         self.misses += 1
-        out = await self.inner.generate(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
-        )
+        out = await self.inner.generate(messages, max_tokens=max_tokens, **options)
         self._store(key, "generate", out)
         return out
 

@@ -37,7 +37,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
+from typing_extensions import TypedDict, Unpack  # pydantic needs this TypedDict on Python < 3.12
 
 from hoprank._sync import run_sync
 from hoprank.errors import CapabilityMissing, ContextOverflow
@@ -54,6 +54,7 @@ __all__ = [
     "EngineLike",
     "ExactTokenizer",
     "ForwardedCapabilities",
+    "GenerateOptions",
     "LogprobRequest",
     "Message",
     "SyncFacade",
@@ -63,6 +64,7 @@ __all__ = [
     "chat_renderer",
     "check_fits",
     "exact_tokenizer",
+    "generate_options",
     "has_capability",
     "require_capability",
 ]
@@ -91,6 +93,21 @@ def check_fits(name: str, n_prompt: int, n_new: int, context_window: int) -> Non
 class Message(TypedDict):
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+
+
+class GenerateOptions(TypedDict, total=False):
+    """The optional arguments of ``generate`` (one declaration for every engine):
+    ``temperature`` (default 0.0), ``stop`` strings (default none) and ``prefill``
+    (default ``""``: text the assistant turn continues from)."""
+
+    temperature: float
+    stop: Sequence[str] | None
+    prefill: str
+
+
+def generate_options(options: GenerateOptions) -> tuple[float, Sequence[str] | None, str]:
+    """``(temperature, stop, prefill)`` of ``options``, defaults filled in."""
+    return options.get("temperature", 0.0), options.get("stop"), options.get("prefill", "")
 
 
 class Completion(BaseModel):
@@ -258,14 +275,11 @@ class LLM(Protocol):
     context_window: int
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
-    ) -> Completion: ...
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
+    ) -> Completion:
+        """A completion of ``messages``, at most ``max_tokens`` new tokens; ``options``:
+        :class:`GenerateOptions`."""
+        ...
 
     async def next_token_logprobs(
         self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
@@ -360,19 +374,9 @@ class SyncFacade:
     """
 
     def generate_sync(
-        self: LLM,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self: LLM, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
-        return run_sync(
-            self.generate(
-                messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
-            )
-        )
+        return run_sync(self.generate(messages, max_tokens=max_tokens, **options))
 
     def next_token_logprobs_sync(
         self: LLM, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""

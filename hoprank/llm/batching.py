@@ -30,6 +30,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from typing_extensions import Unpack
+
 from hoprank.errors import HoprankError, InvalidInput
 from hoprank.llm.base import (
     LLM,
@@ -37,6 +39,7 @@ from hoprank.llm.base import (
     Capability,
     Completion,
     ForwardedCapabilities,
+    GenerateOptions,
     LogprobRequest,
     Message,
     SyncFacade,
@@ -312,17 +315,9 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
         return self._batcher.reset_stats()
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
-        return await self.engine.generate(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
-        )
+        return await self.engine.generate(messages, max_tokens=max_tokens, **options)
 
     async def next_token_logprobs(
         self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import Unpack
 
 from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
 from hoprank.llm._endpoints import Balance, EndpointPool
@@ -42,11 +43,13 @@ from hoprank.llm.base import (
     Capability,
     Completion,
     ExactTokenizer,
+    GenerateOptions,
     LogprobRequest,
     Message,
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
+    generate_options,
 )
 from hoprank.llm.retry import RetryPolicy, RetryStats, retry_async
 from hoprank.types import Usage
@@ -352,15 +355,10 @@ class OpenAIEngine(SyncFacade):
         )
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
         """A chat completion; the text returned is what follows the ``prefill``."""
+        temperature, stop, prefill = generate_options(options)
         if max_tokens < 1:
             raise InvalidInput("max_tokens must be >= 1")
         t0 = time.perf_counter()

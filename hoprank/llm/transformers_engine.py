@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from typing_extensions import Unpack
+
 from hoprank.errors import InvalidInput, MissingExtra
 from hoprank.llm._device import choose_device, choose_dtype
 from hoprank.llm._device import sdpa_backends as _sdpa_backends
@@ -32,12 +34,14 @@ from hoprank.llm.base import (
     AttentionRows,
     Capability,
     Completion,
+    GenerateOptions,
     LogprobRequest,
     Message,
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
     check_fits,
+    generate_options,
 )
 from hoprank.llm.hf_tokenizer import HFTokenizer
 from hoprank.llm.packs import DEFAULT_MODEL, resolve
@@ -459,16 +463,11 @@ class TransformersEngine(SyncFacade):
         return Completion(text=text, finish_reason=finish, usage=usage, model=self.name)
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
         """Greedy at ``temperature == 0`` (sampling otherwise); the text returned is what
         follows the ``prefill``, cut at the first ``stop`` string."""
+        temperature, stop, prefill = generate_options(options)
         return await self._run(self._generate_sync, messages, max_tokens, temperature, stop, prefill)
 
     # ------------------------------------------------------------------ attention
