@@ -29,6 +29,7 @@ from typing_extensions import Unpack
 from hoprank._fsio import atomic_write
 from hoprank.llm.base import (
     LLM,
+    AttentionOptions,
     AttentionRows,
     Capability,
     Completion,
@@ -39,6 +40,7 @@ from hoprank.llm.base import (
     Tokenizer,
     TokenLogprobs,
     attention_engine,
+    attention_options,
     generate_options,
 )
 from hoprank.types import Usage
@@ -193,16 +195,11 @@ class CachedEngine(ForwardedCapabilities):
         return [r for r in results if r is not None]
 
     async def attention_rows(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        *,
-        layers: Sequence[int] | None = None,
-        heads: Sequence[Sequence[int]] | None = None,
-        per_head: bool = False,
+        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
     ) -> AttentionRows:
         """Cached attention rows (engines with the ATTENTION capability). ``per_head``
         calls are not cached (their per-head arrays are not serialised)."""
+        layers, heads, per_head = attention_options(options)
         fn = attention_engine(self.inner, self.attention_hint).attention_rows
         if per_head:
             self.misses += 1

@@ -47,6 +47,7 @@ __all__ = [
     "LLM",
     "AsyncCloseable",
     "AttentionEngine",
+    "AttentionOptions",
     "AttentionRows",
     "Capability",
     "ChatRenderer",
@@ -61,6 +62,7 @@ __all__ = [
     "TokenLogprobs",
     "Tokenizer",
     "attention_engine",
+    "attention_options",
     "chat_renderer",
     "check_fits",
     "exact_tokenizer",
@@ -176,6 +178,23 @@ class AttentionRows(BaseModel):
     method: str = ""
 
 
+class AttentionOptions(TypedDict, total=False):
+    """The optional arguments of ``attention_rows`` (one declaration for every engine):
+    ``layers`` (default all), ``heads`` (``(layer, head)`` pairs to sum instead of every
+    head of ``layers``) and ``per_head`` (also return the unsummed rows)."""
+
+    layers: Sequence[int] | None
+    heads: Sequence[Sequence[int]] | None
+    per_head: bool
+
+
+def attention_options(
+    options: AttentionOptions,
+) -> tuple[Sequence[int] | None, Sequence[Sequence[int]] | None, bool]:
+    """``(layers, heads, per_head)`` of ``options``, defaults filled in."""
+    return options.get("layers"), options.get("heads"), options.get("per_head", False)
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
     """Counts and truncates text in an engine's own tokens."""
@@ -248,14 +267,10 @@ class AttentionEngine(Protocol):
         ...
 
     async def attention_rows(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        *,
-        layers: Sequence[int] | None = None,
-        heads: Sequence[Sequence[int]] | None = None,
-        per_head: bool = False,
-    ) -> AttentionRows: ...
+        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
+    ) -> AttentionRows:
+        """Rows of attention from each suffix to the prefix tokens (:class:`AttentionOptions`)."""
+        ...
 
 
 @runtime_checkable

@@ -35,6 +35,7 @@ from typing_extensions import Unpack
 from hoprank.errors import HoprankError, InvalidInput
 from hoprank.llm.base import (
     LLM,
+    AttentionOptions,
     AttentionRows,
     Capability,
     Completion,
@@ -46,6 +47,7 @@ from hoprank.llm.base import (
     Tokenizer,
     TokenLogprobs,
     attention_engine,
+    attention_options,
 )
 
 if TYPE_CHECKING:
@@ -341,15 +343,10 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
         return self.engine
 
     async def attention_rows(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        *,
-        layers: Sequence[int] | None = None,
-        heads: Sequence[Sequence[int]] | None = None,
-        per_head: bool = False,
+        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
     ) -> AttentionRows:
         """The wrapped engine's attention rows (not batched; ``Capability.ATTENTION``)."""
+        layers, heads, per_head = attention_options(options)
         inner = attention_engine(self.engine, "needs an in-process transformers engine")
         if heads is None and not per_head:
             return await inner.attention_rows(prefix, suffixes, layers=layers)

@@ -31,6 +31,7 @@ from hoprank.errors import InvalidInput, MissingExtra
 from hoprank.llm._device import choose_device, choose_dtype
 from hoprank.llm._device import sdpa_backends as _sdpa_backends
 from hoprank.llm.base import (
+    AttentionOptions,
     AttentionRows,
     Capability,
     Completion,
@@ -40,6 +41,7 @@ from hoprank.llm.base import (
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
+    attention_options,
     check_fits,
     generate_options,
 )
@@ -482,15 +484,10 @@ class TransformersEngine(SyncFacade):
         return self.context_window if span is None else min(span, self.context_window)
 
     async def attention_rows(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        *,
-        layers: Sequence[int] | None = None,
-        heads: Sequence[Sequence[int]] | None = None,
-        per_head: bool = False,
+        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
     ) -> AttentionRows:
         """Attention from each suffix to the prefix tokens (see :mod:`hoprank.llm.attention`)."""
+        layers, heads, per_head = attention_options(options)
         from hoprank.llm.attention import attention_rows  # type: ignore[import-not-found,unused-ignore]
 
         return await self._run(
