@@ -36,16 +36,17 @@ async def llm_step(
     template: PromptTemplate,
     variables: dict[str, Any],
     *,
-    kind: str,
     name: str,
     max_tokens: int,
     temperature: float = 0.0,
     trace_input: dict[str, Any] | None = None,
     extra_messages: Sequence[Message] = (),
-    stop: Sequence[str] | None = None,
     trace: list[Step] | None = None,
 ) -> tuple[str, Step, Completion]:
     """Render ``template``, call ``engine.generate`` and return ``(text, step, completion)``.
+
+    ``name`` names the step, ``<kind>`` or ``<kind>.<detail>`` (``answer.short``,
+    ``decompose.reask``): the step's kind is the part before the dot.
 
     ``text`` is the model output with the template's ``params.prefill`` prepended when
     the engine can continue a prefilled assistant turn. The step records the inputs
@@ -60,7 +61,7 @@ async def llm_step(
     if prefill and Capability.PREFILL not in engine.capabilities:
         prefill = ""
     step = Step(
-        kind=kind,
+        kind=name.split(".", 1)[0],
         name=name,
         input=dict(variables if trace_input is None else trace_input),
         prompt=template.ref,
@@ -71,7 +72,7 @@ async def llm_step(
         trace.append(step)
     try:
         comp = await engine.generate(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
+            messages, max_tokens=max_tokens, temperature=temperature, prefill=prefill
         )
     except asyncio.CancelledError:
         step.error = "cancelled before the model replied"

@@ -134,7 +134,6 @@ class Answerer:
             self.engine,
             self.prompt,
             {"question": question.strip(), "passages": passages},
-            kind="answer",
             name=f"answer.{self.mode}",
             max_tokens=self.max_tokens,
             temperature=self.temperature,

@@ -279,7 +279,6 @@ class Decomposer:
             self.engine,
             self.prompt,
             variables,
-            kind="decompose",
             name=name,
             max_tokens=self.max_tokens,
             temperature=self.temperature,

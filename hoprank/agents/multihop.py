@@ -36,11 +36,12 @@ from hoprank.errors import InvalidInput, ParseError, PromptError
 from hoprank.llm.base import LLM, Completion
 from hoprank.prompts.registry import PromptLike, load_prompt
 from hoprank.rankers.base import Ranker
+from hoprank.rankers.config import ComponentConfig
 from hoprank.runs import rrf_fuse
 from hoprank.tools.base import Retriever
 from hoprank.types import Document, Step, Usage
 
-__all__ = ["AgentAction", "AgentResult", "Budget", "MultiHopAgent"]
+__all__ = ["AgentAction", "AgentResult", "Budget", "MultiHopAgent", "MultiHopConfig"]
 
 T = TypeVar("T")
 MAX_QUERY_WORDS = 32
@@ -202,6 +203,24 @@ async def _tag_timeouts(aw: Awaitable[T]) -> T:
         raise _InnerTimeout(e) from e
 
 
+class MultiHopConfig(ComponentConfig):
+    """The numeric parameters of :class:`MultiHopAgent`: ``budget``, ``k`` (documents
+    per search), ``initial_search``, ``max_passages`` and ``passage_words`` (what the
+    model is shown), ``max_tokens`` per step, ``max_bad_replies``, ``rrf_k``,
+    ``temperature`` and ``concurrency``."""
+
+    budget: Budget = Field(default_factory=Budget)
+    k: int = 5
+    initial_search: bool = True
+    max_passages: int = 8
+    passage_words: int = 60
+    max_tokens: int = 200
+    max_bad_replies: int = 3
+    rrf_k: int = 60
+    temperature: float = 0.0
+    concurrency: int = 2
+
+
 class MultiHopAgent:
     """Iterative retrieval for bridge questions with any engine and any retriever.
 
@@ -217,25 +236,22 @@ class MultiHopAgent:
         engine: LLM,
         retriever: Retriever,
         *,
-        budget: Budget | None = None,
-        k: int = 5,
+        config: MultiHopConfig | None = None,
         prompt: PromptLike | None = None,
         ranker: Ranker | None = None,
-        initial_search: bool = True,
-        max_passages: int = 8,
-        passage_words: int = 60,
-        max_tokens: int = 200,
-        max_bad_replies: int = 3,
-        rrf_k: int = 60,
-        temperature: float = 0.0,
-        concurrency: int = 2,
+        **params: Any,
     ) -> None:
-        if k < 1 or max_passages < 1 or max_bad_replies < 1:
+        """``params``: the fields of :class:`MultiHopConfig` (or a ready ``config``)."""
+        if params.get("budget", 0) is None:  # budget=None: the default budget, as before
+            params.pop("budget")
+        cfg = MultiHopConfig.build(config, params)
+        if cfg.k < 1 or cfg.max_passages < 1 or cfg.max_bad_replies < 1:
             raise InvalidInput("k, max_passages and max_bad_replies must be >= 1")
+        self.config = cfg
         self.engine = engine
         self.retriever = retriever
-        self.budget = budget or Budget()
-        self.k = k
+        self.budget = cfg.budget
+        self.k = cfg.k
         self.prompt = resolve_prompt(prompt, "agent-step")
         # the observation texts: the prompt's params.observations over agent-step@1's
         own = self.prompt.params.get("observations", {})
@@ -243,14 +259,14 @@ class MultiHopAgent:
             raise PromptError(f"prompt {self.prompt.ref}: params.observations must be a mapping")
         self.observations: dict[str, str] = {**load_prompt("agent-step@1").params["observations"], **own}
         self.ranker = ranker
-        self.initial_search = initial_search
-        self.max_passages = max_passages
-        self.passage_words = passage_words
-        self.max_tokens = max_tokens
-        self.max_bad_replies = max_bad_replies
-        self.rrf_k = rrf_k
-        self.temperature = temperature
-        self.concurrency = concurrency
+        self.initial_search = cfg.initial_search
+        self.max_passages = cfg.max_passages
+        self.passage_words = cfg.passage_words
+        self.max_tokens = cfg.max_tokens
+        self.max_bad_replies = cfg.max_bad_replies
+        self.rrf_k = cfg.rrf_k
+        self.temperature = cfg.temperature
+        self.concurrency = cfg.concurrency
 
     # -- helpers -------------------------------------------------------------------
     async def _within(self, run: _Run, aw: Awaitable[T]) -> T:
@@ -411,7 +427,6 @@ class MultiHopAgent:
                 self.engine,
                 self.prompt,
                 variables,
-                kind="agent",
                 name="agent.step",
                 max_tokens=self.max_tokens,
                 temperature=self.temperature,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -26,11 +27,12 @@ from hoprank.agents.decompose import Decomposer
 from hoprank.agents.rewrite import Rewriter
 from hoprank.errors import InvalidInput
 from hoprank.rankers.base import Ranker
+from hoprank.rankers.config import ComponentConfig
 from hoprank.runs import rrf_fuse
 from hoprank.tools.base import Retriever
 from hoprank.types import Document, Step, Usage
 
-__all__ = ["DecomposeRetrieveRerank", "PipelineResult"]
+__all__ = ["DecomposeRetrieveRerank", "PipelineConfig", "PipelineResult"]
 
 
 class PipelineResult(BaseModel):
@@ -77,6 +79,19 @@ class _Bridge:
     usage: Usage = field(default_factory=Usage)
 
 
+class PipelineConfig(ComponentConfig):
+    """The numeric parameters of :class:`DecomposeRetrieveRerank` (see its docstring)."""
+
+    k: int = 20
+    pool_depth: int = 20
+    top_k: int = 5
+    rrf_k: int = 60
+    original_weight: float = 1.0
+    include_original: bool = True
+    bridge_k: int = 3
+    concurrency: int = 4
+
+
 class DecomposeRetrieveRerank:
     """The retrieve-and-rerank pipeline for multi-hop questions.
 
@@ -88,43 +103,40 @@ class DecomposeRetrieveRerank:
     of the lists of the original question and its bridge form; 1 for the others) set
     the fusion. ``bridge_answerer`` (an :class:`Answerer`, usually ``mode="short"``)
     enables the bridge stage, answering the first sub-question from its top
-    ``bridge_k`` passages.
+    ``bridge_k`` passages. The numeric parameters come as keywords or as one
+    :class:`PipelineConfig` (``config=``).
     """
 
     def __init__(
         self,
         retriever: Retriever,
         *,
+        config: PipelineConfig | None = None,
         decomposer: Decomposer | None = None,
         rewriter: Rewriter | None = None,
         ranker: Ranker | None = None,
-        k: int = 20,
-        pool_depth: int = 20,
-        top_k: int = 5,
-        rrf_k: int = 60,
-        original_weight: float = 1.0,
-        include_original: bool = True,
         bridge_answerer: Answerer | None = None,
-        bridge_k: int = 3,
-        concurrency: int = 4,
+        **params: Any,
     ) -> None:
-        if min(k, pool_depth, top_k, concurrency, bridge_k) < 1:
+        cfg = PipelineConfig.build(config, params)
+        if min(cfg.k, cfg.pool_depth, cfg.top_k, cfg.concurrency, cfg.bridge_k) < 1:
             raise InvalidInput("k, pool_depth, top_k, bridge_k and concurrency must be >= 1")
-        if original_weight < 0:
+        if cfg.original_weight < 0:
             raise InvalidInput("original_weight must be >= 0")
+        self.config = cfg
         self.retriever = retriever
         self.decomposer = decomposer
         self.rewriter = rewriter
         self.ranker = ranker
-        self.k = k
-        self.pool_depth = pool_depth
-        self.top_k = top_k
-        self.rrf_k = rrf_k
-        self.original_weight = original_weight
-        self.include_original = include_original
+        self.k = cfg.k
+        self.pool_depth = cfg.pool_depth
+        self.top_k = cfg.top_k
+        self.rrf_k = cfg.rrf_k
+        self.original_weight = cfg.original_weight
+        self.include_original = cfg.include_original
         self.bridge_answerer = bridge_answerer
-        self.bridge_k = bridge_k
-        self.concurrency = concurrency
+        self.bridge_k = cfg.bridge_k
+        self.concurrency = cfg.concurrency
 
     async def _retrieve(self, query: str) -> tuple[list[Document], Step]:
         step = Step(kind="retrieve", name=self.retriever.name)

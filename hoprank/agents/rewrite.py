@@ -135,7 +135,6 @@ class Rewriter:
             self.engine,
             self.prompt,
             variables,
-            kind="rewrite",
             name=f"rewrite.{self.strategy}",
             max_tokens=self.max_tokens,
             temperature=self.temperature,

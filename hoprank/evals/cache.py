@@ -24,20 +24,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from typing_extensions import Unpack
 
 from hoprank._fsio import atomic_write
-from hoprank.errors import CapabilityMissing
 from hoprank.llm.base import (
     LLM,
+    AttentionOptions,
     AttentionRows,
     Capability,
     Completion,
+    ForwardedCapabilities,
+    GenerateOptions,
     LogprobRequest,
     Message,
     Tokenizer,
     TokenLogprobs,
     attention_engine,
-    chat_renderer,
+    attention_options,
+    generate_options,
 )
 from hoprank.types import Usage
 
@@ -62,7 +66,7 @@ def _engine_identity(engine: Any) -> dict[str, Any]:
     return desc
 
 
-class CachedEngine:
+class CachedEngine(ForwardedCapabilities):
     """An :class:`~hoprank.llm.base.LLM` that answers repeated calls from disk.
 
     It declares the wrapped engine's capabilities and implements their protocols
@@ -71,6 +75,8 @@ class CachedEngine:
     :class:`~hoprank.errors.CapabilityMissing` when it lacks them. Anything else of the
     wrapped engine is reached through :attr:`inner`.
     """
+
+    attention_hint = "ICR needs an in-process transformers engine"
 
     def __init__(self, engine: LLM, cache_dir: str | os.PathLike[str] | None = None) -> None:
         self.inner = engine
@@ -87,17 +93,9 @@ class CachedEngine:
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
-    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
-        """The wrapped engine's chat template (``Capability.RENDER``)."""
-        renderer = chat_renderer(self.inner)
-        if renderer is None:
-            raise CapabilityMissing(Capability.RENDER.value, self.name, "the wrapped engine cannot render")
-        return renderer.render(messages, prefill)
-
     @property
-    def attention_window(self) -> int:
-        """The wrapped engine's attention window (``Capability.ATTENTION``)."""
-        return attention_engine(self.inner, "ICR needs an in-process transformers engine").attention_window
+    def wrapped_engine(self) -> LLM:
+        return self.inner
 
     def stats(self) -> dict[str, Any]:
         return {"dir": str(self.cache_dir), "hits": self.hits, "misses": self.misses}
@@ -141,14 +139,9 @@ class CachedEngine:
 
     # ------------------------------------------------------------------ cached calls
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
+        temperature, stop, prefill = generate_options(options)
         key = self.key(
             "generate",
             messages=list(messages),
@@ -162,9 +155,7 @@ class CachedEngine:
             self.hits += 1
             return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
         self.misses += 1
-        out = await self.inner.generate(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
-        )
+        out = await self.inner.generate(messages, max_tokens=max_tokens, **options)
         self._store(key, "generate", out)
         return out
 
@@ -204,17 +195,12 @@ class CachedEngine:
         return [r for r in results if r is not None]
 
     async def attention_rows(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        *,
-        layers: Sequence[int] | None = None,
-        heads: Sequence[Sequence[int]] | None = None,
-        per_head: bool = False,
+        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
     ) -> AttentionRows:
         """Cached attention rows (engines with the ATTENTION capability). ``per_head``
         calls are not cached (their per-head arrays are not serialised)."""
-        fn = attention_engine(self.inner, "ICR needs an in-process transformers engine").attention_rows
+        layers, heads, per_head = attention_options(options)
+        fn = attention_engine(self.inner, self.attention_hint).attention_rows
         if per_head:
             self.misses += 1
             fresh: AttentionRows = await fn(prefix, suffixes, layers=layers, heads=heads, per_head=True)

@@ -26,11 +26,17 @@ __all__ = ["from_hf", "from_ir_datasets"]
 logger = logging.getLogger(__name__)
 
 
-def _doc_text(doc: Any) -> str:
-    text = getattr(doc, "text", None)
-    if text is None and hasattr(doc, "default_text"):
-        text = doc.default_text()
+def _doc_text(record: Any) -> str:
+    """The text of an ``ir_datasets`` record (a NamedTuple): its ``text`` field, else its
+    ``default_text()`` (records whose text spans several fields)."""
+    text = record._asdict().get("text")
+    if text is None and hasattr(record, "default_text"):
+        text = record.default_text()
     return str(text or "")
+
+
+def _document(doc_id: str, record: Any) -> Document:
+    return Document(id=doc_id, text=_doc_text(record), title=record._asdict().get("title") or None)
 
 
 def from_ir_datasets(dataset_id: str, *, name: str | None = None, only_run_docs: bool = True) -> Dataset:
@@ -54,15 +60,9 @@ def from_ir_datasets(dataset_id: str, *, name: str | None = None, only_run_docs:
     if only_run_docs and runs:
         wanted = sorted({d for r in runs["scoreddocs"].values() for d, _ in r})
         docs = ds.docs_store().get_many(wanted)
-        corpus = {
-            i: Document(id=i, text=_doc_text(d), title=getattr(d, "title", None) or None)
-            for i, d in docs.items()
-        }
+        corpus = {i: _document(i, d) for i, d in docs.items()}
     else:
-        corpus = {
-            d.doc_id: Document(id=d.doc_id, text=_doc_text(d), title=getattr(d, "title", None) or None)
-            for d in ds.docs_iter()
-        }
+        corpus = {d.doc_id: _document(d.doc_id, d) for d in ds.docs_iter()}
     level = 2 if "trec-dl" in dataset_id else 1
     return Dataset(
         name=name or dataset_id.replace("/", "-"),

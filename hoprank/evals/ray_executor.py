@@ -95,7 +95,7 @@ def execute_ray(
                 for rec in records:
                     on_record(rec)
         except ray.exceptions.RayTaskError as e:
-            cause = getattr(e, "cause", None)
+            cause = e.cause  # RayTaskError always sets it: the task's own exception
             if isinstance(cause, BaseException):
                 raise cause from e
             raise

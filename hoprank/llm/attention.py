@@ -5,48 +5,57 @@ suffix on that cache (only the suffix tokens) and returns, per suffix, the atten
 its tokens pay to every prefix token, summed over the selected layers, all heads and
 all suffix tokens.
 
-How the rows are obtained without materialising full attention matrices: while a
-suffix pass runs, the model's attention implementation is switched (for that pass
-only) to a registered wrapper, ``hoprank_capture``, which receives every layer's
-post-RoPE query states and the full (cache-updated) key states, computes
-``softmax(q k^T * scaling + mask)`` in float32 for just the suffix rows (GQA heads
-repeated, softcapping and sliding windows honoured), adds the column sums into an
-accumulator, and then delegates the actual attention to SDPA. Every transformers
+How the rows are obtained without materialising full attention matrices: each suffix
+pass runs inside an :class:`~hoprank.llm.attention_capture.AttentionCapture` (a context
+manager owned by that pass, see :mod:`hoprank.llm.attention_capture`), which switches the
+model's attention implementation to a registered wrapper for that pass only and sums the
+suffix rows from the query and key states while SDPA does the forward. Every transformers
 model that dispatches through ``AttentionInterface`` (Llama, Qwen2/3, Mistral, Gemma,
-Phi3, ...) works this way. Models that do not fall back to ``output_attentions=True``
-with eager attention for the suffix passes (``method="eager"`` forces that path).
+Phi3, ...) works this way. Models that do not, and transformers older than
+``CAPTURE_MIN_TRANSFORMERS``, fall back to ``output_attentions=True`` with eager
+attention for the suffix passes (``method="eager"`` forces that path).
 
 torch and transformers are imported lazily: importing this module is cheap.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from hoprank.errors import ContextOverflow, EngineError, HoprankError, InvalidInput
+from hoprank.llm.attention_capture import (
+    CAPTURE_IMPLEMENTATION,
+    CAPTURE_MIN_TRANSFORMERS,
+    AttentionCapture,
+    CaptureUnsupported,
+    attn_implementation,
+    can_capture,
+    capture_supported,
+)
 from hoprank.llm.base import AttentionEngine, AttentionRows
 from hoprank.llm.worker import check_cancelled
 from hoprank.types import Usage
 
-__all__ = ["CAPTURE_IMPLEMENTATION", "AttentionEngine", "HFModelHolder", "attention_rows", "select_heads"]
+__all__ = [
+    "CAPTURE_IMPLEMENTATION",
+    "CAPTURE_MIN_TRANSFORMERS",
+    "AttentionCapture",
+    "AttentionEngine",
+    "HFModelHolder",
+    "attention_rows",
+    "select_heads",
+]
 
 logger = logging.getLogger(__name__)
 
-CAPTURE_IMPLEMENTATION = "hoprank_capture"
 Method = Literal["auto", "capture", "eager"]
 
-# Largest score block (heads x query rows x keys) computed at once, in elements (fp32).
-_BLOCK_ELEMENTS = 1 << 25
-
-_local = threading.local()
-_register_lock = threading.Lock()
-_registered = False
+_attn_implementation = attn_implementation  # the name tests and older callers use
 
 
 class HFModelHolder(Protocol):
@@ -56,143 +65,6 @@ class HFModelHolder(Protocol):
     hf_tokenizer: Any
     device: Any
     dtype: Any
-
-
-# ----------------------------------------------------------------------------- capture
-
-
-class _Capture:
-    """Accumulates, for one suffix pass, the attention mass per key position."""
-
-    def __init__(self, layers: set[int]) -> None:
-        self.layers = layers
-        self.seen: set[int] = set()
-        self.acc: dict[int, Any] = {}  # layer -> torch.Tensor (heads, kv_len) float32
-
-    def add(self, module: Any, query: Any, key: Any, mask: Any, scaling: Any, kwargs: dict[str, Any]) -> None:
-        import torch
-
-        layer = getattr(module, "layer_idx", None)
-        if layer is None or layer not in self.layers:
-            return
-        if kwargs.get("s_aux") is not None or kwargs.get("sinks") is not None:
-            raise _Unsupported("attention sinks")
-        self.seen.add(int(layer))
-        _b, n_heads, q_len, head_dim = query.shape
-        kv_heads, kv_len = key.shape[1], key.shape[2]
-        if n_heads % kv_heads:
-            raise _Unsupported(f"{n_heads} query heads over {kv_heads} key heads")
-        scale = float(scaling) if scaling is not None else head_dim**-0.5
-        softcap = kwargs.get("softcap")
-        window = kwargs.get("sliding_window")
-        k = key[0].float().repeat_interleave(n_heads // kv_heads, dim=0)  # (H, N, d)
-        q = query[0].float()  # (H, S, d)
-        acc = self.acc.get(int(layer))
-        if acc is None:
-            acc = self.acc[int(layer)] = torch.zeros(
-                n_heads, kv_len, dtype=torch.float32, device=query.device
-            )
-        elif acc.shape[1] != kv_len:
-            raise HoprankError(f"attention capture: key length changed within a pass ({kv_len})")
-        keys_pos = torch.arange(kv_len, device=query.device)
-        block = max(1, _BLOCK_ELEMENTS // max(1, n_heads * kv_len))
-        for s0 in range(0, q_len, block):
-            s1 = min(q_len, s0 + block)
-            scores = torch.matmul(q[:, s0:s1], k.transpose(-1, -2)) * scale  # (H, s, N)
-            if softcap is not None:
-                scores = torch.tanh(scores / softcap) * softcap
-            if isinstance(mask, torch.Tensor) and mask.dim() == 4:
-                m = mask[0, :, s0:s1, :kv_len]
-                if m.dtype == torch.bool:
-                    scores = scores.masked_fill(~m, float("-inf"))
-                else:
-                    scores = scores + m.float()
-            else:  # no explicit mask: causal (and sliding window) from positions
-                q_pos = torch.arange(kv_len - q_len + s0, kv_len - q_len + s1, device=query.device)
-                allowed = keys_pos[None, :] <= q_pos[:, None]
-                if window is not None:
-                    allowed &= (q_pos[:, None] - keys_pos[None, :]) < int(window)
-                scores = scores.masked_fill(~allowed[None], float("-inf"))
-            acc += torch.softmax(scores, dim=-1).sum(dim=1)
-
-
-class _Unsupported(HoprankError):
-    """The generic capture path cannot handle this model: use the eager path."""
-
-
-def _capture_attention(
-    module: Any,
-    query: Any,
-    key: Any,
-    value: Any,
-    attention_mask: Any,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    **kwargs: Any,
-) -> Any:
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    cap: _Capture | None = getattr(_local, "capture", None)
-    if cap is not None:
-        cap.add(module, query, key, attention_mask, scaling, kwargs)
-    return sdpa_attention_forward(
-        module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-    )
-
-
-def _ensure_registered() -> None:
-    global _registered
-    with _register_lock:
-        if _registered:
-            return
-        from transformers import AttentionInterface
-        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
-        AttentionInterface.register(CAPTURE_IMPLEMENTATION, _capture_attention)
-        AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, sdpa_mask)
-        _registered = True
-
-
-def _configs(model: Any) -> list[Any]:
-    """Every config object that a module of ``model`` reads at forward time."""
-    from transformers import PretrainedConfig
-
-    seen: dict[int, Any] = {id(model.config): model.config}
-    for mod in model.modules():
-        cfg = getattr(mod, "config", None)
-        if isinstance(cfg, PretrainedConfig):
-            seen.setdefault(id(cfg), cfg)
-    return list(seen.values())
-
-
-@contextlib.contextmanager
-def _attn_implementation(model: Any, name: str) -> Iterator[None]:
-    """Switch every config of ``model`` to attention implementation ``name`` for a block."""
-    configs = _configs(model)
-    saved = [getattr(c, "_attn_implementation_internal", c._attn_implementation) for c in configs]
-    try:
-        for c in configs:
-            if hasattr(c, "_attn_implementation_internal"):
-                c._attn_implementation_internal = name
-            else:  # pragma: no cover - older transformers
-                c._attn_implementation = name
-        yield
-    finally:
-        for c, old in zip(configs, saved, strict=True):
-            if hasattr(c, "_attn_implementation_internal"):
-                c._attn_implementation_internal = old
-            else:  # pragma: no cover
-                c._attn_implementation = old
-
-
-def _can_capture(model: Any) -> bool:
-    can = getattr(type(model), "_can_set_attn_implementation", None)
-    if not callable(can):
-        return False
-    try:
-        return bool(can())
-    except Exception:  # pragma: no cover - heuristic over source code
-        return False
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -309,7 +181,7 @@ def _sync(device: Any) -> None:
 def _run_suffix_eager(
     base: Any, model: Any, ids: Any, cache_kw: dict[str, Any], sel: list[int], n_prefix: int
 ) -> Any:
-    with _attn_implementation(model, "eager"):
+    with attn_implementation(model, "eager"):
         out = base(input_ids=ids, **cache_kw, use_cache=True, output_attentions=True)
     attentions = getattr(out, "attentions", None)
     if not attentions:
@@ -322,18 +194,9 @@ def _run_suffix_eager(
 def _run_suffix_capture(
     base: Any, model: Any, ids: Any, cache_kw: dict[str, Any], sel: list[int], n_prefix: int
 ) -> Any:
-    cap = _Capture(set(sel))
-    _local.capture = cap
-    try:
-        with _attn_implementation(model, CAPTURE_IMPLEMENTATION):
-            base(input_ids=ids, **cache_kw, use_cache=True)
-    finally:
-        _local.capture = None
-    import torch
-
-    if cap.seen != set(sel) or set(cap.acc) != set(sel):
-        raise _Unsupported(f"captured layers {sorted(cap.seen)} instead of {sel}")
-    return torch.stack([cap.acc[layer][:, :n_prefix] for layer in sel])
+    with AttentionCapture(model, sel) as cap:
+        base(input_ids=ids, **cache_kw, use_cache=True)
+    return cap.rows(sel, n_prefix)
 
 
 # ----------------------------------------------------------------------------- public
@@ -374,16 +237,99 @@ def attention_rows(
         raise InvalidInput("attention_rows: give at least one suffix")
     if method not in ("auto", "capture", "eager"):
         raise InvalidInput(f"attention_rows: unknown method {method!r}")
-    model, tok = engine.model, engine.hf_tokenizer
+    model = engine.model
+    inputs = _encode(engine, prefix, suffixes, layers=layers, heads=heads)
+    passes = _SuffixPasses(
+        model, engine.device, inputs.sel, inputs.n_prefix, method, _resolve_method(model, method)
+    )
+    mask = _head_mask(model, inputs.sel, inputs.chosen)
+    rows: list[list[float]] = []
+    head_rows: list[Any] = []
+    suffix_seconds: list[float] = []
+    with torch.inference_mode():
+        passes.encode_prefix(inputs.prefix_ids)
+        for ids in inputs.suffix_ids:
+            check_cancelled()  # the caller may have gone: stop before each forward
+            t1 = time.perf_counter()
+            vec = passes.run(ids)
+            if per_head:
+                head_rows.append(vec.cpu().numpy())
+            summed = vec.sum(dim=(0, 1)) if mask is None else (vec * mask.to(vec.device)).sum(dim=(0, 1))
+            rows.append(summed.tolist())
+            _sync(engine.device)
+            suffix_seconds.append(time.perf_counter() - t1)
+    return inputs.result(rows, head_rows, passes.prefix_seconds, suffix_seconds, passes.use)
+
+
+@dataclass
+class _Inputs:
+    """What one call encodes: the prefix (ids and character offsets), the suffixes, and
+    the layers (and heads) whose attention it sums."""
+
+    prefix_ids: list[int]
+    offsets: list[tuple[int, int]]
+    suffix_ids: list[list[int]]
+    sel: list[int]
+    chosen: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def n_prefix(self) -> int:
+        return len(self.prefix_ids)
+
+    def result(
+        self,
+        rows: list[list[float]],
+        head_rows: list[Any],
+        prefix_seconds: float,
+        suffix_seconds: list[float],
+        method: str,
+    ) -> AttentionRows:
+        n_prefix, suffix_ids = self.n_prefix, self.suffix_ids
+        return AttentionRows(
+            prefix_offsets=self.offsets,
+            rows=rows,
+            prefix_tokens=n_prefix,
+            tokens_encoded=[len(ids) for ids in suffix_ids],
+            layers=self.sel,
+            heads=self.chosen,
+            head_rows=head_rows,
+            prefix_ids=self.prefix_ids,
+            prefix_seconds=prefix_seconds,
+            suffix_seconds=suffix_seconds,
+            method=method,
+            usage=Usage(
+                prompt_tokens=n_prefix + sum(len(ids) for ids in suffix_ids),
+                llm_calls=1 + len(suffix_ids),
+                seconds=prefix_seconds + sum(suffix_seconds),
+                cached_tokens=n_prefix * len(suffix_ids),
+            ),
+        )
+
+
+def _layers_and_heads(
+    model: Any, layers: Sequence[int] | None, heads: Sequence[Sequence[int]] | None
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """The layers to run and, with ``heads``, the validated ``(layer, head)`` pairs."""
     n_layers = _num_layers(model)
-    chosen: list[tuple[int, int]] = []
-    if heads is not None:
-        if layers is not None:
-            raise InvalidInput("attention_rows: give layers or heads, not both")
-        chosen = select_heads(heads, n_layers, _num_heads(model))
-        sel = sorted({layer for layer, _ in chosen})
-    else:
-        sel = _select_layers(layers, n_layers)
+    if heads is None:
+        return _select_layers(layers, n_layers), []
+    if layers is not None:
+        raise InvalidInput("attention_rows: give layers or heads, not both")
+    chosen = select_heads(heads, n_layers, _num_heads(model))
+    return sorted({layer for layer, _ in chosen}), chosen
+
+
+def _encode(
+    engine: HFModelHolder,
+    prefix: str,
+    suffixes: Sequence[str],
+    *,
+    layers: Sequence[int] | None,
+    heads: Sequence[Sequence[int]] | None,
+) -> _Inputs:
+    """Tokenize the prefix (with offsets) and the suffixes; check they fit the model's span."""
+    model, tok = engine.model, engine.hf_tokenizer
+    sel, chosen = _layers_and_heads(model, layers, heads)
     enc = tok(prefix, return_offsets_mapping=True, add_special_tokens=False)
     prefix_ids = [int(i) for i in enc["input_ids"]]
     offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
@@ -391,9 +337,13 @@ def attention_rows(
     for i, ids in enumerate(suffix_ids):
         if not ids:
             raise InvalidInput(f"attention_rows: suffix {i} encodes to no tokens")
-    n_prefix = len(prefix_ids)
+    _check_span(model, len(prefix_ids), max(len(ids) for ids in suffix_ids))
+    return _Inputs(prefix_ids, offsets, suffix_ids, sel, chosen)
+
+
+def _check_span(model: Any, n_prefix: int, longest_suffix: int) -> None:
     span = attention_span(model)
-    longest = n_prefix + max(len(ids) for ids in suffix_ids)
+    longest = n_prefix + longest_suffix
     if span is not None and longest > span:
         raise ContextOverflow(
             f"{type(model).__name__} attends over a sliding window of {span} tokens, and the prefix "
@@ -402,82 +352,98 @@ def attention_rows(
             prompt_tokens=longest,
             context_window=span,
         )
-    use = method
-    if use != "eager" and not _can_capture(model):
-        if use == "capture":
-            raise EngineError(
-                f"{type(model).__name__} does not dispatch through transformers' AttentionInterface; "
-                "use method='eager'"
-            )
-        use = "eager"
-    if use != "eager":
-        _ensure_registered()
-        use = "capture" if use == "auto" else use
 
-    base = getattr(model, "base_model", model)
-    device = engine.device
-    rows: list[list[float]] = []
-    head_rows: list[Any] = []
-    suffix_seconds: list[float] = []
-    mask = None
-    if chosen:
-        mask = torch.zeros(len(sel), _num_heads(model), 1, dtype=torch.float32)
-        for layer, head in chosen:
-            mask[sel.index(layer), head, 0] = 1.0
-    with torch.inference_mode():
+
+def _resolve_method(model: Any, method: Method) -> Literal["capture", "eager"]:
+    """The path the suffix passes take: ``capture`` where the model and transformers
+    support it, else ``eager`` (``auto``) or an :class:`EngineError` (``capture``)."""
+    if method == "eager":
+        return "eager"
+    why = (
+        None
+        if can_capture(model)
+        else (f"{type(model).__name__} does not dispatch through transformers' AttentionInterface")
+    )
+    why = why or capture_supported()
+    if why is None:
+        return "capture"
+    if method == "capture":
+        raise EngineError(f"{why}; use method='eager'")
+    return "eager"
+
+
+def _head_mask(model: Any, sel: list[int], chosen: list[tuple[int, int]]) -> Any:
+    """``(len(sel), heads, 1)`` ones on the chosen heads (None: every head counts)."""
+    if not chosen:
+        return None
+    import torch
+
+    mask = torch.zeros(len(sel), _num_heads(model), 1, dtype=torch.float32)
+    for layer, head in chosen:
+        mask[sel.index(layer), head, 0] = 1.0
+    return mask
+
+
+class _SuffixPasses:
+    """The passes of one call: the prefix encoded once into a KV cache, then each suffix
+    on that cache (restored between suffixes), captured or eager; a capture the model
+    turns out not to support falls back to eager for the rest of the call (``auto``)."""
+
+    def __init__(
+        self, model: Any, device: Any, sel: list[int], n_prefix: int, requested: Method, use: str
+    ) -> None:
+        self.model = model
+        self.base = getattr(model, "base_model", model)
+        self.device = device
+        self.sel = sel
+        self.n_prefix = n_prefix
+        self.requested = requested
+        self.use = use
+        self.key = _cache_keyword(self.base)
+        self.prefix_seconds = 0.0
+        self._restore: Callable[[], Any] | None = None
+
+    def encode_prefix(self, prefix_ids: list[int]) -> None:
+        import torch
+
         check_cancelled()
         t0 = time.perf_counter()
-        cache = _new_cache(model)
-        key = _cache_keyword(base)
-        base(input_ids=torch.tensor([prefix_ids], device=device), **{key: cache}, use_cache=True)
-        _sync(device)
-        prefix_seconds = time.perf_counter() - t0
-        if cache.get_seq_length() != n_prefix:
-            raise HoprankError(f"prefix cache holds {cache.get_seq_length()} tokens, expected {n_prefix}")
-        restore = _restorer(cache, n_prefix)
-        for ids in suffix_ids:
-            check_cancelled()  # the caller may have gone: stop before each forward
-            t1 = time.perf_counter()
-            x = torch.tensor([ids], device=device)
-            if use == "eager":
-                vec = _run_suffix_eager(base, model, x, {key: restore()}, sel, n_prefix)
-            else:
-                try:
-                    vec = _run_suffix_capture(base, model, x, {key: restore()}, sel, n_prefix)
-                except _Unsupported as e:
-                    if method == "capture":
-                        raise EngineError(
-                            f"attention capture unsupported for {type(model).__name__}: {e}"
-                        ) from e
-                    logger.warning("attention capture unsupported (%s); falling back to eager attention", e)
-                    use = "eager"
-                    vec = _run_suffix_eager(base, model, x, {key: restore()}, sel, n_prefix)
-            if per_head:
-                head_rows.append(vec.cpu().numpy())
-            summed = vec.sum(dim=(0, 1)) if mask is None else (vec * mask.to(vec.device)).sum(dim=(0, 1))
-            rows.append(summed.tolist())
-            _sync(device)
-            suffix_seconds.append(time.perf_counter() - t1)
-    seconds = prefix_seconds + sum(suffix_seconds)
-    return AttentionRows(
-        prefix_offsets=offsets,
-        rows=rows,
-        prefix_tokens=n_prefix,
-        tokens_encoded=[len(ids) for ids in suffix_ids],
-        layers=sel,
-        heads=chosen,
-        head_rows=head_rows,
-        prefix_ids=prefix_ids,
-        prefix_seconds=prefix_seconds,
-        suffix_seconds=suffix_seconds,
-        method=use,
-        usage=Usage(
-            prompt_tokens=n_prefix + sum(len(ids) for ids in suffix_ids),
-            llm_calls=1 + len(suffix_ids),
-            seconds=seconds,
-            cached_tokens=n_prefix * len(suffix_ids),
-        ),
-    )
+        cache = _new_cache(self.model)
+        self.base(
+            input_ids=torch.tensor([prefix_ids], device=self.device), **{self.key: cache}, use_cache=True
+        )
+        _sync(self.device)
+        self.prefix_seconds = time.perf_counter() - t0
+        if cache.get_seq_length() != self.n_prefix:
+            raise HoprankError(
+                f"prefix cache holds {cache.get_seq_length()} tokens, expected {self.n_prefix}"
+            )
+        self._restore = _restorer(cache, self.n_prefix)
+
+    def run(self, ids: list[int]) -> Any:
+        """``(len(sel), heads, n_prefix)`` rows of one suffix."""
+        import torch
+
+        assert self._restore is not None, "encode_prefix first"
+        x = torch.tensor([ids], device=self.device)
+        if self.use == "eager":
+            return _run_suffix_eager(
+                self.base, self.model, x, {self.key: self._restore()}, self.sel, self.n_prefix
+            )
+        try:
+            return _run_suffix_capture(
+                self.base, self.model, x, {self.key: self._restore()}, self.sel, self.n_prefix
+            )
+        except CaptureUnsupported as e:
+            if self.requested == "capture":
+                raise EngineError(
+                    f"attention capture unsupported for {type(self.model).__name__}: {e}"
+                ) from e
+            logger.warning("attention capture unsupported (%s); falling back to eager attention", e)
+            self.use = "eager"
+            return _run_suffix_eager(
+                self.base, self.model, x, {self.key: self._restore()}, self.sel, self.n_prefix
+            )
 
 
 def _restorer(cache: Any, n_prefix: int) -> Callable[[], Any]:

@@ -37,7 +37,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import TypedDict  # pydantic needs it on Python < 3.12
+from typing_extensions import TypedDict, Unpack  # pydantic needs this TypedDict on Python < 3.12
 
 from hoprank._sync import run_sync
 from hoprank.errors import CapabilityMissing, ContextOverflow
@@ -45,22 +45,28 @@ from hoprank.types import Usage
 
 __all__ = [
     "LLM",
+    "AsyncCloseable",
     "AttentionEngine",
+    "AttentionOptions",
     "AttentionRows",
     "Capability",
     "ChatRenderer",
     "Completion",
     "EngineLike",
     "ExactTokenizer",
+    "ForwardedCapabilities",
+    "GenerateOptions",
     "LogprobRequest",
     "Message",
     "SyncFacade",
     "TokenLogprobs",
     "Tokenizer",
     "attention_engine",
+    "attention_options",
     "chat_renderer",
     "check_fits",
     "exact_tokenizer",
+    "generate_options",
     "has_capability",
     "require_capability",
 ]
@@ -89,6 +95,21 @@ def check_fits(name: str, n_prompt: int, n_new: int, context_window: int) -> Non
 class Message(TypedDict):
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+
+
+class GenerateOptions(TypedDict, total=False):
+    """The optional arguments of ``generate`` (one declaration for every engine):
+    ``temperature`` (default 0.0), ``stop`` strings (default none) and ``prefill``
+    (default ``""``: text the assistant turn continues from)."""
+
+    temperature: float
+    stop: Sequence[str] | None
+    prefill: str
+
+
+def generate_options(options: GenerateOptions) -> tuple[float, Sequence[str] | None, str]:
+    """``(temperature, stop, prefill)`` of ``options``, defaults filled in."""
+    return options.get("temperature", 0.0), options.get("stop"), options.get("prefill", "")
 
 
 class Completion(BaseModel):
@@ -155,6 +176,23 @@ class AttentionRows(BaseModel):
     prefix_seconds: float = 0.0
     suffix_seconds: list[float] = Field(default_factory=list)
     method: str = ""
+
+
+class AttentionOptions(TypedDict, total=False):
+    """The optional arguments of ``attention_rows`` (one declaration for every engine):
+    ``layers`` (default all), ``heads`` (``(layer, head)`` pairs to sum instead of every
+    head of ``layers``) and ``per_head`` (also return the unsummed rows)."""
+
+    layers: Sequence[int] | None
+    heads: Sequence[Sequence[int]] | None
+    per_head: bool
+
+
+def attention_options(
+    options: AttentionOptions,
+) -> tuple[Sequence[int] | None, Sequence[Sequence[int]] | None, bool]:
+    """``(layers, heads, per_head)`` of ``options``, defaults filled in."""
+    return options.get("layers"), options.get("heads"), options.get("per_head", False)
 
 
 @runtime_checkable
@@ -229,14 +267,17 @@ class AttentionEngine(Protocol):
         ...
 
     async def attention_rows(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        *,
-        layers: Sequence[int] | None = None,
-        heads: Sequence[Sequence[int]] | None = None,
-        per_head: bool = False,
-    ) -> AttentionRows: ...
+        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
+    ) -> AttentionRows:
+        """Rows of attention from each suffix to the prefix tokens (:class:`AttentionOptions`)."""
+        ...
+
+
+@runtime_checkable
+class AsyncCloseable(Protocol):
+    """An engine holding connections or processes to release (``await engine.aclose()``)."""
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable
@@ -249,14 +290,11 @@ class LLM(Protocol):
     context_window: int
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
-    ) -> Completion: ...
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
+    ) -> Completion:
+        """A completion of ``messages``, at most ``max_tokens`` new tokens; ``options``:
+        :class:`GenerateOptions`."""
+        ...
 
     async def next_token_logprobs(
         self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
@@ -311,52 +349,54 @@ def attention_engine(engine: EngineLike, hint: str = "") -> AttentionEngine:
     raise CapabilityMissing(Capability.ATTENTION.value, engine.name, hint)
 
 
-class SyncFacade:
-    """The sync facade every engine offers: blocking twins of the async methods.
+class ForwardedCapabilities:
+    """``render`` and ``attention_window`` of a wrapper engine, taken from the engine it
+    wraps (``wrapped_engine``) through the typed accessors, so every wrapper implements
+    these protocols the same way: :class:`CapabilityMissing` where the inner engine
+    lacks them."""
 
-    Mixed into engines that implement ``generate``, ``next_token_logprobs`` and
-    ``next_token_logprobs_batch``; each call runs through :func:`hoprank._sync.run_sync`.
-    """
+    #: why the attention capability is needed, for the CapabilityMissing message
+    attention_hint = "needs an in-process transformers engine"
 
     if TYPE_CHECKING:
 
-        async def generate(
-            self,
-            messages: Sequence[Message],
-            *,
-            max_tokens: int,
-            temperature: float = 0.0,
-            stop: Sequence[str] | None = None,
-            prefill: str = "",
-        ) -> Completion: ...
+        @property
+        def name(self) -> str: ...
 
-        async def next_token_logprobs(
-            self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-        ) -> TokenLogprobs: ...
+    @property
+    def wrapped_engine(self) -> EngineLike:
+        raise NotImplementedError
 
-        async def next_token_logprobs_batch(
-            self, requests: Sequence[LogprobRequest]
-        ) -> list[TokenLogprobs]: ...
+    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
+        """The wrapped engine's chat template (``Capability.RENDER``)."""
+        renderer = chat_renderer(self.wrapped_engine)
+        if renderer is None:
+            raise CapabilityMissing(Capability.RENDER.value, self.name, "the wrapped engine cannot render")
+        return renderer.render(messages, prefill)
+
+    @property
+    def attention_window(self) -> int:
+        """The wrapped engine's attention window (``Capability.ATTENTION``)."""
+        return attention_engine(self.wrapped_engine, self.attention_hint).attention_window
+
+
+class SyncFacade:
+    """The sync facade every engine offers: blocking twins of the async methods.
+
+    Mixed into engines that implement :class:`LLM` (``self`` is typed so: the async
+    signatures are declared once, on the protocol); each call runs through
+    :func:`hoprank._sync.run_sync`.
+    """
 
     def generate_sync(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self: LLM, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
-        return run_sync(
-            self.generate(
-                messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
-            )
-        )
+        return run_sync(self.generate(messages, max_tokens=max_tokens, **options))
 
     def next_token_logprobs_sync(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
+        self: LLM, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
     ) -> TokenLogprobs:
         return run_sync(self.next_token_logprobs(messages, candidates=candidates, prefill=prefill))
 
-    def next_token_logprobs_batch_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+    def next_token_logprobs_batch_sync(self: LLM, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         return run_sync(self.next_token_logprobs_batch(requests))

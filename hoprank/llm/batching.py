@@ -30,19 +30,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from hoprank.errors import CapabilityMissing, HoprankError, InvalidInput
+from typing_extensions import Unpack
+
+from hoprank.errors import HoprankError, InvalidInput
 from hoprank.llm.base import (
     LLM,
+    AttentionOptions,
     AttentionRows,
     Capability,
     Completion,
+    ForwardedCapabilities,
+    GenerateOptions,
     LogprobRequest,
     Message,
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
     attention_engine,
-    chat_renderer,
+    attention_options,
 )
 
 if TYPE_CHECKING:
@@ -253,7 +258,7 @@ def _settle(fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException 
         fut.set_result(result)
 
 
-class BatchingEngine(SyncFacade):
+class BatchingEngine(ForwardedCapabilities, SyncFacade):
     """An engine whose next-token log-probability requests are micro-batched.
 
     Wraps any engine (``TransformersEngine``, ``VLLMEngine``, ``OpenAIEngine``...):
@@ -312,17 +317,9 @@ class BatchingEngine(SyncFacade):
         return self._batcher.reset_stats()
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
-        return await self.engine.generate(
-            messages, max_tokens=max_tokens, temperature=temperature, stop=stop, prefill=prefill
-        )
+        return await self.engine.generate(messages, max_tokens=max_tokens, **options)
 
     async def next_token_logprobs(
         self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
@@ -341,28 +338,15 @@ class BatchingEngine(SyncFacade):
         }
         return out
 
-    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
-        """The wrapped engine's chat template (``Capability.RENDER``)."""
-        renderer = chat_renderer(self.engine)
-        if renderer is None:
-            raise CapabilityMissing(Capability.RENDER.value, self.name, "the wrapped engine cannot render")
-        return renderer.render(messages, prefill)
-
     @property
-    def attention_window(self) -> int:
-        """The wrapped engine's attention window (``Capability.ATTENTION``)."""
-        return attention_engine(self.engine, "needs an in-process transformers engine").attention_window
+    def wrapped_engine(self) -> LLM:
+        return self.engine
 
     async def attention_rows(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        *,
-        layers: Sequence[int] | None = None,
-        heads: Sequence[Sequence[int]] | None = None,
-        per_head: bool = False,
+        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
     ) -> AttentionRows:
         """The wrapped engine's attention rows (not batched; ``Capability.ATTENTION``)."""
+        layers, heads, per_head = attention_options(options)
         inner = attention_engine(self.engine, "needs an in-process transformers engine")
         if heads is None and not per_head:
             return await inner.attention_rows(prefix, suffixes, layers=layers)

@@ -33,6 +33,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import Unpack
+
 from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
 from hoprank.llm._endpoints import Balance, EndpointPool
 from hoprank.llm._openai_parse import parse_completion, parse_top_logprobs, score_candidates
@@ -40,16 +43,18 @@ from hoprank.llm.base import (
     Capability,
     Completion,
     ExactTokenizer,
+    GenerateOptions,
     LogprobRequest,
     Message,
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
+    generate_options,
 )
 from hoprank.llm.retry import RetryPolicy, RetryStats, retry_async
 from hoprank.types import Usage
 
-__all__ = ["EngineStats", "OpenAIEngine"]
+__all__ = ["EngineStats", "OpenAIEngine", "OpenAIEngineConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +110,72 @@ def _as_tokenizer(tokenizer: Any, model: str) -> tuple[Tokenizer, bool]:
     raise ConfigError(f"tokenizer {type(tokenizer).__name__} implements neither Tokenizer nor an HF API")
 
 
+class OpenAIEngineConfig(BaseModel):
+    """The options of :class:`OpenAIEngine` (all but the model), validated once.
+
+    ``base_url``: one URL or a list (default ``OPENAI_BASE_URL``, else OpenAI's);
+    ``api_key`` (default ``OPENAI_API_KEY``; local servers get a dummy key); ``server``:
+    ``openai``, ``vllm`` or ``llamacpp``; ``timeout`` seconds; ``max_concurrency``
+    requests in flight per endpoint; ``context_window`` tokens; ``tokenizer`` (a
+    :class:`~hoprank.llm.base.Tokenizer`, an HF tokenizer, or None: tiktoken);
+    ``supports_prefill`` (default: vllm and llamacpp); ``retry``; ``balance``
+    (``least_in_flight`` or ``round_robin``); ``top_logprobs`` (1..20); ``logit_bias``;
+    ``restrict_candidates``; ``extra_body`` sent with every request; ``name``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    base_url: str | Sequence[str] | None = None
+    api_key: str | None = None
+    server: str = "openai"
+    timeout: float = 60.0
+    max_concurrency: int = 8
+    context_window: int = 32768
+    tokenizer: Any = None
+    supports_prefill: bool | None = None
+    retry: Any = None  # a RetryPolicy (kept as given, not re-validated)
+    balance: str = "least_in_flight"
+    top_logprobs: int = _MAX_TOP_LOGPROBS
+    logit_bias: float | None = None
+    restrict_candidates: bool = False
+    extra_body: dict[str, Any] | None = None
+    name: str | None = None
+
+    @classmethod
+    def build(cls, config: OpenAIEngineConfig | None, options: dict[str, Any]) -> OpenAIEngineConfig:
+        """``config`` updated with ``options``; :class:`ConfigError` on unknown or bad ones."""
+        data = {**(dict(config) if config is not None else {}), **options}
+        try:
+            out = cls(**data)
+        except ValidationError as e:
+            raise ConfigError(f"OpenAIEngine: {e}") from e
+        out.check()
+        return out
+
+    def check(self) -> None:
+        if self.server not in ("openai", "vllm", "llamacpp"):
+            raise ConfigError(f"server must be 'openai', 'vllm' or 'llamacpp', got {self.server!r}")
+        if self.max_concurrency < 1 or self.timeout <= 0 or self.context_window < 1:
+            raise ConfigError("max_concurrency, timeout and context_window must be positive")
+        if self.balance not in ("least_in_flight", "round_robin"):
+            raise ConfigError(f"unknown balance strategy {self.balance!r}")
+        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
+            raise ConfigError(f"retry must be a RetryPolicy, got {type(self.retry).__name__}")
+
+    def endpoints(self) -> tuple[list[str], str]:
+        """The endpoint URLs and the API key to send them."""
+        base_url = self.base_url if self.base_url is not None else os.environ.get("OPENAI_BASE_URL") or None
+        urls = [base_url] if base_url is None or isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ConfigError("base_url list is empty")
+        key = self.api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if urls == [None]:
+                raise ConfigError("no API key: pass api_key= or set OPENAI_API_KEY")
+            key = _DUMMY_KEY
+        return [u or _OPENAI_URL for u in urls], key
+
+
 class OpenAIEngine(SyncFacade):
     """An OpenAI-compatible chat-completions endpoint (OpenAI, vLLM server, llama.cpp server).
 
@@ -118,59 +189,42 @@ class OpenAIEngine(SyncFacade):
     vLLM's ``allowed_token_ids`` (needs the served model's tokenizer).
     """
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str | Sequence[str] | None = None,
-        api_key: str | None = None,
-        server: Server = "openai",
-        timeout: float = 60.0,
-        max_concurrency: int = 8,
-        context_window: int = 32768,
-        tokenizer: Any = None,
-        supports_prefill: bool | None = None,
-        retry: RetryPolicy | None = None,
-        balance: Balance = "least_in_flight",
-        top_logprobs: int = _MAX_TOP_LOGPROBS,
-        logit_bias: float | None = None,
-        restrict_candidates: bool = False,
-        extra_body: dict[str, Any] | None = None,
-        name: str | None = None,
-    ) -> None:
-        if server not in ("openai", "vllm", "llamacpp"):
-            raise ConfigError(f"server must be 'openai', 'vllm' or 'llamacpp', got {server!r}")
-        if max_concurrency < 1 or timeout <= 0 or context_window < 1:
-            raise ConfigError("max_concurrency, timeout and context_window must be positive")
-        if balance not in ("least_in_flight", "round_robin"):
-            raise ConfigError(f"unknown balance strategy {balance!r}")
-        if base_url is None:
-            base_url = os.environ.get("OPENAI_BASE_URL") or None
-        urls = [base_url] if base_url is None or isinstance(base_url, str) else list(base_url)
-        if not urls:
-            raise ConfigError("base_url list is empty")
-        key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not key:
-            if urls == [None]:
-                raise ConfigError("no API key: pass api_key= or set OPENAI_API_KEY")
-            key = _DUMMY_KEY
+    def __init__(self, model: str, *, config: OpenAIEngineConfig | None = None, **options: Any) -> None:
+        """``options``: the fields of :class:`OpenAIEngineConfig` (or a ready ``config``)."""
+        cfg = OpenAIEngineConfig.build(config, options)
+        urls, key = cfg.endpoints()
+        self.config = cfg
         self.model = model
-        self.name = name or model
-        self.server: Server = server
-        self.timeout = float(timeout)
-        self.max_concurrency = max_concurrency
-        self.context_window = context_window
-        self.retry_policy = retry or RetryPolicy()
-        self.balance = balance
-        self.top_logprobs = max(1, min(_MAX_TOP_LOGPROBS, top_logprobs))
-        self.logit_bias = logit_bias
-        self.restrict_candidates = restrict_candidates
-        self.extra_body = dict(extra_body or {})
+        self.name = cfg.name or model
+        self.server: Server = cfg.server  # type: ignore[assignment]  # checked by cfg.check()
+        self.timeout = float(cfg.timeout)
+        self.max_concurrency = cfg.max_concurrency
+        self.context_window = cfg.context_window
+        self.retry_policy = cfg.retry or RetryPolicy()
+        self.balance: Balance = cfg.balance  # type: ignore[assignment]  # checked by cfg.check()
+        self.top_logprobs = max(1, min(_MAX_TOP_LOGPROBS, cfg.top_logprobs))
+        self.logit_bias = cfg.logit_bias
+        self.restrict_candidates = cfg.restrict_candidates
+        self.extra_body = dict(cfg.extra_body or {})
         self.tokenizer: Tokenizer
         #: True unless the tokenizer is the o200k stand-in for a model tiktoken does not know
         self.tokenizer_exact: bool
-        self.tokenizer, self.tokenizer_exact = _as_tokenizer(tokenizer, model)
-        prefill = supports_prefill if supports_prefill is not None else server in ("vllm", "llamacpp")
+        self.tokenizer, self.tokenizer_exact = _as_tokenizer(cfg.tokenizer, model)
+        self.capabilities: frozenset[Capability] = self._capabilities(cfg)
+        self.stats = EngineStats()
+        self._api_key = key
+        self._pool = EndpointPool(
+            urls,
+            api_key=key,
+            timeout=self.timeout,
+            max_concurrency=self.max_concurrency,
+            balance=self.balance,
+        )
+
+    def _capabilities(self, cfg: OpenAIEngineConfig) -> frozenset[Capability]:
+        prefill = (
+            cfg.supports_prefill if cfg.supports_prefill is not None else cfg.server in ("vllm", "llamacpp")
+        )
         caps = {Capability.GENERATE, Capability.TOKEN_LOGPROBS}
         if prefill:
             caps.add(Capability.PREFILL)
@@ -178,16 +232,7 @@ class OpenAIEngine(SyncFacade):
             caps.add(Capability.RENDER)
         if self.tokenizer_exact and isinstance(self.tokenizer, ExactTokenizer):
             caps.add(Capability.EXACT_TOKENIZER)
-        self.capabilities: frozenset[Capability] = frozenset(caps)
-        self.stats = EngineStats()
-        self._api_key = key
-        self._pool = EndpointPool(
-            [u or _OPENAI_URL for u in urls],
-            api_key=key,
-            timeout=self.timeout,
-            max_concurrency=max_concurrency,
-            balance=balance,
-        )
+        return frozenset(caps)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -310,15 +355,10 @@ class OpenAIEngine(SyncFacade):
         )
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
         """A chat completion; the text returned is what follows the ``prefill``."""
+        temperature, stop, prefill = generate_options(options)
         if max_tokens < 1:
             raise InvalidInput("max_tokens must be >= 1")
         t0 = time.perf_counter()

@@ -11,8 +11,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from typing_extensions import Unpack
+
 from hoprank.errors import EngineError
-from hoprank.llm.base import Capability, Completion, LogprobRequest, Message, TokenLogprobs
+from hoprank.llm.base import Capability, Completion, GenerateOptions, LogprobRequest, Message, TokenLogprobs
 from hoprank.types import Usage
 
 __all__ = ["ScriptedEngine", "WhitespaceTokenizer"]
@@ -69,14 +71,9 @@ class ScriptedEngine:
         return sum(self.tokenizer.count(m["content"]) for m in messages)
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
+        prefill = options.get("prefill", "")
         self.calls.append(
             {"method": "generate", "messages": list(messages), "prefill": prefill, "max_tokens": max_tokens}
         )

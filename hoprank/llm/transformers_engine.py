@@ -25,27 +25,33 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from typing_extensions import Unpack
+
 from hoprank.errors import InvalidInput, MissingExtra
 from hoprank.llm._buckets import LengthBuckets
 from hoprank.llm._buckets import length_buckets as _length_buckets
 from hoprank.llm._device import choose_device, choose_dtype
 from hoprank.llm._device import sdpa_backends as _sdpa_backends
 from hoprank.llm.base import (
+    AttentionOptions,
     AttentionRows,
     Capability,
     Completion,
+    GenerateOptions,
     LogprobRequest,
     Message,
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
+    attention_options,
     check_fits,
+    generate_options,
 )
 from hoprank.llm.hf_tokenizer import HFTokenizer
 from hoprank.llm.packs import DEFAULT_MODEL, resolve
 from hoprank.llm.worker import (
+    cancel_stopping_criteria,
     check_cancelled,
-    current_token,
     on_torch_worker,
     run_on_torch_worker,
     torch_worker,
@@ -64,22 +70,6 @@ _MAX_CONTEXT = 32768
 _RAW_TOP = 10
 _HEAD_CHUNK = 16384
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>")
-
-
-def _cancel_criteria() -> Any:
-    """A stopping criterion that ends generation at the next token once the running
-    job's caller has gone (:func:`hoprank.llm.worker.current_token`)."""
-    import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList
-
-    token = current_token()
-
-    class _Cancelled(StoppingCriteria):  # type: ignore[misc,unused-ignore]
-        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            stop = token is not None and token.cancelled
-            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-    return StoppingCriteriaList([_Cancelled()])
 
 
 class TransformersEngine(SyncFacade):
@@ -155,7 +145,6 @@ class TransformersEngine(SyncFacade):
         try:
             import torch
             import transformers
-            from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise MissingExtra("local", e.name) from e
         if max_batch_size < 1:
@@ -168,16 +157,7 @@ class TransformersEngine(SyncFacade):
         self.dtype: torch.dtype = choose_dtype(dtype, self.device)
         self.attn_implementation = attn_implementation
         self.max_batch_size = max_batch_size
-        path = str(self.resolved.path)
-        self.hf_tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model: Any = cast(
-            Any,
-            AutoModelForCausalLM.from_pretrained(
-                path, dtype=self.dtype, attn_implementation=attn_implementation, local_files_only=True
-            ),
-        )
-        self.model.to(self.device)
-        self.model.eval()
+        self._load_weights(str(self.resolved.path))
         self.name: str = self.resolved.name
         self.capabilities: frozenset[Capability] = frozenset(
             {
@@ -195,6 +175,34 @@ class TransformersEngine(SyncFacade):
         self.context_window: int = min(n_pos, max_context)
         self._transformers_version: str = transformers.__version__
         self._torch_version: str = torch.__version__
+        self._setup_decoding(fp32_head)
+        logger.info(
+            "loaded %s (%s, %s, %s) in %.1f s",
+            self.name,
+            self.resolved.path,
+            self.dtype,
+            self.device,
+            time.perf_counter() - t0,
+        )
+
+    def _load_weights(self, path: str) -> None:
+        """The HF tokenizer and the model from the local folder ``path``, on the device, in eval mode."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.hf_tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model: Any = cast(
+            Any,
+            AutoModelForCausalLM.from_pretrained(
+                path, dtype=self.dtype, attn_implementation=self.attn_implementation, local_files_only=True
+            ),
+        )
+        self.model.to(self.device)
+        self.model.eval()
+
+    def _setup_decoding(self, fp32_head: bool) -> None:
+        """The output head (float32 where asked), end-of-turn and pad ids, the call lock."""
+        import torch
+
         self._logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._decoder: Any = None
         if fp32_head and self.dtype != torch.float32:
@@ -203,14 +211,6 @@ class TransformersEngine(SyncFacade):
         pad = self.hf_tokenizer.pad_token_id
         self._pad_id: int = int(pad) if pad is not None else self._end_ids[0]
         self._lock = threading.RLock()
-        logger.info(
-            "loaded %s (%s, %s, %s) in %.1f s",
-            self.name,
-            path,
-            self.dtype,
-            self.device,
-            time.perf_counter() - t0,
-        )
 
     # ------------------------------------------------------------------ plumbing
 
@@ -463,7 +463,7 @@ class TransformersEngine(SyncFacade):
             attention_mask=torch.ones_like(input_ids),
             generation_config=config,
             tokenizer=self.hf_tokenizer if stop else None,
-            stopping_criteria=_cancel_criteria(),
+            stopping_criteria=cancel_stopping_criteria(),
         )
         check_cancelled()  # stopped by the token: a cut-off text is not an answer
         new = [int(t) for t in out[0, len(prompt) :].tolist()]
@@ -486,16 +486,11 @@ class TransformersEngine(SyncFacade):
         return Completion(text=text, finish_reason=finish, usage=usage, model=self.name)
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
         """Greedy at ``temperature == 0`` (sampling otherwise); the text returned is what
         follows the ``prefill``, cut at the first ``stop`` string."""
+        temperature, stop, prefill = generate_options(options)
         return await self._run(self._generate_sync, messages, max_tokens, temperature, stop, prefill)
 
     # ------------------------------------------------------------------ attention
@@ -510,15 +505,10 @@ class TransformersEngine(SyncFacade):
         return self.context_window if span is None else min(span, self.context_window)
 
     async def attention_rows(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        *,
-        layers: Sequence[int] | None = None,
-        heads: Sequence[Sequence[int]] | None = None,
-        per_head: bool = False,
+        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
     ) -> AttentionRows:
         """Attention from each suffix to the prefix tokens (see :mod:`hoprank.llm.attention`)."""
+        layers, heads, per_head = attention_options(options)
         from hoprank.llm.attention import attention_rows  # type: ignore[import-not-found,unused-ignore]
 
         return await self._run(

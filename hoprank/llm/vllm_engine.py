@@ -30,16 +30,20 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from typing_extensions import Unpack
+
 from hoprank.errors import EngineError, InvalidInput, MissingExtra
 from hoprank.llm.base import (
     Capability,
     Completion,
+    GenerateOptions,
     LogprobRequest,
     Message,
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
     check_fits,
+    generate_options,
 )
 from hoprank.llm.hf_tokenizer import HFTokenizer
 from hoprank.types import Usage
@@ -165,15 +169,10 @@ class VLLMEngine(SyncFacade):
     # ------------------------------------------------------------------ API
 
     async def generate(
-        self,
-        messages: Sequence[Message],
-        *,
-        max_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] | None = None,
-        prefill: str = "",
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
         """Greedy at ``temperature == 0``; the text returned is what follows ``prefill``."""
+        temperature, stop, prefill = generate_options(options)
         if max_tokens < 1:
             raise InvalidInput("max_tokens must be >= 1")
         t0 = time.perf_counter()

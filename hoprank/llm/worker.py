@@ -38,6 +38,7 @@ __all__ = [
     "EngineBusy",
     "WorkCancelled",
     "WorkerStats",
+    "cancel_stopping_criteria",
     "check_cancelled",
     "current_token",
     "on_torch_worker",
@@ -208,3 +209,19 @@ async def run_on_torch_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -
         token.cancel()
         fut.cancel()
         raise
+
+
+def cancel_stopping_criteria() -> Any:
+    """A stopping criterion that ends generation at the next token once the running
+    job's caller has gone (:func:`current_token`; transformers' ``generate``)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    token = current_token()
+
+    class _Cancelled(StoppingCriteria):  # type: ignore[misc,unused-ignore]
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            stop = token is not None and token.cancelled
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([_Cancelled()])

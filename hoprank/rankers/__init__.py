@@ -29,7 +29,14 @@ from hoprank.rankers.listwise import ListwiseConfig
 from hoprank.rankers.parsing import ParseResult, parse_permutation
 from hoprank.rankers.pointwise import PointwiseConfig, PointwiseLLM
 from hoprank.rankers.rankgpt import RankGPT, RankGPTConfig
-from hoprank.rankers.registry import REGISTRY, RankerSpec, ranker_names, ranker_spec
+from hoprank.rankers.registry import (
+    CONSISTENCY_PARAMS,
+    REGISTRY,
+    RankerSpec,
+    check_ranker_params,
+    ranker_names,
+    ranker_spec,
+)
 from hoprank.rankers.setwise import Setwise, SetwiseConfig
 from hoprank.rankers.window import WindowConfig, WindowSpan, slide, window_spans
 
@@ -62,6 +69,7 @@ __all__ = [
     "WindowSpan",
     "WindowedConfig",
     "check_permutation",
+    "check_ranker_params",
     "make_ranker",
     "parse_permutation",
     "ranker_names",
@@ -85,9 +93,8 @@ def make_ranker(name: str, engine: LLM | None = None, **params: Any) -> BaseRank
     :class:`PriorFusion`: its order fused with the input order by weighted RRF.
     ``samples=K`` (and optionally ``sc_aggregate``, ``sc_seed``, ``sc_include_input``)
     wraps it in :class:`SelfConsistency`: ``K`` seeded shuffles, orders aggregated."""
-    sc_keys = ("samples", "sc_aggregate", "sc_seed", "sc_include_input")
-    if any(key in params for key in sc_keys):
-        sc = {key: params.pop(key) for key in sc_keys if key in params}
+    if any(key in params for key in CONSISTENCY_PARAMS):
+        sc = {key: params.pop(key) for key in CONSISTENCY_PARAMS if key in params}
         options = {k.removeprefix("sc_"): v for k, v in sc.items()}
         return SelfConsistency(make_ranker(name, engine, **params), **options)
     if "prior_weight" in params or "prior_k" in params:

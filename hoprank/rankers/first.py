@@ -50,7 +50,7 @@ from hoprank.errors import ConfigError
 from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs, exact_tokenizer
 from hoprank.prompts import prompt_param
 from hoprank.rankers.config import WindowedConfig
-from hoprank.rankers.listwise import ListwiseRanker, require
+from hoprank.rankers.listwise import ListwiseRanker, WindowPrompt, require
 from hoprank.rankers.passages import make_labels
 from hoprank.rankers.window import WindowSpan
 from hoprank.types import Document, Step, Usage, timed_step
@@ -233,20 +233,7 @@ class FIRST(ListwiseRanker):
         labels = self.labels_for(len(docs))
         candidates = [self.candidate_prefix + lab for lab in labels]
         orderings = self._orderings(len(docs))
-        requests: list[LogprobRequest] = []
-        first_prompt = None
-        # The calibration prompt shows the very same passage cuts as the real one.
-        also = [self.calibration_query] if self.calibrate else []
-        for perm in orderings:
-            shown = [docs[i] for i in perm]
-            wp = self.build_prompt(query, shown, labels, max_new_tokens=1, prefill=self.prefill, also=also)
-            first_prompt = first_prompt or wp
-            requests.append(LogprobRequest(messages=wp.messages, candidates=candidates, prefill=self.prefill))
-            if self.calibrate:
-                requests.append(
-                    LogprobRequest(messages=wp.also[0], candidates=candidates, prefill=self.prefill)
-                )
-        assert first_prompt is not None
+        requests, first_prompt = self._window_requests(query, docs, labels, candidates, orderings)
         step = self._step(span, docs, first_prompt)
         step.input.update(
             {
@@ -263,6 +250,57 @@ class FIRST(ListwiseRanker):
         for r in results:
             usage = usage + r.usage
         step.usage = usage
+        mean, label_view = self._merge_rotations(results, orderings, labels, candidates)
+        order = sorted(mean, key=lambda i: (-mean[i], i))
+        unscored = [i for i in range(len(docs)) if i not in mean]
+        order += unscored
+        step.output = {
+            "order": [docs[i].id for i in order],
+            "scores": {k: round(v, 4) for k, v in label_view.scores.items()},
+            "missing": label_view.missing,
+            "doc_scores": {docs[i].id: round(v, 4) for i, v in mean.items()},
+            "unscored": [docs[i].id for i in unscored],
+            "raw_top": {k: round(v, 4) for k, v in list(results[0].raw_top.items())[:10]},
+        }
+        if not mean:
+            step.fallback = True
+            step.error = "the engine returned no log-probability for any label; kept the prior order"
+        return order, step
+
+    def _window_requests(
+        self,
+        query: str,
+        docs: list[Document],
+        labels: list[str],
+        candidates: list[str],
+        orderings: list[list[int]],
+    ) -> tuple[list[LogprobRequest], WindowPrompt]:
+        """One request per rotation (and its calibration twin); the first rotation's prompt."""
+        requests: list[LogprobRequest] = []
+        first_prompt = None
+        # The calibration prompt shows the very same passage cuts as the real one.
+        also = [self.calibration_query] if self.calibrate else []
+        for perm in orderings:
+            shown = [docs[i] for i in perm]
+            wp = self.build_prompt(query, shown, labels, max_new_tokens=1, prefill=self.prefill, also=also)
+            first_prompt = first_prompt or wp
+            requests.append(LogprobRequest(messages=wp.messages, candidates=candidates, prefill=self.prefill))
+            if self.calibrate:
+                requests.append(
+                    LogprobRequest(messages=wp.also[0], candidates=candidates, prefill=self.prefill)
+                )
+        assert first_prompt is not None
+        return requests, first_prompt
+
+    def _merge_rotations(
+        self,
+        results: list[TokenLogprobs],
+        orderings: list[list[int]],
+        labels: list[str],
+        candidates: list[str],
+    ) -> tuple[dict[int, float], LabelScores]:
+        """Each document's mean score over the rotations that scored it, and the first
+        rotation's label scores (for the trace)."""
         per_request = 2 if self.calibrate else 1
         doc_scores: dict[int, list[float]] = {}
         scored_once: set[int] = set()
@@ -285,20 +323,5 @@ class FIRST(ListwiseRanker):
                 if lab in ranked.scores:
                     scored_once.add(perm[pos])
                 doc_scores.setdefault(perm[pos], []).append(ranked.scores.get(lab, floor))
-        mean = {i: sum(v) / len(v) for i, v in doc_scores.items() if i in scored_once}
-        order = sorted(mean, key=lambda i: (-mean[i], i))
-        unscored = [i for i in range(len(docs)) if i not in mean]
-        order += unscored
         assert label_view is not None
-        step.output = {
-            "order": [docs[i].id for i in order],
-            "scores": {k: round(v, 4) for k, v in label_view.scores.items()},
-            "missing": label_view.missing,
-            "doc_scores": {docs[i].id: round(v, 4) for i, v in mean.items()},
-            "unscored": [docs[i].id for i in unscored],
-            "raw_top": {k: round(v, 4) for k, v in list(results[0].raw_top.items())[:10]},
-        }
-        if not mean:
-            step.fallback = True
-            step.error = "the engine returned no log-probability for any label; kept the prior order"
-        return order, step
+        return {i: sum(v) / len(v) for i, v in doc_scores.items() if i in scored_once}, label_view

@@ -353,19 +353,9 @@ class ICRRanker(BaseRanker):
         assert per_head is not None
         return per_head
 
-    async def _score_window(
-        self,
-        query: str,
-        docs: Sequence[Document],
-        texts: Sequence[str],
-        window: tuple[int, int],
-        *,
-        per_head: bool = False,
-    ) -> tuple[list[float], Step, np.ndarray | None]:
-        """ICR scores of ``docs`` (prior order), the trace step of this pass and, with
-        ``per_head``, the per-head scores (prior order)."""
-        shown = list(reversed(range(len(docs)))) if self.best_near_query else list(range(len(docs)))
-        passages = [texts[i] for i in shown]
+    def _pass_layout(self, query: str, passages: list[str]) -> tuple[_Layout, list[str]]:
+        """The prompt layout of one pass and its suffixes (the query's, then the
+        calibration query's); :class:`ContextOverflow` past the attention window."""
         layout = self._layout(query, passages)
         suffixes = [layout.suffix]
         if self.calibrate:
@@ -381,6 +371,22 @@ class ICRRanker(BaseRanker):
                 prompt_tokens=needed,
                 context_window=self._span(),
             )
+        return layout, suffixes
+
+    async def _score_window(
+        self,
+        query: str,
+        docs: Sequence[Document],
+        texts: Sequence[str],
+        window: tuple[int, int],
+        *,
+        per_head: bool = False,
+    ) -> tuple[list[float], Step, np.ndarray | None]:
+        """ICR scores of ``docs`` (prior order), the trace step of this pass and, with
+        ``per_head``, the per-head scores (prior order)."""
+        shown = list(reversed(range(len(docs)))) if self.best_near_query else list(range(len(docs)))
+        passages = [texts[i] for i in shown]
+        layout, suffixes = self._pass_layout(query, passages)
         step = Step(kind="icr", name=f"window {window[0]}-{window[1]}", prompt=self.template.ref)
         with timed_step(step):
             if self.heads is not None or per_head:

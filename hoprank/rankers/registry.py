@@ -10,12 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hoprank.errors import ConfigError
 from hoprank.rankers.base import BaseRanker
 from hoprank.rankers.config import ComponentConfig
 
-__all__ = ["REGISTRY", "RankerSpec", "ranker_names", "ranker_spec"]
+__all__ = [
+    "CONSISTENCY_PARAMS",
+    "FUSION_PARAMS",
+    "REGISTRY",
+    "RankerSpec",
+    "check_ranker_params",
+    "ranker_names",
+    "ranker_spec",
+    "served_ranker_names",
+]
+
+#: parameters that wrap a ranker in :class:`~hoprank.rankers.SelfConsistency` (``make_ranker``)
+CONSISTENCY_PARAMS = ("samples", "sc_aggregate", "sc_seed", "sc_include_input")
+#: parameters that wrap a ranker in :class:`~hoprank.rankers.PriorFusion` (``make_ranker``)
+FUSION_PARAMS = ("prior_weight", "prior_k")
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,8 @@ class RankerSpec:
     #: the prompt it renders when none is given (manifests record it), if any
     default_prompt: str | None = None
     aliases: tuple[str, ...] = ()
+    #: enabled by default in the HTTP service (needs no parameter, a bounded number of calls)
+    served: bool = True
 
     @property
     def cls(self) -> type[BaseRanker]:
@@ -90,7 +107,11 @@ REGISTRY: dict[str, RankerSpec] = {
         RankerSpec("rankgpt", "sliding-window permutation generation", _rankgpt, default_prompt="rankgpt"),
         RankerSpec("first", "sliding-window single-token label logits", _first, default_prompt="first"),
         RankerSpec(
-            "setwise", "setwise heapsort / bubble sort over label logits", _setwise, default_prompt="setwise"
+            "setwise",
+            "setwise heapsort / bubble sort over label logits",
+            _setwise,
+            default_prompt="setwise",
+            served=False,
         ),
         RankerSpec("pointwise", "yes/no log-probability per passage", _pointwise, default_prompt="pointwise"),
         RankerSpec("icr", "in-context reranking from attention", _icr, default_prompt="icr"),
@@ -100,6 +121,7 @@ REGISTRY: dict[str, RankerSpec] = {
             _cross_encoder,
             needs_engine=False,
             aliases=("crossencoder",),
+            served=False,
         ),
     )
 }
@@ -111,6 +133,11 @@ def ranker_names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
+def served_ranker_names() -> tuple[str, ...]:
+    """The rankers the HTTP service enables when its settings name none."""
+    return tuple(name for name, spec in REGISTRY.items() if spec.served)
+
+
 def ranker_spec(name: str) -> RankerSpec:
     """The spec of ``name`` (case, ``_``/``-`` and aliases forgiven); :class:`ConfigError`
     for an unknown name."""
@@ -119,3 +146,17 @@ def ranker_spec(name: str) -> RankerSpec:
         if key == spec.name or key in spec.aliases:
             return spec
     raise ConfigError(f"unknown ranker {name!r}; known rankers: {', '.join(REGISTRY)}")
+
+
+def check_ranker_params(name: str, params: dict[str, Any]) -> None:
+    """Validate ``params`` for ranker ``name`` with its config class (the wrapper
+    parameters of :data:`CONSISTENCY_PARAMS` and :data:`FUSION_PARAMS` aside), without
+    building it; :class:`ConfigError` on an unknown name or a bad parameter."""
+    spec = ranker_spec(name)
+    own = {k: v for k, v in params.items() if k not in CONSISTENCY_PARAMS + FUSION_PARAMS}
+    config_class = spec.config_class
+    if config_class is None:
+        if own:
+            raise ConfigError(f"{spec.name} takes no parameters, got {sorted(own)}")
+        return
+    config_class(**own)

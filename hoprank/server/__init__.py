@@ -24,6 +24,6 @@ def __getattr__(name: str) -> Any:
         except ImportError as exc:  # fastapi / prometheus-client missing
             from hoprank.errors import MissingExtra
 
-            raise MissingExtra("server", getattr(exc, "name", None)) from exc
+            raise MissingExtra("server", exc.name) from exc
         return create_app
     raise AttributeError(name)

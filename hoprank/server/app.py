@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -124,7 +124,6 @@ def create_app(
     redactor = Redactor([settings.token_value()])
     if settings.api_key is not None:
         redactor.add(settings.api_key.get_secret_value())
-    metrics = Metrics()
     state = ServiceState(
         settings,
         engine=engine,
@@ -132,14 +131,37 @@ def create_app(
         ranker_factory=ranker_factory,
         decomposer=decomposer,
         asker=asker,
-        metrics=metrics,
+        metrics=Metrics(),
         redactor=redactor,
     )
+    app = FastAPI(
+        title="hoprank",
+        version=__version__,
+        description=(
+            "Rerank documents with LLM listwise rankers (Cohere/Jina-compatible `/v1/rerank`), "
+            "decompose multi-hop questions and answer them over a corpus."
+        ),
+        lifespan=_lifespan(state),
+    )
+    app.state.hoprank = state
+    token = settings.token_value()
+    deps = [Depends(bearer_dependency(token))] if token else []
+    with_decompose = decomposer is not None or engine is not None or bool(settings.model)
+    with_ask = asker is not None or settings.index_dir is not None
+    app.include_router(_v1_router(state, deps, with_decompose=with_decompose, with_ask=with_ask))
+    app.include_router(_v2_router(state, deps))
+    app.include_router(_ops_router(state))
+    _install_errors_and_middleware(app, state)
+    return app
+
+
+def _lifespan(state: ServiceState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Load the engine (and the asker of ``settings.index_dir``) at startup; release at exit."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.startup()
-        if state.asker is None and settings.index_dir is not None:
+        if state.asker is None and state.settings.index_dir is not None:
             from hoprank.server.ask import build_asker
 
             state.asker = await build_asker(state)
@@ -148,19 +170,10 @@ def create_app(
         finally:
             await state.shutdown()
 
-    app = FastAPI(
-        title="hoprank",
-        version=__version__,
-        description=(
-            "Rerank documents with LLM listwise rankers (Cohere/Jina-compatible `/v1/rerank`), "
-            "decompose multi-hop questions and answer them over a corpus."
-        ),
-        lifespan=lifespan,
-    )
-    app.state.hoprank = state
+    return lifespan
 
-    token = settings.token_value()
-    deps = [Depends(bearer_dependency(token))] if token else []
+
+def _v1_router(state: ServiceState, deps: list[Any], *, with_decompose: bool, with_ask: bool) -> APIRouter:
     v1 = APIRouter(prefix="/v1", route_class=_HoprankRoute, dependencies=deps, responses=_ERRORS)
 
     @v1.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True, tags=["rerank"])
@@ -174,7 +187,7 @@ def create_app(
         """
         return await do_rerank(state, body, request.state.request_id, is_disconnected=request.is_disconnected)
 
-    if decomposer is not None or engine is not None or settings.model:
+    if with_decompose:
 
         @v1.post("/decompose", response_model=DecomposeResponse, tags=["agents"])
         async def decompose(body: DecomposeRequest, request: Request) -> DecomposeResponse:
@@ -183,7 +196,7 @@ def create_app(
                 state, body, request.state.request_id, is_disconnected=request.is_disconnected
             )
 
-    if asker is not None or settings.index_dir is not None:
+    if with_ask:
 
         @v1.post("/ask", response_model=AskResponse, tags=["agents"])
         async def ask(body: AskRequest, request: Request) -> AskResponse:
@@ -192,8 +205,10 @@ def create_app(
                 state, body, request.state.request_id, is_disconnected=request.is_disconnected
             )
 
-    app.include_router(v1)
+    return v1
 
+
+def _v2_router(state: ServiceState, deps: list[Any]) -> APIRouter:
     v2 = APIRouter(prefix="/v2", route_class=_HoprankRoute, dependencies=deps, responses=_ERRORS)
 
     @v2.post("/rerank", response_model=RerankResponse, response_model_exclude_none=True, tags=["rerank"])
@@ -210,8 +225,11 @@ def create_app(
         out.meta.api_version = {"version": "2"}
         return out
 
-    app.include_router(v2)
+    return v2
 
+
+def _ops_router(state: ServiceState) -> APIRouter:
+    settings = state.settings
     ops = APIRouter(route_class=_HoprankRoute)
 
     @ops.get("/healthz", response_model=HealthResponse, tags=["ops"])
@@ -220,7 +238,7 @@ def create_app(
         return HealthResponse(
             status="ok",
             version=__version__,
-            model=settings.model or (getattr(state.engine, "name", None) if state.engine else None),
+            model=settings.model or (state.engine.name if state.engine else None),
             rankers=state.ranker_names,
             default_ranker=settings.resolved_default_ranker,
             ask=state.asker is not None,
@@ -228,16 +246,20 @@ def create_app(
 
     @ops.get("/metrics", include_in_schema=False)
     async def metrics_endpoint() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    app.include_router(ops)
+    return ops
+
+
+def _install_errors_and_middleware(app: FastAPI, state: ServiceState) -> None:
+    settings = state.settings
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        return error_response(exc, redactor=redactor, request_id=None, retry_after_s=settings.retry_after_s)
+        return error_response(
+            exc, redactor=state.redactor, request_id=None, retry_after_s=settings.retry_after_s
+        )
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, http_error)
-
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    return app
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)

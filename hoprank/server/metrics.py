@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hoprank.llm.worker import worker_stats_snapshot
@@ -98,13 +99,13 @@ class _WorkerCollector(Collector):
             "in-process model calls running on the torch worker",
             value=s.running,
         )
-        for name, doc in (
-            ("dropped", "model calls dropped before they started (their caller had gone)"),
-            ("stopped", "model calls stopped while running (their caller had gone)"),
-            ("rejected", "model calls refused because the worker queue was full"),
-            ("completed", "model calls completed"),
+        for name, doc, value in (
+            ("dropped", "model calls dropped before they started (their caller had gone)", s.dropped),
+            ("stopped", "model calls stopped while running (their caller had gone)", s.stopped),
+            ("rejected", "model calls refused because the worker queue was full", s.rejected),
+            ("completed", "model calls completed", s.completed),
         ):
-            yield CounterMetricFamily(f"hoprank_engine_jobs_{name}", doc, value=getattr(s, name))
+            yield CounterMetricFamily(f"hoprank_engine_jobs_{name}", doc, value=value)
         yield CounterMetricFamily(
             "hoprank_engine_abandoned_seconds",
             "worker seconds spent on model calls after their caller had gone",
@@ -138,7 +139,7 @@ class MetricsMiddleware:
         finally:
             self.metrics.in_flight.dec()
             route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = (route.path if isinstance(route, Route | Mount) else "") or "<unmatched>"
             method = str(scope.get("method", ""))
             self.metrics.requests.labels(template, method, str(status)).inc()
             self.metrics.latency.labels(template, method).observe(time.perf_counter() - t0)

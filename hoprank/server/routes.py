@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hoprank.adapters.scoring import relevance_scores
+from hoprank.agents.decompose import Decomposition
 from hoprank.errors import InvalidInput
 from hoprank.server.limits import check_limit
 from hoprank.server.schemas import (
@@ -139,7 +140,8 @@ async def do_decompose(
         return await decomposer.adecompose(question)
 
     result = await state.run_limited(work, is_disconnected=is_disconnected)
-    usage: Usage = getattr(result, "usage", Usage())
+    # a custom decomposer may return any object with ``sub_questions`` (and no usage)
+    usage = result.usage if isinstance(result, Decomposition) else Usage()
     _count_tokens(state, usage)
     return DecomposeResponse(
         id=request_id,

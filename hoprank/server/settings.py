@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from hoprank.errors import ConfigError
+from hoprank.rankers.registry import served_ranker_names
 
 __all__ = ["DEFAULT_TOKEN_ENV", "ServerSettings"]
 
@@ -36,7 +37,10 @@ class ServerSettings(BaseModel):
     default_ranker: str | None = Field(
         default=None, description="ranker used when a request names none (default: first with an engine)"
     )
-    rankers: tuple[str, ...] = ("identity", "first", "rankgpt", "pointwise", "icr")
+    rankers: tuple[str, ...] = Field(
+        default_factory=served_ranker_names,
+        description="enabled rankers (default: the registry's served ones)",
+    )
     ranker_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     index_dir: Path | None = Field(default=None, description="BM25 index folder for /v1/ask")
 

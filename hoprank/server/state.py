@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -11,9 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
-from hoprank.llm.base import LLM
+from hoprank.llm.base import LLM, AsyncCloseable
 from hoprank.llm.worker import EngineBusy
 from hoprank.rankers.base import Ranker
+from hoprank.rankers.registry import check_ranker_params
 from hoprank.server.limits import ConcurrencyLimiter, Overloaded
 from hoprank.server.logs import Redactor
 from hoprank.server.metrics import Metrics
@@ -100,6 +100,9 @@ class ServiceState:
         self._owns_engine = False
         self._rankers: dict[str, Ranker] = dict(rankers or {})
         self._factory = ranker_factory or default_ranker_factory
+        if ranker_factory is None:  # the registry's rankers: refuse bad parameters at startup
+            for name, params in settings.ranker_params.items():
+                check_ranker_params(name, params)
         self._ranker_lock = asyncio.Lock()
         self.decomposer = decomposer
         self.asker = asker
@@ -129,14 +132,8 @@ class ServiceState:
             logger.info("engine ready", extra={"model": self.settings.model})
 
     async def shutdown(self) -> None:
-        if self._owns_engine and self.engine is not None:
-            for meth in ("aclose", "close"):
-                fn = getattr(self.engine, meth, None)
-                if callable(fn):
-                    result = fn()
-                    if inspect.isawaitable(result):
-                        await result
-                    break
+        if self._owns_engine and isinstance(self.engine, AsyncCloseable):
+            await self.engine.aclose()
         self._rankers.clear()
 
     def resolve_ranker_name(self, ranker: str | None, model: str | None) -> str:
@@ -216,22 +213,10 @@ class ServiceState:
 
         task: asyncio.Task[T] = asyncio.ensure_future(in_slot())
         timeout = self.settings.request_timeout_s
-        deadline = time.monotonic() + timeout
-        poll = self.disconnect_poll_s if is_disconnected is not None else None
-        reason = "cancelled"
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    reason = "timeout"
-                    break
-                wait = remaining if poll is None else min(poll, remaining)
-                done, _ = await asyncio.wait({task}, timeout=wait)
-                if done:
-                    return self._outcome(task)
-                if is_disconnected is not None and await is_disconnected():
-                    reason = "disconnect"
-                    break
+            reason = await self._wait(task, time.monotonic() + timeout, is_disconnected)
+            if reason is None:
+                return self._outcome(task)
             task.cancel()
             # cancelling is quick (the engine call is dropped or flagged, not awaited)
             await asyncio.wait({task})
@@ -248,6 +233,26 @@ class ServiceState:
             raise
         finally:
             self.limiter.leave()
+
+    async def _wait(
+        self,
+        task: asyncio.Task[T],
+        deadline: float,
+        is_disconnected: Callable[[], Awaitable[bool]] | None,
+    ) -> str | None:
+        """Wait for ``task`` until ``deadline``, polling ``is_disconnected``: None when it
+        is done, else why to stop it (``timeout`` or ``disconnect``)."""
+        poll = self.disconnect_poll_s if is_disconnected is not None else None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            wait = remaining if poll is None else min(poll, remaining)
+            done, _ = await asyncio.wait({task}, timeout=wait)
+            if done:
+                return None
+            if is_disconnected is not None and await is_disconnected():
+                return "disconnect"
 
     def _outcome(self, task: asyncio.Task[T]) -> T:
         exc = task.exception()
