@@ -49,7 +49,7 @@ from hoprank.evals.report import write_outputs
 from hoprank.evals.run_folder import RunFolder, model_sha256
 from hoprank.llm.base import LLM
 from hoprank.llm.spec import EngineSpec
-from hoprank.rankers.base import Ranker
+from hoprank.rankers.base import BaseRanker, Ranker
 from hoprank.runs import Run
 
 __all__ = ["RunResult", "arun_experiment", "run_experiment"]
@@ -111,7 +111,7 @@ async def _plan(
         elif cache_dir is not None and not isinstance(engine, CachedEngine):
             engine = CachedEngine(engine, cache_dir)
         ranker = build_ranker(config, engine)
-    eng = engine if engine is not None else getattr(ranker, "engine", None)
+    eng = engine if engine is not None else (ranker.engine if isinstance(ranker, BaseRanker) else None)
     engine_desc: dict[str, Any] | None = None
     if eng is None and ranker is None and config.model is not None:
         # Ray workers build their own engines: name it by its spec, without loading a model here
