@@ -110,22 +110,43 @@ def cmd_select(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from hoprank.rankers.heads import load_selection, read_records, replay
+    import numpy as np
+
+    from hoprank.evals.metrics import mrr_at
+    from hoprank.rankers.heads import _order, load_selection, read_records
 
     records = [r for r in read_records(args.records) if r.dataset == args.dataset]
-    first = {f"{r.dataset}/{r.qid}": _first_stage(r) for r in records}
-    rows: dict[str, dict[str, float]] = {"first stage": first, "ICR all heads": replay(records, None)}
+    if args.set:
+        items, _ = _items(args.set, 20)
+        wanted = {it[1] for it in items}
+        records = [r for r in records if r.qid in wanted]
+    heads: dict[str, Any] = {"first stage": "input", "ICR all heads": None}
     for name in args.selection:
         sel = load_selection(name)
-        rows[f"ICR heads {sel.ref} (k={sel.k})"] = replay(records, sel.heads)
-    print(f"{args.dataset}: {len(records)} queries, nDCG@10")
+        heads[f"ICR heads {sel.ref} (k={sel.k})"] = sel.heads
+    print(f"{args.dataset}: {len(records)} queries; nDCG@10, MRR@10 (relevance level {args.level})")
     out = {}
-    for label, per_q in rows.items():
-        mean = statistics.fmean(per_q.values())
-        out[label] = round(mean, 4)
-        print(f"  {label:48s} {mean:.4f}")
+    for label, h in heads.items():
+        nd, mr = [], []
+        for rec in records:
+            s = np.asarray(rec.scores)
+            if h == "input":
+                order = list(rec.doc_ids)
+            else:
+                total = s.sum(axis=(1, 2)) if h is None else sum(s[:, la, hd] for la, hd in h)
+                order = _order(rec.doc_ids, np.asarray(total))
+            nd.append(_ndcg(order, rec.qrels))
+            mr.append(mrr_at(order, rec.qrels, 10, level=args.level))
+        out[label] = {"ndcg@10": round(statistics.fmean(nd), 4), "mrr@10": round(statistics.fmean(mr), 4)}
+        print(f"  {label:48s} {out[label]['ndcg@10']:.4f}  {out[label]['mrr@10']:.4f}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+
+
+def _ndcg(order: list[str], qrels: dict[str, int]) -> float:
+    from hoprank.runs import ndcg_at
+
+    return ndcg_at(order, qrels, 10)
 
 
 def cmd_crossfit(args: argparse.Namespace) -> None:
@@ -221,6 +242,8 @@ def main() -> None:
     ev.add_argument("--dataset", required=True)
     ev.add_argument("--selection", action="append", default=[])
     ev.add_argument("--json", type=Path, default=None)
+    ev.add_argument("--set", default=None, help="FOLDER:RUN:START:END: only these queries")
+    ev.add_argument("--level", type=int, default=1, help="relevance level for MRR (DL19: 2)")
     cf = sub.add_parser("crossfit")
     cf.add_argument("--records", type=Path, required=True)
     cf.add_argument("--dataset", required=True)
