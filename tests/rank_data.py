@@ -1,12 +1,40 @@
-"""Real ranking data for the ranker tests: a DL19 query with its BM25 top-k, and a
-handcrafted query with one clearly relevant passage."""
+"""Ranking data for the ranker tests: a DL19 query with its BM25 top-k, a handcrafted
+query with one clearly relevant passage, and synthetic passages with a hidden relevance
+(``rel<N>`` in the text) with the label-logprob oracle that reads it."""
 
 from __future__ import annotations
 
 import json
+import random
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
+from hoprank.llm.base import Message
 from hoprank.types import Document
+
+#: a window line ``[label] ... rel<N>`` of a listwise prompt over :func:`make_docs` passages
+LINE = re.compile(r"^\[(\w+)\] .*?rel(\d+)", re.M)
+
+
+def make_docs(n: int, seed: int = 0, filler: str = "") -> list[Document]:
+    """``n`` passages whose hidden relevance ``rel<N>`` is a seeded shuffle of 0..n-1."""
+    rels = list(range(n))
+    random.Random(seed).shuffle(rels)
+    return [Document(id=f"d{i}", text=f"passage {i} {filler}rel{r} end") for i, r in enumerate(rels)]
+
+
+def rel(d: Document) -> int:
+    """The hidden relevance of a :func:`make_docs` passage."""
+    return int(re.search(r"rel(\d+)", d.text).group(1))  # type: ignore[union-attr]
+
+
+def relevance_logprobs(
+    messages: Sequence[Message], candidates: Sequence[str], prefill: str
+) -> dict[str, float]:
+    """A perfect label-logprob model: a label's log-probability grows with its passage's relevance."""
+    found = dict(LINE.findall(messages[-1]["content"]))
+    return {lab: -10.0 + 0.3 * int(found[lab]) for lab in candidates}
 
 
 def dl19_query(datasets_dir: Path, k: int = 20, index: int = 0) -> tuple[str, list[Document]]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from rank_data import dl19_query, handcrafted
+from rank_data import LINE, dl19_query, handcrafted, make_docs, rel, relevance_logprobs
 
 from hoprank.errors import CapabilityMissing, ConfigError
 from hoprank.llm.base import Capability, Message
@@ -21,25 +20,6 @@ from hoprank.rankers.first import log_softmax, rank_by_label_logprobs
 from hoprank.types import Document
 
 pytest_plugins = ["servers.fixtures"]
-
-LINE = re.compile(r"^\[(\w+)\] .*?rel(\d+)", re.M)
-
-
-def make_docs(n: int, seed: int = 0) -> list[Document]:
-    rels = list(range(n))
-    random.Random(seed).shuffle(rels)
-    return [Document(id=f"d{i}", text=f"passage {i} rel{r} end") for i, r in enumerate(rels)]
-
-
-def rel(d: Document) -> int:
-    return int(re.search(r"rel(\d+)", d.text).group(1))  # type: ignore[union-attr]
-
-
-def relevance_logprobs(
-    messages: Sequence[Message], candidates: Sequence[str], prefill: str
-) -> dict[str, float]:
-    found = dict(LINE.findall(messages[-1]["content"]))
-    return {lab: -10.0 + 0.3 * int(found[lab]) for lab in candidates}
 
 
 async def test_one_logprob_request_per_window_with_labels_and_prefill() -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from rank_data import dl19_query
+from rank_data import LINE, dl19_query, rel
+from rank_data import make_docs as _make_docs
 
 from hoprank.errors import CapabilityMissing, ContextOverflow, EngineError, PromptError
 from hoprank.llm.base import Capability, Message
@@ -17,13 +17,9 @@ from hoprank.prompts import load_prompt
 from hoprank.rankers import RankGPT, make_ranker
 from hoprank.types import Document
 
-LINE = re.compile(r"^\[(\w+)\] .*?rel(\d+)", re.M)
-
 
 def make_docs(n: int, seed: int = 0) -> list[Document]:
-    rels = list(range(n))
-    random.Random(seed).shuffle(rels)
-    return [Document(id=f"d{i}", text=f"passage {i} about things rel{r} end") for i, r in enumerate(rels)]
+    return _make_docs(n, seed, filler="about things ")
 
 
 def oracle(messages: Sequence[Message]) -> str:
@@ -31,10 +27,6 @@ def oracle(messages: Sequence[Message]) -> str:
     found = LINE.findall(messages[-1]["content"])
     ranked = sorted(found, key=lambda t: -int(t[1]))
     return " > ".join(f"[{lab}]" for lab, _ in ranked)
-
-
-def rel(d: Document) -> int:
-    return int(re.search(r"rel(\d+)", d.text).group(1))  # type: ignore[union-attr]
 
 
 async def test_oracle_sliding_windows_bring_the_best_to_the_top() -> None:

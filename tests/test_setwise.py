@@ -3,38 +3,18 @@ scripted engine (exact sorts, call counts, memo), then real models on real DL19 
 
 from __future__ import annotations
 
-import random
-import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from rank_data import dl19_query, handcrafted
+from rank_data import dl19_query, handcrafted, make_docs, rel
+from rank_data import relevance_logprobs as oracle
 
 from hoprank.errors import CapabilityMissing, ConfigError
-from hoprank.llm.base import Message
 from hoprank.llm.scripted import ScriptedEngine
 from hoprank.rankers import BaseRanker, RankerOutput, SelfConsistency, Setwise, make_ranker
 from hoprank.rankers.consistency import aggregate_rankings
 from hoprank.types import Document
-
-LINE = re.compile(r"^\[(\w+)\] .*?rel(\d+)", re.M)
-
-
-def make_docs(n: int, seed: int = 0) -> list[Document]:
-    rels = list(range(n))
-    random.Random(seed).shuffle(rels)
-    return [Document(id=f"d{i}", text=f"passage {i} rel{r} end") for i, r in enumerate(rels)]
-
-
-def rel(d: Document) -> int:
-    return int(re.search(r"rel(\d+)", d.text).group(1))  # type: ignore[union-attr]
-
-
-def oracle(messages: Sequence[Message], candidates: Sequence[str], prefill: str) -> dict[str, float]:
-    found = dict(LINE.findall(messages[-1]["content"]))
-    return {lab: -10.0 + 0.3 * int(found[lab]) for lab in candidates}
 
 
 @pytest.mark.parametrize("method", ["heapsort", "bubblesort"])
