@@ -181,7 +181,15 @@ def test_cli_eval_and_compare(tmp_path: Path) -> None:
     [
         ["eval", "--dataset", "/nonexistent"],
         ["eval", "--dataset", "sample-dl19", "--ranker", "nope"],
-        ["eval", "--dataset", "sample-dl19", "--ranker", "rankgpt", "--model", "no-such-pack"],  # unknown model
+        [
+            "eval",
+            "--dataset",
+            "sample-dl19",
+            "--ranker",
+            "rankgpt",
+            "--model",
+            "no-such-pack",
+        ],  # unknown model
         ["eval", "--dataset", "sample-dl19", "--param", "novalue"],
         ["eval", "--dataset", "sample-dl19", "--metric", "bleu"],
         ["eval", "--dataset", "sample-dl19", "--executor", "spark"],
