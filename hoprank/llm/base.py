@@ -245,17 +245,8 @@ class ChatRenderer(Protocol):
 
 
 @runtime_checkable
-class AttentionEngine(Protocol):
+class AttentionEngine(EngineLike, Protocol):
     """An engine that computes attention rows (``Capability.ATTENTION``; ICR)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def capabilities(self) -> frozenset[Capability]: ...
-
-    @property
-    def tokenizer(self) -> Tokenizer: ...
 
     @property
     def context_window(self) -> int: ...

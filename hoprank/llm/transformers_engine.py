@@ -68,7 +68,6 @@ T = TypeVar("T")
 
 _MAX_CONTEXT = 32768
 _RAW_TOP = 10
-_HEAD_CHUNK = 16384
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>")
 
 
@@ -334,43 +333,16 @@ class TransformersEngine(SyncFacade):
         return n if self.length_buckets is None else self.length_buckets.length(n, self.context_window)
 
     def _head_fp32(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The LM head in fp32, in row chunks (no persistent fp32 copy of the weights)."""
-        import torch
+        from hoprank.llm._fp32_head import head_fp32
 
-        head = self.model.get_output_embeddings()
-        weight, bias = head.weight, getattr(head, "bias", None)
-        h = hidden.float()
-        out = torch.empty((h.shape[0], weight.shape[0]), dtype=torch.float32, device=h.device)
-        for i in range(0, weight.shape[0], _HEAD_CHUNK):
-            out[:, i : i + _HEAD_CHUNK] = h @ weight[i : i + _HEAD_CHUNK].float().T
-        if bias is not None:
-            out += bias.float()
+        out: torch.Tensor = head_fp32(self.model, hidden)
         return out
 
     def _setup_fp32_head(self) -> Any:
-        """The decoder to run before an fp32 LM head, or None to use the model's own logits.
+        from hoprank.llm._fp32_head import fp32_head_decoder
 
-        bf16 logits are rounded to steps of 0.125 around typical magnitudes, which ties
-        candidate labels; recomputing the head in fp32 costs one pass over its weights.
-        Enabled only when a probe shows it reproduces the model's logits (no softcapping
-        or logit scaling hidden in the model's forward).
-        """
-        import torch
-
-        head = self.model.get_output_embeddings()
-        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else None
-        if not isinstance(head, torch.nn.Linear) or decoder is None or decoder is self.model:
-            return None
-        probe = torch.tensor(
-            [self.tokenizer.encode("The answer to the question is") or [0]], device=self.device
-        )
-        with torch.inference_mode():
-            ref = self.model(input_ids=probe, use_cache=False).logits[0, -1].float()
-            mine = self._head_fp32(decoder(input_ids=probe, use_cache=False).last_hidden_state[:, -1])[0]
-        if int(ref.argmax()) != int(mine.argmax()) or float((ref - mine).abs().max()) > 1.0:
-            logger.info("%s: fp32 LM head does not match the model's logits; using model logits", self.name)
-            return None
-        return decoder
+        probe = self.tokenizer.encode("The answer to the question is") or [0]
+        return fp32_head_decoder(self.model, probe, self.device, self.name)
 
     def _candidate_ids(self, candidates: Sequence[str]) -> list[int]:
         return self._hf.single_token_ids(candidates)
