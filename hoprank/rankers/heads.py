@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from hoprank._fsio import write_text_atomic
 from hoprank.errors import ConfigError, InvalidInput
 from hoprank.runs import ndcg_at
 from hoprank.types import Document
@@ -117,9 +118,7 @@ def save_selection(selection: HeadSelection, where: str | None = None) -> Path:
     """Write ``selection`` atomically to ``where`` (a name or a path; default its name)."""
     path = _path_for(where or selection.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(selection.model_dump_json(indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, selection.model_dump_json(indent=1))
     return path
 
 
