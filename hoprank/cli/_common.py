@@ -1,5 +1,5 @@
-"""What every command shares: the engine options, ``key=value`` parameter parsing, logging
-set-up and the exit-code table.
+"""What every command shares: the engine options (:class:`EngineOptions`), ``key=value``
+parameter parsing, logging set-up and the exit-code table.
 
 Exit codes (README "Exit codes"):
 
@@ -21,11 +21,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from hoprank.cli._options import OptionGroup
 from hoprank.errors import (
     CapabilityMissing,
     ConfigError,
@@ -37,19 +39,19 @@ from hoprank.errors import (
 )
 from hoprank.llm.spec import DEFAULT_API_KEY_ENV, EngineSpec
 
+if TYPE_CHECKING:
+    from hoprank.llm.base import LLM
+
 __all__ = [
-    "API_KEY_ENV_OPTION",
-    "BASE_URL_OPTION",
     "EXIT_OK",
     "EXIT_RUNTIME",
     "EXIT_USAGE",
     "INPUT_ERRORS",
-    "MODEL_OPTION",
-    "THREADS_OPTION",
+    "QUIET_OPTION",
     "VERBOSE_OPTION",
+    "EngineOptions",
     "check_model",
     "check_ranker",
-    "engine_spec",
     "exit_code",
     "fail",
     "parse_params",
@@ -74,37 +76,50 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Exceptions that mean "fix the command or its input" (exit 2); any other is exit 1."""
 
-MODEL_OPTION: Any = typer.Option(
-    None, "--model", "-m", help="Engine spec: a pack name, a folder, a .gguf, openai:<model>."
-)
-BASE_URL_OPTION: Any = typer.Option(
-    None, "--base-url", help="OpenAI-compatible endpoint (implies openai:<model>)."
-)
-API_KEY_ENV_OPTION: Any = typer.Option(
-    DEFAULT_API_KEY_ENV, "--api-key-env", help="Env var holding the endpoint's API key."
-)
-THREADS_OPTION: Any = typer.Option(None, "--threads", min=1, help="CPU threads for a local model.")
 VERBOSE_OPTION: Any = typer.Option(False, "--verbose", "-v", help="Log progress to stderr.")
+QUIET_OPTION: Any = typer.Option(False, "--quiet", help="No progress display on stderr.")
 
 
-def engine_spec(
-    model: str | None,
-    base_url: str | None,
-    api_key_env: str,
-    threads: int | None,
-    *,
-    default: bool = True,
-) -> EngineSpec:
-    """The engine the shared options describe; ``default=True`` falls back to the default
-    model pack when ``--model`` is not given."""
-    default_model = None
-    if default:
-        from hoprank.llm.packs import DEFAULT_MODEL
+@dataclass(frozen=True, kw_only=True)
+class EngineOptions(OptionGroup):
+    """``--model``, ``--base-url``, ``--api-key-env``, ``--threads``: the engine a command
+    runs on (an option group, see :mod:`hoprank.cli._options`)."""
 
-        default_model = DEFAULT_MODEL
-    return EngineSpec.resolve(
-        model, base_url=base_url, api_key_env=api_key_env, threads=threads, default_model=default_model
-    )
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Engine spec: a pack name, a folder, a .gguf, openai:<model>."),
+    ] = None
+    base_url: Annotated[
+        str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint (implies openai:<model>).")
+    ] = None
+    api_key_env: Annotated[
+        str, typer.Option("--api-key-env", help="Env var holding the endpoint's API key.")
+    ] = DEFAULT_API_KEY_ENV
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads for a local model.")
+    ] = None
+
+    def spec(self, *, default: bool = True) -> EngineSpec:
+        """The engine the options describe; ``default=True`` falls back to the default
+        model pack when ``--model`` is not given."""
+        default_model = None
+        if default:
+            from hoprank.llm.packs import DEFAULT_MODEL
+
+            default_model = DEFAULT_MODEL
+        return EngineSpec.resolve(
+            self.model,
+            base_url=self.base_url,
+            api_key_env=self.api_key_env,
+            threads=self.threads,
+            default_model=default_model,
+        )
+
+    def load(self) -> LLM:
+        """The engine, loaded; an unknown model is refused (exit 2) before anything loads."""
+        spec = self.spec()
+        check_model(spec)
+        return spec.load()
 
 
 def check_model(spec: EngineSpec) -> None:

@@ -11,56 +11,54 @@ Exit codes: the table in :mod:`hoprank.cli._common` (0 ok, 2 bad input, 1 engine
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from hoprank.cli._common import (
-    API_KEY_ENV_OPTION,
-    BASE_URL_OPTION,
-    MODEL_OPTION,
-    THREADS_OPTION,
+    QUIET_OPTION,
     VERBOSE_OPTION,
-    check_model,
+    EngineOptions,
     check_ranker,
-    engine_spec,
     fail,
     progress_display,
     ranker_help,
     setup_logging,
     show_progress,
 )
+from hoprank.cli._options import OptionGroup, with_option_groups
 from hoprank.errors import DatasetError, HoprankError, InvalidInput
+from hoprank.types import Document
 
-__all__ = ["register"]
+__all__ = ["AskOptions", "register"]
 
 logger = logging.getLogger(__name__)
 
+Status = Callable[[str], None]
 
-def _engine(model: str | None, base_url: str | None, api_key_env: str, threads: int | None) -> Any:
+
+def _engine(options: EngineOptions) -> Any:
     """The engine the options name (a seam the tests replace with a loaded model); an
     unknown model is refused before anything loads."""
-    spec = engine_spec(model, base_url, api_key_env, threads)
-    check_model(spec)
-    return spec.load()
+    return options.load()
 
 
+@with_option_groups
 def decompose_cmd(
     questions: list[str] = typer.Argument(..., help="One or more questions."),
-    model: str | None = MODEL_OPTION,
-    base_url: str | None = BASE_URL_OPTION,
-    api_key_env: str = API_KEY_ENV_OPTION,
+    *,
+    engine: EngineOptions,
     max_sub_questions: int = typer.Option(
         4, "--max-sub-questions", min=1, help="At most this many sub-questions."
     ),
     prompt: str | None = typer.Option(None, "--prompt", help="Prompt name@version or YAML path."),
     max_tokens: int = typer.Option(200, "--max-tokens", min=1, help="Generation cap per model call."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per question, with the trace."),
-    threads: int | None = THREADS_OPTION,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Split questions into sub-questions."""
@@ -69,10 +67,7 @@ def decompose_cmd(
     setup_logging(verbose)
     try:
         decomposer = Decomposer(
-            _engine(model, base_url, api_key_env, threads),
-            prompt=prompt,
-            max_sub_questions=max_sub_questions,
-            max_tokens=max_tokens,
+            _engine(engine), prompt=prompt, max_sub_questions=max_sub_questions, max_tokens=max_tokens
         )
         results = asyncio.run(decomposer.adecompose_many(questions))
     except (HoprankError, ModuleNotFoundError) as e:
@@ -88,91 +83,140 @@ def decompose_cmd(
             typer.echo("  (fallback: the model's output could not be parsed)")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AskOptions(OptionGroup):
+    """What ``hoprank ask`` does: over which corpus, how (``mode``, ``ranker``) and how much
+    (an option group, see :mod:`hoprank.cli._options`)."""
+
+    corpus: Annotated[Path, typer.Option("--corpus", "-c", help="JSONL corpus: {id, text, title?} per line.")]
+    mode: Annotated[
+        str, typer.Option("--mode", help="pipeline (decompose, retrieve, rerank, answer) or agent.")
+    ] = "pipeline"
+    ranker: Annotated[
+        str, typer.Option("--ranker", "-r", help=ranker_help("none (BM25 order) or one of: "))
+    ] = "none"
+    k: Annotated[int, typer.Option("--k", min=1, help="Documents retrieved per query.")] = 10
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Evidence passages given to the answerer.")] = 5
+    max_steps: Annotated[
+        int, typer.Option("--max-steps", min=1, help="Agent step budget (--mode agent).")
+    ] = 4
+    short: Annotated[bool, typer.Option("--short", help="A few-words answer.")] = False
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens", min=1, help="Generation cap per model call (default: each component's own)."
+        ),
+    ] = None
+
+    def checked(self) -> AskOptions:
+        """The options once the mode, the corpus file and the ranker are checked (before
+        any model loads); the ranker by its registered name."""
+        if self.mode not in ("pipeline", "agent"):
+            raise InvalidInput(f"--mode must be 'pipeline' or 'agent', got {self.mode!r}")
+        if not self.corpus.is_file():
+            raise DatasetError(f"corpus file not found: {self.corpus}")
+        if self.ranker == "none":
+            return self
+        return dataclasses.replace(self, ranker=check_ranker(self.ranker, {}))
+
+    @property
+    def cap(self) -> dict[str, Any]:
+        """The ``max_tokens`` keyword for the components, when ``--max-tokens`` is given."""
+        return {"max_tokens": self.max_tokens} if self.max_tokens else {}
+
+
+@dataclasses.dataclass
+class _Asking:
+    """What answering one question works with: the options, the engine, the retriever over
+    the corpus, the ranker (None: BM25 order), the answerer and where to report status."""
+
+    options: AskOptions
+    engine: Any
+    retriever: Any
+    ranker: Any
+    answerer: Any
+    status: Status
+
+
+async def _agent_answer(question: str, a: _Asking, out: dict[str, Any]) -> list[Document]:
+    """``--mode agent``: the multi-hop agent, then the answerer if the agent gave no answer."""
+    from hoprank.agents import Budget, MultiHopAgent
+
+    opts = a.options
+    agent = MultiHopAgent(
+        a.engine, a.retriever, budget=Budget(max_steps=opts.max_steps), k=opts.k, ranker=a.ranker, **opts.cap
+    )
+    a.status(f"multi-hop agent (at most {opts.max_steps} steps)")
+    res = await agent.arun(question)
+    out["agent"] = json.loads(res.model_dump_json())
+    if res.state == "answered" and res.answer:
+        # the agent's evidence starts with what it cited: keep every cited passage
+        out["answer"], out["citations"] = res.answer, res.citations
+        return res.evidence[: max(opts.top_k, len(res.citations))]
+    evidence = res.evidence[: opts.top_k]
+    await _answer(question, evidence, a, out)
+    return evidence
+
+
+async def _pipeline_answer(question: str, a: _Asking, out: dict[str, Any]) -> list[Document]:
+    """``--mode pipeline``: decompose, retrieve, rerank, then the answerer."""
+    from hoprank.agents import Decomposer, DecomposeRetrieveRerank
+
+    opts = a.options
+    pipe = DecomposeRetrieveRerank(
+        a.retriever,
+        decomposer=Decomposer(a.engine, **opts.cap),
+        ranker=a.ranker,
+        k=opts.k,
+        pool_depth=max(20, opts.top_k),
+        top_k=opts.top_k,
+    )
+    a.status("decomposing, retrieving" + (", reranking" if a.ranker is not None else ""))
+    pres = await pipe.arun(question)
+    out["pipeline"] = json.loads(pres.model_dump_json())
+    await _answer(question, pres.evidence, a, out)
+    return pres.evidence
+
+
+async def _answer(question: str, evidence: list[Document], a: _Asking, out: dict[str, Any]) -> None:
+    a.status("answering from the evidence")
+    ans = await a.answerer.aanswer(question, evidence)
+    out["answer"], out["citations"] = ans.answer, ans.citations
+    out["answerer"] = json.loads(ans.model_dump_json())
+
+
 async def _ask(
-    question: str,
-    *,
-    engine: Any,
-    corpus: Path,
-    mode: str,
-    ranker_name: str,
-    k: int,
-    top_k: int,
-    max_steps: int,
-    short: bool,
-    max_tokens: int | None,
-    status: Callable[[str], None] = lambda _: None,
+    question: str, options: AskOptions, engine: Any, status: Status = lambda _: None
 ) -> dict[str, Any]:
-    from hoprank.agents import Answerer, Budget, Decomposer, DecomposeRetrieveRerank, MultiHopAgent
+    """Answer ``question`` as ``options`` say: the answer, its citations, the evidence and
+    the traces."""
+    from hoprank.agents import Answerer
     from hoprank.tools.bm25 import BM25Retriever
 
-    status(f"indexing {corpus.name}")
-    retriever = await asyncio.to_thread(BM25Retriever.from_jsonl, corpus)
+    status(f"indexing {options.corpus.name}")
+    retriever = await asyncio.to_thread(BM25Retriever.from_jsonl, options.corpus)
     ranker = None
-    if ranker_name != "none":
+    if options.ranker != "none":
         from hoprank.rankers import make_ranker
 
-        ranker = make_ranker(ranker_name, engine=engine)
-    answerer = Answerer(engine, mode="short" if short else "long", max_tokens=max_tokens)
-    cap: dict[str, Any] = {"max_tokens": max_tokens} if max_tokens else {}
-    out: dict[str, Any] = {"question": question, "mode": mode}
-    if mode == "agent":
-        agent = MultiHopAgent(
-            engine, retriever, budget=Budget(max_steps=max_steps), k=k, ranker=ranker, **cap
-        )
-        status(f"multi-hop agent (at most {max_steps} steps)")
-        res = await agent.arun(question)
-        out["agent"] = json.loads(res.model_dump_json())
-        if res.state == "answered" and res.answer:
-            # the agent's evidence starts with what it cited: keep every cited passage
-            evidence = res.evidence[: max(top_k, len(res.citations))]
-            out["answer"], out["citations"] = res.answer, res.citations
-        else:
-            evidence = res.evidence[:top_k]
-            status("answering from the evidence")
-            ans = await answerer.aanswer(question, evidence)
-            out["answer"], out["citations"] = ans.answer, ans.citations
-            out["answerer"] = json.loads(ans.model_dump_json())
-    else:
-        pipe = DecomposeRetrieveRerank(
-            retriever,
-            decomposer=Decomposer(engine, **cap),
-            ranker=ranker,
-            k=k,
-            pool_depth=max(20, top_k),
-            top_k=top_k,
-        )
-        status("decomposing, retrieving" + (", reranking" if ranker is not None else ""))
-        pres = await pipe.arun(question)
-        evidence = pres.evidence
-        status("answering from the evidence")
-        ans = await answerer.aanswer(question, evidence)
-        out["pipeline"] = json.loads(pres.model_dump_json())
-        out["answerer"] = json.loads(ans.model_dump_json())
-        out["answer"], out["citations"] = ans.answer, ans.citations
+        ranker = make_ranker(options.ranker, engine=engine)
+    answerer = Answerer(engine, mode="short" if options.short else "long", max_tokens=options.max_tokens)
+    asking = _Asking(options, engine, retriever, ranker, answerer, status)
+    out: dict[str, Any] = {"question": question, "mode": options.mode}
+    run = _agent_answer if options.mode == "agent" else _pipeline_answer
+    evidence = await run(question, asking, out)
     out["evidence"] = [{"id": d.id, "title": d.title, "score": d.score} for d in evidence]
     return out
 
 
+@with_option_groups
 def ask_cmd(
     question: str = typer.Argument(..., help="The question."),
-    corpus: Path = typer.Option(..., "--corpus", "-c", help="JSONL corpus: {id, text, title?} per line."),
-    mode: str = typer.Option(
-        "pipeline", "--mode", help="pipeline (decompose, retrieve, rerank, answer) or agent."
-    ),
-    model: str | None = MODEL_OPTION,
-    base_url: str | None = BASE_URL_OPTION,
-    api_key_env: str = API_KEY_ENV_OPTION,
-    ranker: str = typer.Option("none", "--ranker", "-r", help=ranker_help("none (BM25 order) or one of: ")),
-    k: int = typer.Option(10, "--k", min=1, help="Documents retrieved per query."),
-    top_k: int = typer.Option(5, "--top-k", min=1, help="Evidence passages given to the answerer."),
-    max_steps: int = typer.Option(4, "--max-steps", min=1, help="Agent step budget (--mode agent)."),
-    short: bool = typer.Option(False, "--short", help="A few-words answer."),
-    max_tokens: int | None = typer.Option(
-        None, "--max-tokens", min=1, help="Generation cap per model call (default: each component's own)."
-    ),
+    *,
+    options: AskOptions,
+    engine: EngineOptions,
     as_json: bool = typer.Option(False, "--json", help="Print the full result (with traces) as JSON."),
-    threads: int | None = THREADS_OPTION,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress display on stderr."),
+    quiet: bool = QUIET_OPTION,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Answer a question over a JSONL corpus with cited passages.
@@ -181,34 +225,14 @@ def ask_cmd(
     the time spent show on stderr when it is a terminal."""
     setup_logging(verbose)
     try:
-        if mode not in ("pipeline", "agent"):
-            raise InvalidInput(f"--mode must be 'pipeline' or 'agent', got {mode!r}")
-        if not corpus.is_file():
-            raise DatasetError(f"corpus file not found: {corpus}")
-        if ranker != "none":
-            ranker = check_ranker(ranker, {})
+        options = options.checked()
         with progress_display(show_progress(quiet)) as display:
             task = display.add_task("loading the model", total=None)
 
             def status(text: str) -> None:
                 display.update(task, description=text)
 
-            engine = _engine(model, base_url, api_key_env, threads)
-            out = asyncio.run(
-                _ask(
-                    question,
-                    engine=engine,
-                    corpus=corpus,
-                    mode=mode,
-                    ranker_name=ranker,
-                    k=k,
-                    top_k=top_k,
-                    max_steps=max_steps,
-                    short=short,
-                    max_tokens=max_tokens,
-                    status=status,
-                )
-            )
+            out = asyncio.run(_ask(question, options, _engine(engine), status))
     except (HoprankError, ModuleNotFoundError) as e:
         raise fail(e) from e
     if as_json:

@@ -26,14 +26,11 @@ import typer
 
 from hoprank.adapters.scoring import relevance_scores
 from hoprank.cli._common import (
-    API_KEY_ENV_OPTION,
-    BASE_URL_OPTION,
-    MODEL_OPTION,
-    THREADS_OPTION,
+    QUIET_OPTION,
     VERBOSE_OPTION,
+    EngineOptions,
     check_model,
     check_ranker,
-    engine_spec,
     fail,
     parse_params,
     progress_display,
@@ -41,6 +38,7 @@ from hoprank.cli._common import (
     setup_logging,
     show_progress,
 )
+from hoprank.cli._options import with_option_groups
 from hoprank.errors import DatasetError, HoprankError, InvalidInput
 from hoprank.llm.spec import EngineSpec
 from hoprank.rankers.registry import ranker_spec
@@ -203,20 +201,19 @@ async def _run(
     return count
 
 
+@with_option_groups
 def rerank_cmd(
     input_path: str = typer.Argument("-", metavar="INPUT", help="JSONL file, or - for stdin."),
     query: str | None = typer.Option(
         None, "--query", "-q", help="Rank INPUT's documents (one per line) for this query."
     ),
     ranker: str = typer.Option("first", "--ranker", "-r", help=ranker_help("One of: ")),
-    model: str | None = MODEL_OPTION,
-    base_url: str | None = BASE_URL_OPTION,
-    api_key_env: str = API_KEY_ENV_OPTION,
+    *,
+    engine: EngineOptions,
     top_k: int | None = typer.Option(None, "--top-k", "-k", min=1, help="Keep the best k documents."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per query (machine-readable)."),
     param: list[str] = typer.Option([], "--param", "-p", help="Ranker parameter key=value (JSON values)."),
-    threads: int | None = THREADS_OPTION,
-    quiet: bool = typer.Option(False, "--quiet", help="No progress display on stderr."),
+    quiet: bool = QUIET_OPTION,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Rerank documents with an LLM ranker; read JSONL, write ranked JSONL (--json) or tables.
@@ -233,7 +230,7 @@ def rerank_cmd(
                 items = [Item(query=query, documents=parse_documents(stream, name))]
             else:
                 items = list(parse_items(stream, name))  # fail on bad input before loading a model
-            spec = engine_spec(model, base_url, api_key_env, threads)
+            spec = engine.spec()
             what = f"loading {spec.model}" if ranker_spec(ranker).needs_engine else f"building {ranker}"
             with progress_display(show_progress(quiet), bar=True) as bar:
                 loading = bar.add_task(what, total=None)

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from hoprank.cli._common import (
-    API_KEY_ENV_OPTION,
-    EXIT_USAGE,
-    THREADS_OPTION,
-    check_model,
-    check_ranker,
-    engine_spec,
-    fail,
-)
+from hoprank.cli._common import EXIT_USAGE, EngineOptions, check_model, check_ranker, fail
+from hoprank.cli._options import OptionGroup, with_option_groups
 from hoprank.errors import HoprankError
 from hoprank.llm.spec import EngineSpec
 
@@ -36,17 +30,62 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-_MODEL: Any = typer.Option(
-    None,
-    "--model",
-    "-m",
-    help="Engine spec loaded once at startup (pack name, folder, openai:<model>). Required unless --ranker identity (no model, input order).",
-)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServeEngineOptions(EngineOptions):
+    """The engine options, with the service's help texts: the model loads once at startup."""
+
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Engine spec loaded once at startup (pack name, folder, openai:<model>). Required unless --ranker identity (no model, input order).",
+        ),
+    ] = None
+    base_url: Annotated[
+        str | None,
+        typer.Option("--base-url", help="OpenAI-compatible endpoint for an openai:<model> engine."),
+    ] = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServiceLimits(OptionGroup):
+    """How much the service takes on: requests at once and queued, request sizes, time per
+    request (the ``ServerSettings`` fields of the same names; ``--timeout`` sets
+    ``request_timeout_s``)."""
+
+    max_concurrency: Annotated[
+        int, typer.Option("--max-concurrency", min=1, help="Requests running model work at once.")
+    ] = 2
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", min=0, help="Requests waiting for a slot; beyond: 429.")
+    ] = 4
+    max_documents: Annotated[
+        int, typer.Option("--max-documents", min=1, help="Documents per rerank request.")
+    ] = 100
+    max_document_chars: Annotated[
+        int, typer.Option("--max-document-chars", min=1, help="Characters per document.")
+    ] = 20_000
+    max_query_chars: Annotated[
+        int, typer.Option("--max-query-chars", min=1, help="Characters per query or question.")
+    ] = 2_000
+    max_body_bytes: Annotated[
+        int, typer.Option("--max-body-bytes", min=1024, help="Request body size; beyond: 413.")
+    ] = 2_000_000
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=0.001, help="Seconds per request (queueing included); beyond: 504."),
+    ] = 120.0
+
+    def settings(self) -> dict[str, Any]:
+        """The limits as ``ServerSettings`` keywords."""
+        fields = dataclasses.asdict(self)
+        fields["request_timeout_s"] = fields.pop("timeout")
+        return fields
+
+
 _HOST: Any = typer.Option("127.0.0.1", "--host", help="Interface to bind.")
 _PORT: Any = typer.Option(8000, "--port", min=0, max=65535, help="Port to bind.")
-_BASE_URL: Any = typer.Option(
-    None, "--base-url", help="OpenAI-compatible endpoint for an openai:<model> engine."
-)
 _TOKEN_ENV: Any = typer.Option(
     None,
     "--token-env",
@@ -55,44 +94,20 @@ _TOKEN_ENV: Any = typer.Option(
 _RANKER: Any = typer.Option(
     None, "--ranker", help="Ranker for requests that name none (default: first with a model, else identity)."
 )
-_MAX_CONCURRENCY: Any = typer.Option(
-    2, "--max-concurrency", min=1, help="Requests running model work at once."
-)
-_MAX_QUEUE: Any = typer.Option(4, "--max-queue", min=0, help="Requests waiting for a slot; beyond: 429.")
-_MAX_DOCUMENTS: Any = typer.Option(100, "--max-documents", min=1, help="Documents per rerank request.")
-_MAX_DOCUMENT_CHARS: Any = typer.Option(
-    20_000, "--max-document-chars", min=1, help="Characters per document."
-)
-_MAX_QUERY_CHARS: Any = typer.Option(
-    2_000, "--max-query-chars", min=1, help="Characters per query or question."
-)
-_MAX_BODY_BYTES: Any = typer.Option(
-    2_000_000, "--max-body-bytes", min=1024, help="Request body size; beyond: 413."
-)
-_TIMEOUT: Any = typer.Option(
-    120.0, "--timeout", min=0.001, help="Seconds per request (queueing included); beyond: 504."
-)
 _INDEX: Any = typer.Option(None, "--index", help="BM25 index folder (hoprank index) enabling /v1/ask.")
 _LOG_LEVEL: Any = typer.Option("info", "--log-level", help="debug, info, warning, error.")
 
 
+@with_option_groups
 def serve_cmd(
-    model: str | None = _MODEL,
+    *,
+    engine: ServeEngineOptions,
     host: str = _HOST,
     port: int = _PORT,
-    base_url: str | None = _BASE_URL,
-    api_key_env: str = API_KEY_ENV_OPTION,
     token_env: str | None = _TOKEN_ENV,
     default_ranker: str | None = _RANKER,
-    max_concurrency: int = _MAX_CONCURRENCY,
-    max_queue: int = _MAX_QUEUE,
-    max_documents: int = _MAX_DOCUMENTS,
-    max_document_chars: int = _MAX_DOCUMENT_CHARS,
-    max_query_chars: int = _MAX_QUERY_CHARS,
-    max_body_bytes: int = _MAX_BODY_BYTES,
-    timeout: float = _TIMEOUT,
+    limits: ServiceLimits,
     index: Path | None = _INDEX,
-    threads: int | None = THREADS_OPTION,
     log_level: str = _LOG_LEVEL,
 ) -> None:
     """Serve /v1/rerank (Cohere/Jina-compatible), /v1/decompose, /v1/ask, /healthz, /metrics."""
@@ -108,39 +123,38 @@ def serve_cmd(
         raise typer.Exit(EXIT_USAGE) from None
 
     token = _bearer_token(token_env)
-    if not model and default_ranker != "identity":
+    spec, default_ranker = _checked(engine, default_ranker)
+    settings = _settings(spec, engine.base_url, default_ranker, index, token, limits)
+    configure_logging(log_level, Redactor([token, spec.api_key or ""]))
+    if not token and not _is_loopback(host):
+        logger.warning("serving on a non-loopback address without a bearer token", extra={"host": host})
+    info = {"host": host, "port": port, "model": spec.model, "auth": bool(token), "index": str(index or "")}
+    logger.info("starting", extra=info)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    except HoprankError as exc:
+        raise fail(exc) from None
+
+
+def _checked(engine: ServeEngineOptions, default_ranker: str | None) -> tuple[EngineSpec, str | None]:
+    """The engine spec and the default ranker's registered name. No model is exit 2 unless
+    the identity ranker is served on purpose; so are an unknown model or ranker, before the
+    server starts (and loads anything)."""
+    if not engine.model and default_ranker != "identity":
         typer.echo(
             "error: no --model: only the identity ranker (input order, no model) could answer; "
             "pass --model, or --ranker identity to serve it on purpose",
             err=True,
         )
         raise typer.Exit(EXIT_USAGE)
-    engine = engine_spec(model, base_url, api_key_env, threads, default=False)
-    try:  # an unknown model or ranker is exit 2 before the server starts (and loads anything)
-        check_model(engine)
+    spec = engine.spec(default=False)
+    try:
+        check_model(spec)
         if default_ranker is not None:
             default_ranker = check_ranker(default_ranker, {})
     except HoprankError as exc:
         raise fail(exc) from None
-    limits = {
-        "max_concurrency": max_concurrency,
-        "max_queue": max_queue,
-        "max_documents": max_documents,
-        "max_document_chars": max_document_chars,
-        "max_query_chars": max_query_chars,
-        "max_body_bytes": max_body_bytes,
-        "request_timeout_s": timeout,
-    }
-    settings = _settings(engine, base_url, default_ranker, index, token, limits)
-    configure_logging(log_level, Redactor([token, engine.api_key or ""]))
-    if not token and not _is_loopback(host):
-        logger.warning("serving on a non-loopback address without a bearer token", extra={"host": host})
-    info = {"host": host, "port": port, "model": engine.model, "auth": bool(token), "index": str(index or "")}
-    logger.info("starting", extra=info)
-    try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
-    except HoprankError as exc:
-        raise fail(exc) from None
+    return spec, default_ranker
 
 
 def _bearer_token(token_env: str | None) -> str:
@@ -168,7 +182,7 @@ def _settings(
     default_ranker: str | None,
     index: Path | None,
     token: str,
-    limits: dict[str, Any],
+    limits: ServiceLimits,
 ) -> Any:
     """The service's settings (invalid ones are exit 2)."""
     from pydantic import SecretStr, ValidationError
@@ -184,7 +198,7 @@ def _settings(
             default_ranker=default_ranker,
             index_dir=index,
             api_token=SecretStr(token) if token else None,
-            **limits,
+            **limits.settings(),
         )
     except ValidationError as exc:
         typer.echo(f"error: invalid settings: {exc}", err=True)
