@@ -8,12 +8,13 @@ options, dataset/config/prompt errors, a missing optional extra); 1 runtime fail
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,20 +27,16 @@ from hoprank.cli._common import (
     ranker_help,
     setup_logging,
 )
+from hoprank.cli._options import OptionGroup, with_option_groups
 from hoprank.errors import HoprankError, InvalidInput
 from hoprank.llm.spec import EngineSpec
+
+if TYPE_CHECKING:
+    from hoprank.evals.config import ExperimentConfig
 
 __all__ = ["register"]
 
 logger = logging.getLogger(__name__)
-
-
-def _default_out(dataset: str, label: str) -> Path:
-    import time
-
-    ds = Path(dataset).name or dataset
-    safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in label)
-    return Path("runs") / f"{ds}__{safe}__{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 class Executor(str, Enum):
@@ -49,132 +46,167 @@ class Executor(str, Enum):
     ray = "ray"
 
 
-_DATASET: Any = typer.Option(
-    ..., "--dataset", "-d", help="Dataset folder/file or sample name (sample-dl19, sample-hotpotqa)."
-)
-_RANKER: Any = typer.Option("identity", "--ranker", "-r", help=ranker_help("One of: "))
-_MODEL: Any = typer.Option(
-    None,
-    "--model",
-    "-m",
-    help="Engine spec: pack name, folder, .gguf, openai:<model> "
-    "(default for a ranker that needs a model: the default pack, qwen2.5-coder-1.5b).",
-)
-_FIRST_STAGE: Any = typer.Option(
-    None, "--first-stage", help="Run name in the dataset, TREC run file, or retriever:bm25."
-)
-_DEPTH: Any = typer.Option(100, "--depth", min=1, help="Candidates per query to rerank.")
-_LIMIT: Any = typer.Option(None, "--limit", min=1, help="Only the first N queries.")
-_OUT: Any = typer.Option(None, "--out", "-o", help="Run folder (resumes when it holds the same experiment).")
-_PROMPT: Any = typer.Option(None, "--prompt", help="Prompt name, name@version or YAML path.")
-_PARAM: Any = typer.Option(None, "--param", "-p", help="Ranker parameter key=value (repeatable).")
-_ENGINE_PARAM: Any = typer.Option(None, "--engine-param", help="Engine parameter key=value (repeatable).")
-_CONCURRENCY: Any = typer.Option(1, "--concurrency", "-c", min=1, help="Queries in flight.")
-_BASE_URLS: Any = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint(s) (repeatable).")
-_EXECUTOR: Any = typer.Option("local", "--executor", help="Where queries run.")
-_CACHE: Any = typer.Option(None, "--cache", help="LLM-call cache folder (default $HOPRANK_CACHE/llm-calls).")
-_NO_CACHE: Any = typer.Option(False, "--no-cache", help="Do not cache LLM calls.")
-_METRICS: Any = typer.Option(None, "--metric", help="Metrics to report (repeatable), e.g. ndcg@10.")
-_NAME: Any = typer.Option(None, "--name", help="Display name of this run.")
-_OVERWRITE: Any = typer.Option(
-    False, "--overwrite", help="Start over: remove the run folder's earlier outputs instead of resuming."
-)
-_JSON: Any = typer.Option(False, "--json", help="Print the metrics as JSON.")
-_PROGRESS: Any = typer.Option(True, "--progress/--no-progress", help="Progress bar (on a terminal).")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ExperimentOptions(OptionGroup):
+    """What ``hoprank eval`` runs: the options that make its :class:`ExperimentConfig`
+    (an option group, see :mod:`hoprank.cli._options`)."""
+
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset", "-d", help="Dataset folder/file or sample name (sample-dl19, sample-hotpotqa)."
+        ),
+    ]
+    ranker: Annotated[str, typer.Option("--ranker", "-r", help=ranker_help("One of: "))] = "identity"
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Engine spec: pack name, folder, .gguf, openai:<model> "
+            "(default for a ranker that needs a model: the default pack, qwen2.5-coder-1.5b).",
+        ),
+    ] = None
+    first_stage: Annotated[
+        str | None,
+        typer.Option("--first-stage", help="Run name in the dataset, TREC run file, or retriever:bm25."),
+    ] = None
+    depth: Annotated[int, typer.Option("--depth", min=1, help="Candidates per query to rerank.")] = 100
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N queries.")] = None
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", help="Prompt name, name@version or YAML path.")
+    ] = None
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Ranker parameter key=value (repeatable).")
+    ] = None
+    engine_param: Annotated[
+        list[str] | None, typer.Option("--engine-param", help="Engine parameter key=value (repeatable).")
+    ] = None
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Queries in flight.")] = 1
+    base_url: Annotated[
+        list[str] | None, typer.Option("--base-url", help="OpenAI-compatible endpoint(s) (repeatable).")
+    ] = None
+    executor: Annotated[Executor, typer.Option("--executor", help="Where queries run.")] = Executor.local
+    metric: Annotated[
+        list[str] | None, typer.Option("--metric", help="Metrics to report (repeatable), e.g. ndcg@10.")
+    ] = None
+    name: Annotated[str | None, typer.Option("--name", help="Display name of this run.")] = None
+
+    def config(self) -> ExperimentConfig:
+        """The experiment, once the ranker, its parameters, the prompt and the model are
+        checked (exit 2 before any model loads)."""
+        from hoprank.evals.config import ExperimentConfig
+
+        ranker_params = parse_params(self.param)
+        spec = self._engine(ranker_params)
+        engine_params = {
+            **parse_params(self.engine_param, "--engine-param"),
+            **spec.engine_kwargs(secrets=False),
+        }
+        return ExperimentConfig(
+            dataset=self.dataset,
+            first_stage=self.first_stage,
+            depth=self.depth,
+            ranker=self.ranker,
+            ranker_params=ranker_params,
+            model=spec.model,
+            engine_params=engine_params,
+            prompt=self.prompt,
+            limit=self.limit,
+            metrics=self.metric or None,
+            concurrency=self.concurrency,
+            executor=self.executor.value,
+            name=self.name,
+        )
+
+    def _engine(self, params: dict[str, Any]) -> EngineSpec:
+        """The engine spec of the run. A ranker that needs a model and gets no ``--model``
+        runs on the default pack, as ``rerank``, ``ask`` and ``decompose`` do."""
+        from hoprank.rankers import ranker_spec
+
+        prompt = self.prompt
+        name = check_ranker(self.ranker, {**params, **({"prompt": prompt} if prompt is not None else {})})
+        if prompt is not None:
+            from hoprank.prompts import load_prompt
+
+            load_prompt(prompt)  # an unknown or malformed prompt: exit 2 before a model loads
+        needs_engine = ranker_spec(name).needs_engine
+        default = None
+        if needs_engine and self.model is None and not self.base_url:
+            from hoprank.llm.packs import DEFAULT_MODEL
+
+            default = DEFAULT_MODEL
+            typer.echo(f"note: no --model: {name} runs on the default model {DEFAULT_MODEL}", err=True)
+        spec = EngineSpec.resolve(self.model, base_url=self.base_url, default_model=default)
+        if needs_engine:
+            check_model(spec)
+        return spec
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunFolderOptions(OptionGroup):
+    """Where ``hoprank eval`` writes and what it reuses: the run folder, the LLM-call
+    cache, starting over (an option group, see :mod:`hoprank.cli._options`)."""
+
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run folder (resumes when it holds the same experiment)."),
+    ] = None
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="LLM-call cache folder (default $HOPRANK_CACHE/llm-calls).")
+    ] = None
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not cache LLM calls.")] = False
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Start over: remove the run folder's earlier outputs instead of resuming."
+        ),
+    ] = False
+
+    def folder(self, dataset: str, label: str) -> Path:
+        """``--out``, or ``runs/<dataset>__<label>__<time>``."""
+        if self.out is not None:
+            return self.out
+        import time
+
+        ds = Path(dataset).name or dataset
+        safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in label)
+        return Path("runs") / f"{ds}__{safe}__{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def cache_arg(self) -> Path | bool:
+        """``run_experiment``'s ``cache``: False (--no-cache), a folder (--cache) or True (default)."""
+        if self.cache is not None and self.no_cache:
+            raise InvalidInput("--cache and --no-cache exclude each other")
+        return False if self.no_cache else (self.cache if self.cache is not None else True)
+
+
+@with_option_groups
 def eval_cmd(
-    dataset: str = _DATASET,
-    ranker: str = _RANKER,
-    model: str | None = _MODEL,
-    first_stage: str | None = _FIRST_STAGE,
-    depth: int = _DEPTH,
-    limit: int | None = _LIMIT,
-    out: Path | None = _OUT,
-    prompt: str | None = _PROMPT,
-    param: list[str] | None = _PARAM,
-    engine_param: list[str] | None = _ENGINE_PARAM,
-    concurrency: int = _CONCURRENCY,
-    base_url: list[str] | None = _BASE_URLS,
-    executor: Executor = _EXECUTOR,
-    cache: Path | None = _CACHE,
-    no_cache: bool = _NO_CACHE,
-    metric: list[str] | None = _METRICS,
-    name: str | None = _NAME,
-    overwrite: bool = _OVERWRITE,
-    as_json: bool = _JSON,
-    progress: bool = _PROGRESS,
+    *,
+    experiment: ExperimentOptions,
+    run: RunFolderOptions,
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar (on a terminal)."),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
     """Rerank a dataset's first stage with a ranker and score it; writes a run folder."""
     setup_logging(verbose)
-    from hoprank.evals.config import ExperimentConfig
     from hoprank.evals.runner import run_experiment
 
     try:
-        ranker_params = parse_params(param)
-        spec = _engine(ranker, ranker_params, prompt, model, base_url)
-        engine_params = {**parse_params(engine_param, "--engine-param"), **spec.engine_kwargs(secrets=False)}
-        config = ExperimentConfig(
-            dataset=dataset,
-            first_stage=first_stage,
-            depth=depth,
-            ranker=ranker,
-            ranker_params=ranker_params,
-            model=spec.model,
-            engine_params=engine_params,
-            prompt=prompt,
-            limit=limit,
-            metrics=metric or None,
-            concurrency=concurrency,
-            executor=executor.value,
-            name=name,
-        )
+        config = experiment.config()
         result = run_experiment(
             config,
-            out or _default_out(dataset, config.label),
-            cache=_cache_arg(cache, no_cache),
+            run.folder(experiment.dataset, config.label),
+            cache=run.cache_arg(),
             progress=progress and not as_json and sys.stderr.isatty(),
-            overwrite=overwrite,
+            overwrite=run.overwrite,
         )
     except HoprankError as e:
         raise fail(e) from e
     except Exception as e:  # a ValueError is pydantic's validation of the config: bad input
         raise fail(InvalidInput(str(e)) if isinstance(e, ValueError) else e) from e
     _print_json(result) if as_json else _print_run(result)
-
-
-def _engine(
-    ranker: str, params: dict[str, Any], prompt: str | None, model: str | None, base_url: list[str] | None
-) -> EngineSpec:
-    """The engine spec of a run, once the ranker, its parameters and the model are checked
-    (exit 2 before any model loads). A ranker that needs a model and gets no ``--model``
-    runs on the default pack, as ``rerank``, ``ask`` and ``decompose`` do."""
-    from hoprank.rankers import ranker_spec
-
-    name = check_ranker(ranker, {**params, **({"prompt": prompt} if prompt is not None else {})})
-    if prompt is not None:
-        from hoprank.prompts import load_prompt
-
-        load_prompt(prompt)  # an unknown or malformed prompt: exit 2 before a model loads
-    needs_engine = ranker_spec(name).needs_engine
-    default = None
-    if needs_engine and model is None and not base_url:
-        from hoprank.llm.packs import DEFAULT_MODEL
-
-        default = DEFAULT_MODEL
-        typer.echo(f"note: no --model: {name} runs on the default model {DEFAULT_MODEL}", err=True)
-    spec = EngineSpec.resolve(model, base_url=base_url, default_model=default)
-    if needs_engine:
-        check_model(spec)
-    return spec
-
-
-def _cache_arg(cache: Path | None, no_cache: bool) -> Path | bool:
-    """``run_experiment``'s ``cache``: False (--no-cache), a folder (--cache) or True (default)."""
-    if cache is not None and no_cache:
-        raise InvalidInput("--cache and --no-cache exclude each other")
-    return False if no_cache else (cache if cache is not None else True)
 
 
 def _print_json(result: Any) -> None:
