@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from hoprank.errors import ConfigError, EngineError
-from hoprank.evals import ExperimentConfig, run_experiment
+from hoprank.evals import ExperimentConfig, RunOptions, run_experiment
 from hoprank.llm.scripted import ScriptedEngine
 from hoprank.rankers.base import BaseRanker, RankerOutput
 from hoprank.types import Document
@@ -95,11 +95,14 @@ def test_refuses_a_folder_of_another_experiment(datasets_dir: Path, tmp_path: Pa
         _dl19(datasets_dir, limit=2, depth=10), tmp_path, ranker=ByLength(), cache=False, overwrite=True
     )
     assert res.executed == 2 and res.resumed == 0
-    # same experiment, other concurrency: resumes (nothing to do)
+    # same experiment, other concurrency: resumes (nothing to do); the options as one object
+    options = RunOptions(ranker=ByLength(), cache=False, progress=False, overwrite=True)
     res = run_experiment(
-        _dl19(datasets_dir, limit=2, depth=10, concurrency=3), tmp_path, ranker=ByLength(), cache=False
+        _dl19(datasets_dir, limit=2, depth=10, concurrency=3), tmp_path, options, overwrite=False
     )
     assert res.executed == 0 and res.resumed == 2
+    with pytest.raises(TypeError, match="no_such_option"):
+        run_experiment(_dl19(datasets_dir, limit=2), tmp_path, no_such_option=1)
 
 
 def test_failure_keeps_finished_queries_and_resumes(datasets_dir: Path, tmp_path: Path) -> None:

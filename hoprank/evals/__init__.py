@@ -29,7 +29,7 @@ from hoprank.evals.metrics import (
     support_recall_at,
 )
 from hoprank.evals.results import ResultsLog
-from hoprank.evals.runner import RunResult, arun_experiment, run_experiment
+from hoprank.evals.runner import RunOptions, RunResult, arun_experiment, run_experiment
 from hoprank.runs import order_trec, read_qrels, read_run, write_run
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "MetricComparison",
     "Query",
     "ResultsLog",
+    "RunOptions",
     "RunResult",
     "arun_experiment",
     "average_precision",

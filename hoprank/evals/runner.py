@@ -24,6 +24,7 @@ and the execution (local or Ray).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -52,7 +53,7 @@ from hoprank.llm.spec import EngineSpec
 from hoprank.rankers.base import BaseRanker, Ranker
 from hoprank.runs import Run
 
-__all__ = ["RunResult", "arun_experiment", "run_experiment"]
+__all__ = ["RunOptions", "RunResult", "arun_experiment", "run_experiment"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,36 @@ class RunResult:
     resumed: int
     executed: int
     manifest: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How :func:`arun_experiment` runs an experiment, beside what it runs (the config).
+
+    ``ranker``/``engine``/``retriever`` objects override what the config would build
+    (for SDK use and tests). ``cache``: True for the default LLM-call cache
+    (``$HOPRANK_CACHE/llm-calls``), a folder, or False for none. ``progress``: a rich
+    progress bar (None: only on a TTY). ``overwrite``: start over (the folder's earlier
+    outputs are removed, nothing is resumed) instead of resuming or refusing a folder
+    that holds another experiment. ``plots``: write the report's plots.
+    ``ray_num_cpus``: CPUs for a local Ray cluster (``executor="ray"``).
+    """
+
+    ranker: Ranker | None = None
+    engine: LLM | None = None
+    retriever: Any | None = None
+    cache: str | os.PathLike[str] | bool = True
+    progress: bool | None = None
+    overwrite: bool = False
+    plots: bool = True
+    ray_num_cpus: int | None = None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """The LLM-call cache folder (None: no cache)."""
+        if self.cache is False:
+            return None
+        return default_cache_dir() if self.cache is True else Path(self.cache)
 
 
 @dataclass
@@ -92,19 +123,11 @@ class _Plan:
         return [q for q, _, _ in self.items]
 
 
-async def _plan(
-    config: ExperimentConfig,
-    *,
-    ranker: Ranker | None,
-    engine: LLM | None,
-    retriever: Any | None,
-    cache: str | os.PathLike[str] | bool,
-) -> _Plan:
+async def _plan(config: ExperimentConfig, options: RunOptions) -> _Plan:
     ds = load_config_dataset(config)
-    items, first_stage = await asyncio.to_thread(build_items, config, ds, retriever=retriever)
-    cache_dir: Path | None = None
-    if cache is not False:
-        cache_dir = default_cache_dir() if cache is True else Path(cache)
+    items, first_stage = await asyncio.to_thread(build_items, config, ds, retriever=options.retriever)
+    cache_dir = options.cache_dir
+    ranker, engine = options.ranker, options.engine
     if ranker is None and config.executor == "local":
         if engine is None:
             engine = build_engine(config, cache_dir)
@@ -223,27 +246,18 @@ async def _finish(
 async def arun_experiment(
     config: ExperimentConfig,
     out_dir: str | os.PathLike[str],
-    *,
-    ranker: Ranker | None = None,
-    engine: LLM | None = None,
-    retriever: Any | None = None,
-    cache: str | os.PathLike[str] | bool = True,
-    progress: bool | None = None,
-    overwrite: bool = False,
-    plots: bool = True,
-    ray_num_cpus: int | None = None,
+    options: RunOptions | None = None,
+    **keywords: Any,
 ) -> RunResult:
     """Run (or resume) an experiment into ``out_dir``.
 
-    ``ranker``/``engine``/``retriever`` objects override what the config would build
-    (for SDK use and tests). ``cache``: True for the default LLM-call cache
-    (``$HOPRANK_CACHE/llm-calls``), a folder, or False for none. ``progress``: a rich
-    progress bar (None: only on a TTY). ``overwrite``: start over (the folder's earlier
-    outputs are removed, nothing is resumed) instead of resuming or refusing a folder
-    that holds another experiment.
+    ``options`` (a :class:`RunOptions`) or its fields as keywords (``ranker=``,
+    ``engine=``, ``retriever=``, ``cache=``, ``progress=``, ``overwrite=``, ``plots=``,
+    ``ray_num_cpus=``; keywords override the fields of ``options``) say how.
     """
-    folder = RunFolder(out_dir, config.fingerprint, overwrite=overwrite)
-    plan = await _plan(config, ranker=ranker, engine=engine, retriever=retriever, cache=cache)
+    opts = RunOptions(**keywords) if options is None else dataclasses.replace(options, **keywords)
+    folder = RunFolder(out_dir, config.fingerprint, overwrite=opts.overwrite)
+    plan = await _plan(config, opts)
     qids = plan.qids
     folder.check_inputs(plan.prompt, plan.ds.content_hash, model_sha256(plan.engine_desc))
     folder.prepare()
@@ -260,7 +274,7 @@ async def arun_experiment(
 
     t0 = time.perf_counter()
     with Progress(
-        len(qids), done=len(qids) - len(pending), enabled=progress, description=config.label
+        len(qids), done=len(qids) - len(pending), enabled=opts.progress, description=config.label
     ) as bar:
 
         def sink(rec: dict[str, Any]) -> None:
@@ -269,7 +283,7 @@ async def arun_experiment(
             bar.advance()
 
         try:
-            await _execute(config, plan, pending, sink, ray_num_cpus)
+            await _execute(config, plan, pending, sink, opts.ray_num_cpus)
         except BaseException as e:
             attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, error=repr(e))
             manifest["status"] = "failed"
@@ -277,9 +291,14 @@ async def arun_experiment(
             raise
 
     attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, executed=len(pending))
-    return await _finish(config, plan, folder, manifest, attempt, done, plots)
+    return await _finish(config, plan, folder, manifest, attempt, done, opts.plots)
 
 
-def run_experiment(config: ExperimentConfig, out_dir: str | os.PathLike[str], **kwargs: Any) -> RunResult:
+def run_experiment(
+    config: ExperimentConfig,
+    out_dir: str | os.PathLike[str],
+    options: RunOptions | None = None,
+    **keywords: Any,
+) -> RunResult:
     """Sync facade of :func:`arun_experiment`."""
-    return run_sync(arun_experiment(config, out_dir, **kwargs))
+    return run_sync(arun_experiment(config, out_dir, options, **keywords))
