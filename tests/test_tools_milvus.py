@@ -135,6 +135,22 @@ async def test_errors(docs: list[Document], tmp_path: Path) -> None:
         MilvusRetriever(tmp_path / "e.db", "nobm25", mode="bm25")
     with pytest.raises(ConfigError):
         MilvusRetriever(tmp_path / "e.db", "x", mode="bm25", bm25=False)
+    with pytest.raises(ConfigError, match="mode"):
+        MilvusRetriever(tmp_path / "e.db", "x", mode="sparse")
+    with pytest.raises(ConfigError, match="no_such_option"):
+        MilvusRetriever(tmp_path / "e.db", "x", no_such_option=1)
+
+
+def test_config_object_and_keywords_agree(tmp_path: Path) -> None:
+    from hoprank.tools import MilvusConfig
+
+    config = MilvusConfig(mode="bm25", insert_batch_size=7, name="wiki")
+    with MilvusRetriever(tmp_path / "c.db", "c", config=config) as a:
+        assert (a.mode, a.bm25, a.insert_batch_size, a.name) == ("bm25", True, 7, "wiki")
+    with MilvusRetriever(tmp_path / "c.db", "c", mode="bm25", insert_batch_size=7, name="wiki") as b:
+        assert b.config == config
+    with MilvusRetriever(tmp_path / "c.db", "c", config=config, name="other") as c:  # keywords win
+        assert c.name == "other" and c.insert_batch_size == 7
 
 
 def test_missing_pymilvus_is_missing_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from hoprank.tools.corpus import check_unique_ids, load_corpus, load_queries, re
 from hoprank.tools.dense import DenseRetriever
 from hoprank.tools.embedder import Embedder
 from hoprank.tools.hybrid import HybridRetriever
-from hoprank.tools.milvus import MilvusRetriever
+from hoprank.tools.milvus import MilvusConfig, MilvusRetriever
 from hoprank.tools.retriever import BaseRetriever, SearchArgs, format_documents
 from hoprank.tools.run import RunRetriever
 
@@ -30,6 +30,7 @@ __all__ = [
     "DenseRetriever",
     "Embedder",
     "HybridRetriever",
+    "MilvusConfig",
     "MilvusRetriever",
     "Retriever",
     "RunRetriever",

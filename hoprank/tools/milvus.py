@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput, MissingExtra, RetrievalError
 from hoprank.tools.corpus import check_unique_ids
@@ -38,7 +39,7 @@ from hoprank.tools.embedder import Embedder, ProgressCallback
 from hoprank.tools.retriever import BaseRetriever
 from hoprank.types import Document
 
-__all__ = ["MilvusMode", "MilvusRetriever"]
+__all__ = ["MilvusConfig", "MilvusMode", "MilvusRetriever"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +58,45 @@ def _engine_version(uri: str) -> str:
         return pkg
 
 
+class MilvusConfig(BaseModel):
+    """The options of :class:`MilvusRetriever` (all but the ``uri`` and the collection),
+    validated once.
+
+    ``embedder``: an :class:`~hoprank.tools.embedder.Embedder`, a local model folder, or
+    None (the offline default; created on first use). ``mode``: ``"dense"`` (embed the
+    query, IP search) or ``"bm25"`` (full-text). ``bm25``: create the BM25 function and
+    sparse field when creating the collection. ``token``: the server's token.
+    ``insert_batch_size``: rows per upsert. ``name``/``description``: the tool's.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    embedder: Any = None
+    mode: MilvusMode = "dense"
+    bm25: bool = True
+    token: str | None = None
+    insert_batch_size: int = Field(default=256, ge=1)
+    name: str | None = None
+    description: str | None = None
+
+    @classmethod
+    def build(cls, config: MilvusConfig | None, options: dict[str, Any]) -> MilvusConfig:
+        """``config`` updated with ``options``; :class:`ConfigError` on unknown or bad ones."""
+        try:
+            out = cls(**{**(dict(config) if config is not None else {}), **options})
+        except ValidationError as e:
+            raise ConfigError(f"MilvusRetriever: {e}") from e
+        if out.mode == "bm25" and not out.bm25:
+            raise ConfigError("mode='bm25' needs bm25=True (the BM25 function on the collection)")
+        return out
+
+
 class MilvusRetriever(BaseRetriever):
     """Dense (or BM25 full-text) search over a Milvus / Milvus Lite collection.
 
-    ``uri``: a ``.db`` path (Milvus Lite, created on demand) or a server URL.
-    ``mode``: ``"dense"`` (embed the query, IP search) or ``"bm25"`` (full-text).
-    ``bm25``: create the BM25 function and sparse field when creating the collection.
+    ``uri``: a ``.db`` path (Milvus Lite, created on demand) or a server URL;
+    ``collection``: the collection's name. The options (:class:`MilvusConfig`: ``mode``,
+    ``bm25``, ``embedder``...) come as keywords or as one ``config=``.
     Call :meth:`index` to add documents; :meth:`close` releases the connection.
     """
 
@@ -76,42 +110,37 @@ class MilvusRetriever(BaseRetriever):
         uri: str | os.PathLike[str] = "hoprank_milvus.db",
         collection: str = "hoprank",
         *,
-        embedder: Embedder | str | os.PathLike[str] | None = None,
-        mode: MilvusMode = "dense",
-        bm25: bool = True,
-        token: str | None = None,
-        insert_batch_size: int = 256,
-        name: str | None = None,
-        description: str | None = None,
+        config: MilvusConfig | None = None,
+        **options: Any,
     ) -> None:
+        """``options``: the fields of :class:`MilvusConfig` (or a ready ``config``)."""
         try:
             import pymilvus
         except ImportError as e:
             raise MissingExtra("milvus", "pymilvus") from e
-        if mode not in ("dense", "bm25"):
-            raise ConfigError(f"unknown Milvus search mode {mode!r}")
-        if mode == "bm25" and not bm25:
-            raise ConfigError("mode='bm25' needs bm25=True (the BM25 function on the collection)")
+        cfg = MilvusConfig.build(config, options)
+        embedder, mode = cfg.embedder, cfg.mode
         uri_s = str(uri)
         if uri_s.endswith(".db"):
             Path(uri_s).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             uri_s = str(Path(uri_s).expanduser().resolve())
+        self.config = cfg
         self.uri = uri_s
         self.collection = collection
         self.mode: MilvusMode = mode
-        self.bm25 = bm25
-        self.insert_batch_size = insert_batch_size
+        self.bm25 = cfg.bm25
+        self.insert_batch_size = cfg.insert_batch_size
         self._embedder_arg = embedder
         self._embedder: Embedder | None = embedder if isinstance(embedder, Embedder) else None
-        if name:
-            self.name = name
+        if cfg.name:
+            self.name = cfg.name
         elif mode == "bm25":
             self.name = "milvus_bm25_search"
-        if description:
-            self.description = description
+        if cfg.description:
+            self.description = cfg.description
         self._lock = threading.Lock()
         try:
-            self._client: Any = pymilvus.MilvusClient(uri=uri_s, token=token or "")
+            self._client: Any = pymilvus.MilvusClient(uri=uri_s, token=cfg.token or "")
         except Exception as e:  # pymilvus raises MilvusException and plain errors alike
             raise RetrievalError(f"cannot connect to Milvus at {uri_s}: {e}") from e
         self._count = -1
