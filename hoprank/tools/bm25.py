@@ -22,14 +22,7 @@ import numpy as np
 
 from hoprank.errors import InvalidInput, RetrievalError
 from hoprank.tools._topk import topk_indices
-from hoprank.tools.corpus import (
-    check_unique_ids,
-    load_corpus,
-    read_docs,
-    read_manifest,
-    write_docs,
-    write_manifest,
-)
+from hoprank.tools.corpus import check_unique_ids, finish_index, load_corpus, read_index
 from hoprank.tools.retriever import BaseRetriever
 from hoprank.types import Document
 
@@ -128,30 +121,13 @@ class BM25Retriever(BaseRetriever):
         self._docs = docs
 
     @classmethod
-    def from_documents(
-        cls,
-        docs: Sequence[Document],
-        *,
-        stemmer: str | None = "english",
-        stopwords: str | list[str] | None = "en",
-        k1: float = 1.5,
-        b: float = 0.75,
-        method: BM25Method = "lucene",
-        name: str | None = None,
-        description: str | None = None,
-    ) -> BM25Retriever:
-        """Index ``docs`` (unique ids required; blocking, CPU-bound)."""
+    def from_documents(cls, docs: Sequence[Document], **kwargs: Any) -> BM25Retriever:
+        """Index ``docs`` (unique ids required; blocking, CPU-bound); ``kwargs``: the
+        constructor's (``stemmer``, ``stopwords``, ``k1``, ``b``, ``method``, ``name``,
+        ``description``)."""
         docs = list(docs)
         check_unique_ids(docs, where="documents")
-        self = cls(
-            stemmer=stemmer,
-            stopwords=stopwords,
-            k1=k1,
-            b=b,
-            method=method,
-            name=name,
-            description=description,
-        )
+        self = cls(**kwargs)
         self._build(docs)
         logger.info("bm25: indexed %d documents", len(docs))
         return self
@@ -209,11 +185,10 @@ class BM25Retriever(BaseRetriever):
         out.mkdir(parents=True, exist_ok=True)
         if self._docs:
             self._bm25.save(str(out / _BM25S_DIR), show_progress=False)
-        write_docs(out, self._docs)
-        write_manifest(
+        return finish_index(
             out,
             "bm25",
-            count=len(self._docs),
+            self._docs,
             engine="bm25s",
             stemmer=self.stemmer_name,
             stopwords=self.stopwords,
@@ -222,15 +197,13 @@ class BM25Retriever(BaseRetriever):
             method=self.method,
             name=self.name,
         )
-        return out
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> BM25Retriever:
         """Load an index written by :meth:`save`."""
         import bm25s
 
-        src = Path(folder)
-        m = read_manifest(src, "bm25")
+        src, m, docs = read_index(folder, "bm25")
         self = cls(
             stemmer=m.get("stemmer"),
             stopwords=m.get("stopwords"),
@@ -239,11 +212,6 @@ class BM25Retriever(BaseRetriever):
             method=m.get("method", "lucene"),
             name=m.get("name"),
         )
-        docs = read_docs(src)
-        if len(docs) != m.get("count"):
-            raise RetrievalError(
-                f"{src}: manifest says {m.get('count')} documents, docs.jsonl has {len(docs)}"
-            )
         if docs:
             try:
                 bm25 = bm25s.BM25.load(str(src / _BM25S_DIR), show_progress=False, verbosity=0)

@@ -7,6 +7,7 @@
 * :func:`write_docs` / :func:`read_docs` store documents inside an index folder, and
   :func:`write_manifest` / :func:`read_manifest` the folder's ``hoprank-index.json``,
   written last so that a folder without it is known to be incomplete.
+  :func:`finish_index` / :func:`read_index` do both for a retriever's ``save``/``load``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ __all__ = [
     "INDEX_FORMAT",
     "MANIFEST_FILE",
     "check_unique_ids",
+    "finish_index",
     "load_corpus",
     "load_queries",
     "read_docs",
+    "read_index",
     "read_manifest",
     "write_docs",
     "write_manifest",
@@ -175,3 +178,25 @@ def read_manifest(folder: str | os.PathLike[str], kind: str | None = None) -> di
     if kind is not None and manifest.get("kind") != kind:
         raise RetrievalError(f"{folder} holds a {manifest.get('kind')!r} index, not {kind!r}")
     return manifest
+
+
+def finish_index(folder: Path, kind: str, docs: Sequence[Document], **fields: Any) -> Path:
+    """Complete an index folder whose own files are written: ``docs.jsonl``, then the
+    manifest (``kind``, the document ``count`` and ``fields``). Returns ``folder``."""
+    write_docs(folder, docs)
+    write_manifest(folder, kind, count=len(docs), **fields)
+    return folder
+
+
+def read_index(folder: str | os.PathLike[str], kind: str) -> tuple[Path, dict[str, Any], list[Document]]:
+    """An index folder written by :func:`finish_index`: the folder, its manifest (of
+    ``kind``) and its documents, as many as the manifest counts (else
+    :class:`RetrievalError`)."""
+    src = Path(folder)
+    manifest = read_manifest(src, kind)
+    docs = read_docs(src)
+    if len(docs) != manifest.get("count"):
+        raise RetrievalError(
+            f"{src}: manifest says {manifest.get('count')} documents, {DOCS_FILE} has {len(docs)}"
+        )
+    return src, manifest, docs

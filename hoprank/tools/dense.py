@@ -22,14 +22,7 @@ import numpy as np
 from hoprank._fsio import atomic_write
 from hoprank.errors import ConfigError, InvalidInput, MissingExtra, RetrievalError
 from hoprank.tools._topk import topk_indices
-from hoprank.tools.corpus import (
-    check_unique_ids,
-    load_corpus,
-    read_docs,
-    read_manifest,
-    write_docs,
-    write_manifest,
-)
+from hoprank.tools.corpus import check_unique_ids, finish_index, load_corpus, read_index
 from hoprank.tools.embedder import DEFAULT_EMBEDDER, Embedder, ProgressCallback
 from hoprank.tools.retriever import BaseRetriever
 from hoprank.types import Document
@@ -232,17 +225,15 @@ class DenseRetriever(BaseRetriever):
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / _EMB_FILE, "wb") as f:
             np.save(f, self._emb, allow_pickle=False)
-        write_docs(out, self._docs)
-        write_manifest(
+        return finish_index(
             out,
             "dense",
-            count=len(self._docs),
+            self._docs,
             dim=int(self._emb.shape[1]) if self._emb.ndim == 2 else 0,
             normalized=True,
             embedder=self.embedder.describe(),
             name=self.name,
         )
-        return out
 
     @classmethod
     def load(
@@ -256,8 +247,7 @@ class DenseRetriever(BaseRetriever):
         The query embedder is ``embedder`` if given, else the model recorded in the
         manifest (its folder, or the offline pack when it was the default model).
         """
-        src = Path(folder)
-        m = read_manifest(src, "dense")
+        src, m, docs = read_index(folder, "dense")
         if embedder is None:
             info = m.get("embedder") or {}
             path = info.get("path")
@@ -270,15 +260,12 @@ class DenseRetriever(BaseRetriever):
                     f"{src}: the index was built with embedder {info!r}, which is not available "
                     "here; pass embedder= explicitly"
                 )
-        docs = read_docs(src)
         try:
             emb = np.load(src / _EMB_FILE, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise RetrievalError(f"{src}: cannot read {_EMB_FILE}: {e}") from e
-        if emb.shape[0] != len(docs) or len(docs) != m.get("count"):
-            raise RetrievalError(
-                f"{src}: {emb.shape[0]} embeddings, {len(docs)} documents, manifest count {m.get('count')}"
-            )
+        if emb.shape[0] != len(docs):
+            raise RetrievalError(f"{src}: {emb.shape[0]} embeddings for {len(docs)} documents")
         kwargs.setdefault("name", m.get("name"))
         self = cls(embedder, **kwargs)
         self._set(docs, emb)  # saved vectors are unit already: kept bit-exact
