@@ -1,4 +1,6 @@
-"""Atomic file writes: one home for the temporary-file, fsync and ``os.replace`` pattern.
+"""File IO: atomic writes, and JSONL read line by line with errors that name the line.
+
+Atomic writes are the one home for the temporary-file, fsync and ``os.replace`` pattern.
 
 A reader never sees a half-written file: the content goes to a hidden temporary sibling
 (``.{name}.tmp-{pid}-{thread}-{n}``, the same folder, so the rename is atomic on POSIX),
@@ -6,6 +8,9 @@ is flushed and fsync'd, and only then moved over the destination. Whatever stops
 write (an exception, a ``KeyboardInterrupt``) removes the temporary file and leaves the
 destination as it was. ``sync_dir=True`` also fsyncs the folder, so the rename itself
 survives a power cut (model packs, whose manifests mark a folder complete).
+
+:func:`json_lines` (any stream) and :func:`iter_jsonl` (a file of objects) read JSONL;
+a malformed line is a :class:`~hoprank.errors.DatasetError` naming the file and line.
 """
 
 from __future__ import annotations
@@ -15,13 +20,18 @@ import itertools
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, TextIO, overload
+
+from hoprank.errors import DatasetError
 
 __all__ = [
     "atomic_write",
     "fsync_dir",
+    "iter_jsonl",
+    "json_line",
+    "json_lines",
     "temp_sibling",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -104,3 +114,32 @@ def write_json_atomic(
     """
     text = json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False, default=default)
     write_text_atomic(path, text + "\n", sync_dir=sync_dir)
+
+
+def json_line(line: str, where: str) -> Any:
+    """``line`` parsed as JSON; a :class:`DatasetError` naming ``where`` if it is not."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{where}: invalid JSON: {e.msg} (column {e.colno})") from None
+
+
+def json_lines(lines: Iterable[str], name: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, JSON value)`` for each non-blank line of ``lines`` (a file or a
+    stream called ``name``); a malformed line is a :class:`DatasetError` naming ``name``
+    and the line."""
+    for lineno, line in enumerate(lines, 1):
+        if line.strip():
+            yield lineno, json_line(line, f"{name}:{lineno}")
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file of objects;
+    errors name the file and line."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        for lineno, obj in json_lines(f, str(path)):
+            if not isinstance(obj, dict):
+                raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj

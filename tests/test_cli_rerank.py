@@ -89,7 +89,7 @@ def test_table_output(dl19_items: list[dict[str, object]], tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("args", "stdin", "message"),
     [
-        (["-r", "identity"], '{"query": "q", "documents": ["a"]}\n{oops\n', "<stdin>:2: not valid JSON"),
+        (["-r", "identity"], '{"query": "q", "documents": ["a"]}\n{oops\n', "<stdin>:2: invalid JSON"),
         (["-r", "identity"], '{"documents": ["a"]}\n', "'query'"),
         (["-r", "identity"], '{"query": "q", "documents": [{"title": "t"}]}\n', "'text'"),
         (

@@ -55,7 +55,7 @@ def test_malformed_line_names_file_and_line(datasets_dir: Path, tmp_path: Path) 
     lines = _copy_head(datasets_dir / HOTPOT / "corpus.jsonl", p, 5)
     lines[3] = lines[3][: len(lines[3]) // 2] + "\n"  # truncated JSON on line 4
     p.write_text("".join(lines), encoding="utf-8")
-    with pytest.raises(DatasetError, match=r"corpus\.jsonl:4: malformed JSON"):
+    with pytest.raises(DatasetError, match=r"corpus\.jsonl:4: invalid JSON"):
         load_corpus(p)
 
 

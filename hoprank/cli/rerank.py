@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import typer
 
+from hoprank._fsio import json_lines
 from hoprank.adapters.scoring import relevance_scores
 from hoprank.cli._common import (
     QUIET_OPTION,
@@ -77,14 +78,8 @@ def _document(value: Any, index: int, where: str) -> Document:
 
 
 def _lines(stream: TextIO, name: str) -> Iterator[tuple[str, Any]]:
-    for n, line in enumerate(stream, 1):
-        if not line.strip():
-            continue
-        where = f"{name}:{n}"
-        try:
-            yield where, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{where}: not valid JSON ({exc.msg})") from exc
+    for n, value in json_lines(stream, name):
+        yield f"{name}:{n}", value
 
 
 def parse_items(stream: TextIO, name: str = "<stdin>") -> Iterator[Item]:

@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hoprank._fsio import iter_jsonl
 from hoprank.errors import DatasetError
 from hoprank.runs import Qrels, Run, read_qrels, read_run
 from hoprank.types import Document
@@ -214,23 +215,6 @@ def dataset_conventions(ds: Dataset) -> dict[str, Any]:
     if ds.meta:
         out["meta"] = dict(ds.meta)
     return out
-
-
-def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line_number, object)`` for each non-blank line; errors name file and line."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{lineno}: invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
 
 
 def _str_field(path: Path, lineno: int, obj: dict[str, Any], *keys: str, required: bool = True) -> str:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -20,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hoprank._fsio import atomic_write, write_json_atomic
+from hoprank._fsio import atomic_write, iter_jsonl, json_line, write_json_atomic
 from hoprank.errors import DatasetError, InvalidInput, RetrievalError
 from hoprank.types import Document
 
@@ -44,9 +45,7 @@ DOCS_FILE = "docs.jsonl"
 INDEX_FORMAT = 1
 
 
-def _parse_doc(obj: Any, path: Path, lineno: int) -> Document:
-    if not isinstance(obj, dict):
-        raise DatasetError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+def _parse_doc(obj: dict[str, Any], path: Path, lineno: int) -> Document:
     if "id" not in obj or obj["id"] is None or str(obj["id"]) == "":
         raise DatasetError(f"{path}:{lineno}: document has no 'id'")
     text = obj.get("text", obj.get("contents"))
@@ -77,18 +76,7 @@ def load_corpus(path: str | os.PathLike[str], *, limit: int | None = None) -> li
     p = Path(path)
     if not p.is_file():
         raise DatasetError(f"corpus file not found: {p}")
-    docs: list[Document] = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if limit is not None and len(docs) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{p}:{lineno}: malformed JSON line: {e.msg}") from e
-            docs.append(_parse_doc(obj, p, lineno))
+    docs = [_parse_doc(obj, p, lineno) for lineno, obj in itertools.islice(iter_jsonl(p), limit)]
     check_unique_ids(docs, where=str(p))
     return docs
 
@@ -104,10 +92,7 @@ def load_queries(path: str | os.PathLike[str]) -> dict[str, str]:
             if not line.strip():
                 continue
             if line.lstrip().startswith("{"):
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DatasetError(f"{p}:{lineno}: malformed JSON line: {e.msg}") from e
+                obj = json_line(line, f"{p}:{lineno}")
                 qid, text = obj.get("id", obj.get("qid")), obj.get("text", obj.get("query"))
             else:
                 parts = line.rstrip("\n").split("\t", 1)
