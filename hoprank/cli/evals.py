@@ -290,24 +290,16 @@ def compare_cmd(
     for lab in labels:
         table.add_column(lab, justify="right")
     for mc in comp.metrics:
-        cells = []
-        for lab in labels:
-            cell = f"{mc.means[lab]:.4f}"
-            if lab in mc.delta:
-                p = mc.p_permutation.get(lab)
-                mark = (
-                    "[green]*[/green]"
-                    if p is not None and p < 0.05 and mc.delta[lab] > 0
-                    else ("[red]*[/red]" if p is not None and p < 0.05 else "")
-                )
-                ptxt = "n/a" if p is None else f"{p:.3g}"
-                cell += f" {mc.delta[lab]:+.4f}{mark} p={ptxt} {mc.wins[lab]}/{mc.losses[lab]}/{mc.ties[lab]}"
-            cells.append(cell)
+        cells = [mc.cell(lab, mark=_colored_star) for lab in labels]
         table.add_row(mc.metric, str(mc.n), *cells)
     table.add_row("s/query", "", *[f"{r.latency_mean_s:.3f}" for r in comp.runs])
     table.add_row("tokens/query", "", *[f"{r.tokens_per_query:.0f}" for r in comp.runs])
     table.caption = "Δ vs baseline, paired permutation p-value, wins/losses/ties; * p < 0.05"
     console.print(table)
+
+
+def _colored_star(delta: float) -> str:
+    return "[green]*[/green]" if delta > 0 else "[red]*[/red]"
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,18 @@ class MetricComparison(BaseModel):
     p_wilcoxon: dict[str, float | None] = Field(default_factory=dict)
     p_ttest: dict[str, float | None] = Field(default_factory=dict)
 
+    def cell(self, label: str, *, alpha: float = 0.05, mark: Callable[[float], str] | None = None) -> str:
+        """Run ``label``'s mean and, against the baseline, the mean delta (marked when the
+        paired permutation test gives p < ``alpha``: ``*``, or ``mark(delta)``), the
+        p-value and wins/losses/ties: ``0.6120 (+0.0450*, p=0.012, W/L/T 9/3/8)``."""
+        text = f"{self.means[label]:.4f}"
+        if label not in self.delta:
+            return text
+        delta, p = self.delta[label], self.p_permutation.get(label)
+        star = ("*" if mark is None else mark(delta)) if p is not None and p < alpha else ""
+        wlt = f"{self.wins[label]}/{self.losses[label]}/{self.ties[label]}"
+        return f"{text} ({delta:+.4f}{star}, p={_p(p)}, W/L/T {wlt})"
+
 
 class Comparison(BaseModel):
     """The result of :func:`compare`."""
@@ -75,14 +87,7 @@ class Comparison(BaseModel):
         lines.append("| metric | n | " + " | ".join(labels) + " |")
         lines.append("|---|---:|" + "---:|" * len(labels))
         for mc in self.metrics:
-            cells = []
-            for lab in labels:
-                cell = f"{mc.means[lab]:.4f}"
-                if lab in mc.delta:
-                    p = mc.p_permutation.get(lab)
-                    star = "*" if p is not None and p < alpha else ""
-                    cell += f" ({mc.delta[lab]:+.4f}{star}, p={_p(p)}, W/L/T {mc.wins[lab]}/{mc.losses[lab]}/{mc.ties[lab]})"
-                cells.append(cell)
+            cells = [mc.cell(lab, alpha=alpha) for lab in labels]
             lines.append(f"| {mc.metric} | {mc.n} | " + " | ".join(cells) + " |")
         lines += ["", "| run | queries | s/query | tokens/query |", "|---|---:|---:|---:|"]
         for r in self.runs:
