@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from hoprank.errors import ParseError
 
-__all__ = ["extract_json", "numbered_list", "parse_model"]
+__all__ = ["extract_json", "numbered_list", "parse_model", "with_alias"]
 
 M = TypeVar("M", bound=BaseModel)
 
 _FENCE_RE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)(?:```|$)", re.DOTALL)
 _TRAILING_COMMA_RE = re.compile(r",\s*([}\]])")
 _LIST_ITEM_RE = re.compile(r"^\s*(?:\d+[.):]|[-*•])\s+(.+?)\s*$")
+
+
+def with_alias(data: dict[str, Any], key: str, aliases: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``data`` (a model's raw reply) in which a missing ``key`` takes the value of
+    the first of ``aliases`` that ``data`` has (that alias removed): small models rename
+    fields (``"questions"`` for ``"sub_questions"``)."""
+    out = dict(data)
+    if key not in out:
+        alias = next((a for a in aliases if a in out), None)
+        if alias is not None:
+            out[key] = out.pop(alias)
+    return out
 
 
 def _strip_fences(text: str) -> str:

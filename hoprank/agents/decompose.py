@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from hoprank._sync import run_sync
 from hoprank.agents._common import gather_bounded, llm_step, norm_query, resolve_prompt, unique
-from hoprank.agents._json import parse_model
+from hoprank.agents._json import parse_model, with_alias
 from hoprank.errors import InvalidInput, ParseError
 from hoprank.llm.base import LLM, Completion, Message
 from hoprank.prompts.registry import PromptLike, prompt_param
@@ -113,12 +113,9 @@ class SubQuestions(BaseModel):
     def _aliases(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = dict(data)
-        if "sub_questions" not in data:
-            for key in ("subquestions", "sub-questions", "questions", "subQuestions"):
-                if key in data:
-                    data["sub_questions"] = data.pop(key)
-                    break
+        data = with_alias(
+            data, "sub_questions", ("subquestions", "sub-questions", "questions", "subQuestions")
+        )
         ff = data.get("find_first")
         data["find_first"] = ff.strip() if isinstance(ff, str) and ff.strip() else None
         return data

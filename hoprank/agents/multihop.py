@@ -31,7 +31,7 @@ from hoprank.agents._common import (
     norm_query,
     resolve_prompt,
 )
-from hoprank.agents._json import parse_model
+from hoprank.agents._json import parse_model, with_alias
 from hoprank.errors import InvalidInput, ParseError, PromptError
 from hoprank.llm.base import LLM, Completion
 from hoprank.prompts.registry import PromptLike, load_prompt
@@ -78,10 +78,7 @@ class AgentAction(BaseModel):
     def _lenient(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = dict(data)
-        for alias in ("bridge_fact", "bridge", "thought", "facts"):
-            if "notes" not in data and alias in data:
-                data["notes"] = data.pop(alias)
+        data = with_alias(data, "notes", ("bridge_fact", "bridge", "thought", "facts"))
         notes = data.get("notes")
         if isinstance(notes, list):
             data["notes"] = " ".join(str(x) for x in notes)
