@@ -20,7 +20,7 @@ Layer order (a unit may import only from a lower floor; docs/architecture.md des
 floor units
 ====  =====================================================================
 0     errors, types, _version
-1     _sync, _fsio (atomic writes)
+1     _sync, _fsio (atomic writes, JSONL reading)
 2     runs (ranked lists: TREC run files, fusion)
 3     llm, prompts
 4     tools
