@@ -66,7 +66,7 @@ def on_engine_thread(fn: Any, *args: Any) -> Any:
     """Run ``fn`` where the engine runs its model work (its torch worker thread, one
     OpenMP team), so bare and SDK timings share threads; timing happens inside ``fn``."""
     try:
-        from hoprank.llm.transformers_engine import on_torch_worker
+        from hoprank.llm.engines.transformers_engine import on_torch_worker
     except ImportError:  # an engine without a worker thread
         return fn(*args)
     return on_torch_worker(fn, *args)

@@ -83,8 +83,8 @@ def settings(buckets: Any) -> dict[str, tuple[Any, list[str] | None]]:
 
 
 def configure(engine: Any, buckets: Any, backends: list[str] | None) -> None:
-    from hoprank.llm._buckets import length_buckets
-    from hoprank.llm._device import sdpa_backends
+    from hoprank.llm.runtime._buckets import length_buckets
+    from hoprank.llm.runtime._device import sdpa_backends
 
     engine.length_buckets = length_buckets(buckets)
     engine.sdpa_backends = sdpa_backends(backends)
@@ -288,7 +288,7 @@ class Run:
 async def run_shape(run: Run, shape: str, items: list[Any], peak: float) -> None:
     import torch
 
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
     from hoprank.rankers import FIRST
     from hoprank.rankers.icr import ICRRanker
 

@@ -28,7 +28,7 @@ from _timing import bare_forward, load_dl19  # noqa: E402
 async def run(args: argparse.Namespace) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    from hoprank.llm.transformers_engine import TransformersEngine, on_torch_worker
+    from hoprank.llm.engines.transformers_engine import TransformersEngine, on_torch_worker
     from hoprank.rankers import make_ranker
 
     engine = TransformersEngine(

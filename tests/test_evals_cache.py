@@ -13,7 +13,7 @@ import pytest
 from hoprank.errors import CapabilityMissing
 from hoprank.evals import CachedEngine
 from hoprank.llm.base import LLM, LogprobRequest, chat_renderer, exact_tokenizer
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 
 MSGS: list[Any] = [{"role": "system", "content": "Rank."}, {"role": "user", "content": "q: cats [1] a [2] b"}]
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from _live_server import live_server
 
-from hoprank.llm.worker import (
+from hoprank.llm.runtime.worker import (
     EngineBusy,
     check_cancelled,
     on_torch_worker,
@@ -188,9 +188,9 @@ async def test_openai_engine_call_is_abandoned_when_its_task_is_cancelled() -> N
     frees its concurrency slot at once (the server would have answered after 30 s)."""
     from servers.fault_server import FaultServer, chat_ok, hang
 
-    from hoprank.llm.openai_engine import OpenAIEngine
-    from hoprank.llm.retry import RetryPolicy
-    from hoprank.llm.scripted import WhitespaceTokenizer
+    from hoprank.llm.engines.openai_engine import OpenAIEngine
+    from hoprank.llm.engines.scripted import WhitespaceTokenizer
+    from hoprank.llm.transport.retry import RetryPolicy
 
     msgs: list[Any] = [{"role": "user", "content": "hi"}]
     with FaultServer([hang(30.0)], default=chat_ok("quick")) as fs:

@@ -76,7 +76,7 @@ async def test_cancelling_a_generation_task_stops_it_at_the_next_token(smollm2_e
     token or so (a stopping criterion reads the cancel flag), not at ``max_tokens``."""
     import asyncio
 
-    from hoprank.llm.worker import on_torch_worker, worker_stats_snapshot
+    from hoprank.llm.runtime.worker import on_torch_worker, worker_stats_snapshot
 
     eng = smollm2_engine
     msgs: list[Any] = [{"role": "user", "content": "Write a long story about a cat who travels the world."}]

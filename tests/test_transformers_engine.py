@@ -16,7 +16,7 @@ import pytest
 
 from hoprank.errors import ContextOverflow, InvalidInput, ModelPackError
 from hoprank.llm import Capability, LogprobRequest, Message, load_engine
-from hoprank.llm.packs import PACKS
+from hoprank.llm.models.packs import PACKS
 
 LABELS = list("ABCDE")
 RANK_MSGS: list[Message] = [
@@ -206,7 +206,7 @@ def test_batch_equals_single_runs(smollm2_engine: Any) -> None:
 
 
 def test_batch_equals_single_runs_fp32_tightly() -> None:
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     e = TransformersEngine("smollm2-135m", dtype="fp32", threads=2)
     assert e.describe()["dtype"] == "float32"
@@ -242,7 +242,7 @@ async def test_concurrent_calls_are_serialised_and_equal(smollm2_engine: Any) ->
 
 
 async def test_attention_rows_delegates_to_attention_module(smollm2_engine: Any) -> None:
-    pytest.importorskip("hoprank.llm.attention")
+    pytest.importorskip("hoprank.llm.runtime.attention")
     e = smollm2_engine
     prefix = e.render([{"role": "user", "content": "Passage one is about cats. Passage two is about Paris."}])
     rows = await e.attention_rows(prefix, ["capital of France", "N/A"], layers=[0, 1])
@@ -325,7 +325,7 @@ async def test_qwen05_pointwise_yes_no_prefers_relevant(qwen05_engine: Any, data
 
 def test_sdpa_backends_restrict_the_kernels_and_keep_the_numbers(smollm2_engine: Any) -> None:
     from hoprank.errors import ConfigError
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     with pytest.raises(ConfigError, match="sdpa_backends"):
         TransformersEngine("smollm2-135m", sdpa_backends=["flash", "cudnnn"])

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hoprank.llm.worker import worker_stats_snapshot
+from hoprank.llm.runtime.worker import worker_stats_snapshot
 
 __all__ = ["Metrics", "MetricsMiddleware"]
 
@@ -85,7 +85,7 @@ class Metrics:
 
 
 class _WorkerCollector(Collector):
-    """The torch worker's counters (:data:`hoprank.llm.worker.WORKER_STATS`)."""
+    """The torch worker's counters (:data:`hoprank.llm.runtime.worker.WORKER_STATS`)."""
 
     def collect(self) -> Iterator[Metric]:
         s = worker_stats_snapshot()

@@ -9,8 +9,8 @@ is running wait at most ``max_wait_s`` for company, then go out together (at mos
 and go out together as soon as it finishes. :class:`BatchingEngine` wraps any engine
 so that its ``next_token_logprobs`` (FIRST, pointwise scoring) goes through one
 batcher and reaches the engine as ``next_token_logprobs_batch`` calls (one left-padded
-forward per batch in :class:`~hoprank.llm.transformers_engine.TransformersEngine`, built
-by :func:`last_token_outputs`).
+forward per batch in :class:`~hoprank.llm.engines.transformers_engine.TransformersEngine`, built
+by :func:`~hoprank.llm.runtime.forward.last_token_outputs`).
 
 Semantics are those of unbatched calls: each caller gets its own result; when a batched
 call fails, its requests are retried one at a time so that an error (e.g.
@@ -28,7 +28,7 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from typing_extensions import Unpack
 
@@ -50,10 +50,7 @@ from hoprank.llm.base import (
     attention_options,
 )
 
-if TYPE_CHECKING:
-    import torch
-
-__all__ = ["BatchStats", "BatchingEngine", "MicroBatcher", "last_token_outputs"]
+__all__ = ["BatchStats", "BatchingEngine", "MicroBatcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -354,39 +351,3 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
 
     def __repr__(self) -> str:
         return f"BatchingEngine({self.engine!r}, max_batch_size={self._batcher.max_batch_size})"
-
-
-def last_token_outputs(
-    module: Any, rows: Sequence[Sequence[int]], *, pad_id: int, device: Any, hidden: bool, width: int = 0
-) -> torch.Tensor:
-    """The output at the last token of each row (rows of any lengths) from one forward.
-
-    Rows are **right**-padded and no attention mask is passed: under the causal mask no
-    real token attends to a pad that follows it, so every row's last token sees exactly
-    its own tokens at positions ``0..len-1`` (the pads' outputs are dropped). Without a
-    padding mask SDPA keeps its fused causal kernels; with the usual left padding and a
-    4-D mask, batches of DL19 windows ran 1.3-1.5x slower on CPU than one forward per
-    row. ``module`` is a decoder (``hidden=True``: returns ``last_hidden_state`` rows,
-    ``[n, hidden]``) or a causal LM accepting a tensor ``logits_to_keep`` (``hidden=False``:
-    returns logits, ``[n, vocab]``, in the model's dtype). ``width`` pads the batch on the
-    right to at least that many tokens (shape bucketing, :mod:`hoprank.llm._buckets`),
-    which for the same reason leaves every row's output unchanged.
-    """
-    import torch
-
-    if not rows or any(len(r) == 0 for r in rows):
-        raise InvalidInput("last_token_outputs: every row needs at least one token")
-    width = max(width, *(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-    ids = ids.to(device)
-    last = torch.tensor([len(r) - 1 for r in rows], device=device)
-    index = torch.arange(len(rows), device=device)
-    if hidden:
-        out: torch.Tensor = module(input_ids=ids, use_cache=False).last_hidden_state[index, last]
-        return out
-    keep = torch.unique(last)  # sorted positions; logits only there
-    logits = module(input_ids=ids, use_cache=False, logits_to_keep=keep).logits  # [n, k, vocab]
-    picked: torch.Tensor = logits[index, torch.searchsorted(keep, last)]
-    return picked

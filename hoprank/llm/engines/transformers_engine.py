@@ -2,8 +2,8 @@
 
 Gives everything the rankers need: generation, next-token log-probabilities from one
 forward pass (FIRST, pointwise yes/no), prefilled assistant turns, and attention rows
-(ICR, via :mod:`hoprank.llm.attention`). Models come from offline packs, transformers
-folders or GGUF files (see :mod:`hoprank.llm.packs`).
+(ICR, via :mod:`hoprank.llm.runtime.attention`). Models come from offline packs, transformers
+folders or GGUF files (see :mod:`hoprank.llm.models.packs`).
 
 All model work (loading included) runs on ONE process-wide worker thread
 (:func:`torch_worker`) under one lock per engine and inside ``torch.inference_mode()``.
@@ -28,10 +28,6 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from typing_extensions import Unpack
 
 from hoprank.errors import InvalidInput, MissingExtra
-from hoprank.llm._buckets import LengthBuckets
-from hoprank.llm._buckets import length_buckets as _length_buckets
-from hoprank.llm._device import choose_device, choose_dtype
-from hoprank.llm._device import sdpa_backends as _sdpa_backends
 from hoprank.llm.base import (
     AttentionOptions,
     AttentionRows,
@@ -47,15 +43,19 @@ from hoprank.llm.base import (
     check_fits,
     generate_options,
 )
-from hoprank.llm.hf_tokenizer import HFTokenizer
-from hoprank.llm.packs import DEFAULT_MODEL, resolve
-from hoprank.llm.worker import (
+from hoprank.llm.models.packs import DEFAULT_MODEL, resolve
+from hoprank.llm.runtime._buckets import LengthBuckets
+from hoprank.llm.runtime._buckets import length_buckets as _length_buckets
+from hoprank.llm.runtime._device import choose_device, choose_dtype
+from hoprank.llm.runtime._device import sdpa_backends as _sdpa_backends
+from hoprank.llm.runtime.worker import (
     cancel_stopping_criteria,
     check_cancelled,
     on_torch_worker,
     run_on_torch_worker,
     torch_worker,
 )
+from hoprank.llm.tokenizers.hf_tokenizer import HFTokenizer
 from hoprank.types import Usage
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ class TransformersEngine(SyncFacade):
     ``length_buckets`` (``"pow2"`` or a list such as ``[512, 1024, 2048]``) pads every
     next-token logit forward (FIRST, setwise, pointwise, :meth:`forward_last_logits`) to
     the next bucket length, so that a new query meets a shape already planned; the padding
-    leaves the logits unchanged (:mod:`hoprank.llm._buckets`) and costs its arithmetic
+    leaves the logits unchanged (:mod:`hoprank.llm.runtime._buckets`) and costs its arithmetic
     (up to 2x tokens with ``"pow2"``). Not yet timed on a GPU. ``None`` (default): no padding.
 
     Candidates for :meth:`next_token_logprobs` must each encode to exactly one token on
@@ -238,7 +238,7 @@ class TransformersEngine(SyncFacade):
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # cancellable: a job not started is dropped, a running one stops at its next
-        # forward pass or generated token (hoprank.llm.worker)
+        # forward pass or generated token (hoprank.llm.runtime.worker)
         return await run_on_torch_worker(functools.partial(self._locked, fn, *args, **kwargs))
 
     def describe(self) -> dict[str, Any]:
@@ -315,10 +315,10 @@ class TransformersEngine(SyncFacade):
 
     def _forward_rows(self, rows: list[list[int]]) -> torch.Tensor:
         """Last-token logits (fp32, ``[len(rows), vocab]``) of rows of any lengths: one
-        right-padded forward without a padding mask (:func:`~hoprank.llm.batching.last_token_outputs`)."""
+        right-padded forward without a padding mask (:func:`~hoprank.llm.runtime.forward.last_token_outputs`)."""
         import torch
 
-        from hoprank.llm.batching import last_token_outputs
+        from hoprank.llm.runtime.forward import last_token_outputs
 
         kw: dict[str, Any] = {"pad_id": self._pad_id, "device": self.device}
         kw["width"] = self._bucket(max((len(r) for r in rows), default=0))
@@ -333,13 +333,13 @@ class TransformersEngine(SyncFacade):
         return n if self.length_buckets is None else self.length_buckets.length(n, self.context_window)
 
     def _head_fp32(self, hidden: torch.Tensor) -> torch.Tensor:
-        from hoprank.llm._fp32_head import head_fp32
+        from hoprank.llm.runtime._fp32_head import head_fp32
 
         out: torch.Tensor = head_fp32(self.model, hidden)
         return out
 
     def _setup_fp32_head(self) -> Any:
-        from hoprank.llm._fp32_head import fp32_head_decoder
+        from hoprank.llm.runtime._fp32_head import fp32_head_decoder
 
         probe = self.tokenizer.encode("The answer to the question is") or [0]
         return fp32_head_decoder(self.model, probe, self.device, self.name)
@@ -471,7 +471,7 @@ class TransformersEngine(SyncFacade):
     def attention_window(self) -> int:
         """Tokens over which attention rows see the whole prefix: the context window, or the
         model's sliding window when it is shorter (ICR sizes its passes with it)."""
-        from hoprank.llm.attention import attention_span  # type: ignore[import-not-found,unused-ignore]
+        from hoprank.llm.runtime.attention import attention_span  # type: ignore[import-not-found,unused-ignore]
 
         span = attention_span(self.model)
         return self.context_window if span is None else min(span, self.context_window)
@@ -479,9 +479,9 @@ class TransformersEngine(SyncFacade):
     async def attention_rows(
         self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
     ) -> AttentionRows:
-        """Attention from each suffix to the prefix tokens (see :mod:`hoprank.llm.attention`)."""
+        """Attention from each suffix to the prefix tokens (see :mod:`hoprank.llm.runtime.attention`)."""
         layers, heads, per_head = attention_options(options)
-        from hoprank.llm.attention import attention_rows  # type: ignore[import-not-found,unused-ignore]
+        from hoprank.llm.runtime.attention import attention_rows  # type: ignore[import-not-found,unused-ignore]
 
         return await self._run(
             attention_rows, self, prefix, suffixes, layers=layers, heads=heads, per_head=per_head

@@ -3,7 +3,7 @@
 Works with OpenAI itself, a vLLM server (or a fleet of them: pass several base URLs and
 requests are balanced client-side) and the llama.cpp server. The official
 ``openai.AsyncOpenAI`` client is built with ``max_retries=0``; retries happen once, in
-:mod:`hoprank.llm.retry`. The API key never appears in reprs, ``describe()``, logs or
+:mod:`hoprank.llm.transport.retry`. The API key never appears in reprs, ``describe()``, logs or
 error messages.
 
 Prefill (continuing a partial assistant turn such as ``"["``) depends on the server:
@@ -37,8 +37,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from typing_extensions import Unpack
 
 from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
-from hoprank.llm._endpoints import Balance, EndpointPool
-from hoprank.llm._openai_parse import parse_completion, parse_top_logprobs, score_candidates
 from hoprank.llm.base import (
     Capability,
     Completion,
@@ -51,7 +49,9 @@ from hoprank.llm.base import (
     TokenLogprobs,
     generate_options,
 )
-from hoprank.llm.retry import RetryPolicy, RetryStats, retry_async
+from hoprank.llm.engines._openai_parse import parse_completion, parse_top_logprobs, score_candidates
+from hoprank.llm.transport._endpoints import Balance, EndpointPool
+from hoprank.llm.transport.retry import RetryPolicy, RetryStats, retry_async
 from hoprank.types import Usage
 
 __all__ = ["EngineStats", "OpenAIEngine", "OpenAIEngineConfig"]
@@ -90,7 +90,7 @@ class _ChatTemplateTokenizer(Protocol):
 def _as_tokenizer(tokenizer: Any, model: str) -> tuple[Tokenizer, bool]:
     """The engine's tokenizer and whether it is the model's own (not the o200k stand-in)."""
     if tokenizer is None:
-        from hoprank.llm.tiktoken_offline import TiktokenTokenizer
+        from hoprank.llm.tokenizers.tiktoken_offline import TiktokenTokenizer
 
         try:
             return TiktokenTokenizer.for_model(model), True
@@ -104,7 +104,7 @@ def _as_tokenizer(tokenizer: Any, model: str) -> tuple[Tokenizer, bool]:
     if isinstance(tokenizer, Tokenizer):
         return tokenizer, True
     if hasattr(tokenizer, "apply_chat_template") or hasattr(tokenizer, "convert_tokens_to_ids"):
-        from hoprank.llm.hf_tokenizer import HFTokenizer
+        from hoprank.llm.tokenizers.hf_tokenizer import HFTokenizer
 
         return HFTokenizer(tokenizer), True
     raise ConfigError(f"tokenizer {type(tokenizer).__name__} implements neither Tokenizer nor an HF API")

@@ -33,7 +33,7 @@ from typing import Literal
 
 from hoprank._fsio import atomic_write, write_json_atomic
 from hoprank.errors import ModelPackError
-from hoprank.llm._convert import (
+from hoprank.llm.models._convert import (
     _CHUNK,
     MANIFEST,
     cache_dir,

@@ -45,7 +45,7 @@ from hoprank.llm.base import (
     check_fits,
     generate_options,
 )
-from hoprank.llm.hf_tokenizer import HFTokenizer
+from hoprank.llm.tokenizers.hf_tokenizer import HFTokenizer
 from hoprank.types import Usage
 
 __all__ = ["VLLMEngine"]
@@ -99,7 +99,7 @@ class VLLMEngine(SyncFacade):
         self.model = model
         self.name = name or model
         if llm is None:
-            from hoprank.llm.packs import PACKS, resolve
+            from hoprank.llm.models.packs import PACKS, resolve
 
             path = str(resolve(model).path) if model in PACKS else model
             engine_kwargs.setdefault("max_logprobs", max_logprobs)

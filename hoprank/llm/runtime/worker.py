@@ -2,7 +2,7 @@
 bounded and counted jobs.
 
 One thread, because torch's CPU thread pool belongs to the calling thread (see
-:mod:`hoprank.llm.transformers_engine`). Every job carries a :class:`CancelToken`:
+:mod:`hoprank.llm.engines.transformers_engine`). Every job carries a :class:`CancelToken`:
 
 * when the asyncio task awaiting a job is cancelled (a request timeout, a client that
   went away, a user cancelling an ``arank`` task), a job that has not started is dropped
