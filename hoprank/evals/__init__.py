@@ -5,7 +5,7 @@ and run comparison.
 Nothing here imports torch; engines load lazily when a config names a model.
 """
 
-from hoprank.evals.cache import CachedEngine, default_cache_dir
+from hoprank.llm.engines.cached import CachedEngine, default_cache_dir
 from hoprank.evals.compare import Comparison, MetricComparison, compare, paired_tests, write_comparison
 from hoprank.evals.config import ExperimentConfig
 from hoprank.evals.dataset import SAMPLES, Dataset, Query, load_common, sample_path

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hoprank.errors import ConfigError, DatasetError
-from hoprank.evals.cache import CachedEngine
+from hoprank.llm.engines.cached import CachedEngine
 from hoprank.evals.config import ExperimentConfig
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.formats import load_dataset

@@ -41,7 +41,7 @@ from hoprank.evals.build import (
     load_config_dataset,
     prompt_info,
 )
-from hoprank.evals.cache import CachedEngine, default_cache_dir
+from hoprank.llm.engines.cached import CachedEngine, default_cache_dir
 from hoprank.evals.config import ExperimentConfig
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.executor import Progress, RecordSink, rank_items

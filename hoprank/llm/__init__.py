@@ -7,7 +7,10 @@ transformers, openai or vllm:
 - :class:`TransformersEngine` (in-process, CPU/CUDA; logits and attention),
 - :class:`OpenAIEngine` (any OpenAI-compatible endpoint),
 - :class:`VLLMEngine` (in-process vLLM, GPU),
-- :class:`ScriptedEngine` (a fake for unit tests).
+- :class:`ScriptedEngine` (a fake for unit tests);
+
+and the wrappers :class:`BatchingEngine` (micro-batching) and :class:`CachedEngine` (a
+disk cache of calls).
 
 :func:`load_engine` builds one from a short spec string.
 """
@@ -34,6 +37,7 @@ from hoprank.llm.base import (
 
 if TYPE_CHECKING:
     from hoprank.llm.engines.batching import BatchingEngine, MicroBatcher
+    from hoprank.llm.engines.cached import CachedEngine
     from hoprank.llm.engines.scripted import ScriptedEngine
     from hoprank.llm.engines.transformers_engine import TransformersEngine
     from hoprank.llm.models.packs import (
@@ -53,6 +57,7 @@ __all__ = [
     "AttentionEngine",
     "AttentionRows",
     "BatchingEngine",
+    "CachedEngine",
     "Capability",
     "ChatRenderer",
     "Completion",
@@ -83,6 +88,7 @@ _LAZY: dict[str, str] = {
     "ScriptedEngine": "hoprank.llm.engines.scripted",
     "BatchingEngine": "hoprank.llm.engines.batching",
     "MicroBatcher": "hoprank.llm.engines.batching",
+    "CachedEngine": "hoprank.llm.engines.cached",
     "HFTokenizer": "hoprank.llm.tokenizers.hf_tokenizer",
     "DEFAULT_MODEL": "hoprank.llm.models.packs",
     "PackInfo": "hoprank.llm.models.packs",

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from _crashkit import SlowReverse, config, run
 
-from hoprank.evals.cache import CachedEngine
+from hoprank.llm.engines.cached import CachedEngine
 from hoprank.llm.base import Message
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,8 @@
 - :mod:`.openai_engine`: any OpenAI-compatible endpoint (responses parsed by
   :mod:`._openai_parse`);
 - :mod:`.scripted`: a fake for unit tests;
-- :mod:`.batching`: cross-request micro-batching (``BatchingEngine``, ``MicroBatcher``).
+- :mod:`.batching`: cross-request micro-batching (``BatchingEngine``, ``MicroBatcher``);
+- :mod:`.cached`: a disk cache of calls (``CachedEngine``; the experiment runner's cache).
 
 Nothing is imported here: ``hoprank.llm`` loads each engine lazily.
 """
