@@ -153,7 +153,7 @@ def prewarm(engine: Any, buckets: Any, up_to: int) -> list[int]:
     """One forward at each bucket length up to ``up_to`` (what a service does at start-up)."""
     lengths = sorted({engine._bucket(n) for n in range(64, up_to + 1, 64)})
     for n in lengths:
-        on_engine_thread(engine._locked, engine._forward_rows, [[engine._pad_id] * n])
+        on_engine_thread(engine, engine._locked, engine._forward_rows, [[engine._pad_id] * n])
     sync(engine)
     return lengths
 

@@ -10,8 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hoprank.errors import EngineError  # noqa: E402
-from hoprank.llm.runtime import attention_capture as cap  # noqa: E402
 from hoprank.llm.runtime import attention as attn  # noqa: E402
+from hoprank.llm.runtime import attention_capture as cap  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -232,7 +232,6 @@ def test_right_padded_rows_equal_single_forwards(smollm2_engine: Any) -> None:
     output: decoder + fp32 head (the engine's path) and the model's own logits."""
     import torch
 
-    from hoprank.llm.engines.transformers_engine import on_torch_worker
     from hoprank.llm.runtime.forward import last_token_outputs
 
     e = smollm2_engine
@@ -247,7 +246,7 @@ def test_right_padded_rows_equal_single_forwards(smollm2_engine: Any) -> None:
             own = last_token_outputs(e.model, rows, pad_id=e._pad_id, device=e.device, hidden=False)
         return head, own.float()
 
-    head, own = on_torch_worker(batched)
+    head, own = e.worker.call(batched)
     assert head.shape == single.shape == own.shape
     assert [int(x) for x in head.argmax(-1)] == [int(x) for x in single.argmax(-1)]
     lp = torch.log_softmax(head, -1) - torch.log_softmax(single, -1)

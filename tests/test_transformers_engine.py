@@ -58,6 +58,38 @@ def test_identity_and_describe(smollm2_engine: Any) -> None:
     json.dumps(d)  # serialisable for run manifests
 
 
+def test_options_come_as_keywords_or_a_config_and_load_on_the_given_worker() -> None:
+    """``TransformersEngineConfig`` validates the options before anything loads; the
+    engine runs its loading (and every model call) on the worker it is given."""
+    from hoprank.errors import ConfigError
+    from hoprank.llm.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
+    from hoprank.llm.runtime.worker import TorchWorker, default_worker
+
+    with pytest.raises(ConfigError, match="TransformersEngine"):
+        TransformersEngine("no-such-model", dtyp="fp32")  # a typo in a keyword
+    with pytest.raises(InvalidInput, match="max_batch_size"):
+        TransformersEngine("no-such-model", max_batch_size=0)
+    cfg = TransformersEngineConfig(dtype="fp32", threads=2)
+    assert TransformersEngineConfig.build(cfg, {"max_batch_size": 4}).model_dump(
+        include={"dtype", "max_batch_size"}
+    ) == {
+        "dtype": "fp32",
+        "max_batch_size": 4,
+    }
+    own = TorchWorker(name="hoprank-test-engine")
+    with pytest.raises(ModelPackError):
+        TransformersEngine("no-such-model", config=cfg, worker=own)
+    assert own.stats().submitted == 1 and own is not default_worker()
+    own.shutdown()
+
+
+def test_engines_share_the_default_worker(smollm2_engine: Any) -> None:
+    from hoprank.llm.runtime.worker import default_worker
+
+    assert smollm2_engine.worker is default_worker()
+    assert smollm2_engine.config.threads == 2
+
+
 def test_tokenizer(smollm2_engine: Any) -> None:
     tok = smollm2_engine.tokenizer
     text = "Multi-hop retrieval: find the bridge entity, then the answer. Ünïcödé ✓"

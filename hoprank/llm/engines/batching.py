@@ -37,18 +37,15 @@ from hoprank.llm.base import (
     LLM,
     AttentionOptions,
     AttentionRows,
-    Capability,
     Completion,
-    ForwardedCapabilities,
     GenerateOptions,
     LogprobRequest,
     Message,
     SyncFacade,
-    Tokenizer,
     TokenLogprobs,
-    attention_engine,
     attention_options,
 )
+from hoprank.llm.engines._common import BatchOfOne, EngineWrapper
 
 __all__ = ["BatchStats", "BatchingEngine", "MicroBatcher"]
 
@@ -255,7 +252,7 @@ def _settle(fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException 
         fut.set_result(result)
 
 
-class BatchingEngine(ForwardedCapabilities, SyncFacade):
+class BatchingEngine(EngineWrapper, BatchOfOne, SyncFacade):
     """An engine whose next-token log-probability requests are micro-batched.
 
     Wraps any engine (``TransformersEngine``, ``VLLMEngine``, ``OpenAIEngine``...):
@@ -277,6 +274,7 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
 
     def __init__(self, engine: LLM, *, max_batch_size: int | None = None, max_wait_ms: float = 5.0) -> None:
         size = max_batch_size or int(getattr(engine, "max_batch_size", 16) or 16)
+        super().__init__(engine)
         self.engine = engine
         self._batcher: MicroBatcher[LogprobRequest, TokenLogprobs] = MicroBatcher(
             self._run, max_batch_size=size, max_wait_s=max_wait_ms / 1000.0
@@ -285,22 +283,9 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
     async def _run(self, requests: list[LogprobRequest]) -> list[TokenLogprobs]:
         return list(await self.engine.next_token_logprobs_batch(requests))
 
-    # -- the LLM protocol
     @property
-    def name(self) -> str:
-        return self.engine.name
-
-    @property
-    def capabilities(self) -> frozenset[Capability]:
-        return self.engine.capabilities
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self.engine.tokenizer
-
-    @property
-    def context_window(self) -> int:
-        return self.engine.context_window
+    def wrapped_engine(self) -> LLM:
+        return self.engine
 
     @property
     def stats(self) -> BatchStats:
@@ -318,36 +303,22 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
     ) -> Completion:
         return await self.engine.generate(messages, max_tokens=max_tokens, **options)
 
-    async def next_token_logprobs(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-    ) -> TokenLogprobs:
-        req = LogprobRequest(messages=list(messages), candidates=list(candidates), prefill=prefill)
-        return await self._batcher.submit(req)
-
     async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         return await self._batcher.submit_many(list(requests))
 
     def describe(self) -> dict[str, Any]:
-        out = dict(self.engine.describe())
+        out = super().describe()
         out["micro_batching"] = {
             "max_batch_size": self._batcher.max_batch_size,
             "max_wait_ms": self._batcher.max_wait_s * 1000.0,
         }
         return out
 
-    @property
-    def wrapped_engine(self) -> LLM:
-        return self.engine
-
     async def attention_rows(
         self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
     ) -> AttentionRows:
         """The wrapped engine's attention rows (not batched; ``Capability.ATTENTION``)."""
-        layers, heads, per_head = attention_options(options)
-        inner = attention_engine(self.engine, "needs an in-process transformers engine")
-        if heads is None and not per_head:
-            return await inner.attention_rows(prefix, suffixes, layers=layers)
-        return await inner.attention_rows(prefix, suffixes, layers=layers, heads=heads, per_head=per_head)
+        return await self._wrapped_attention_rows(prefix, suffixes, *attention_options(options))
 
     def __repr__(self) -> str:
         return f"BatchingEngine({self.engine!r}, max_batch_size={self._batcher.max_batch_size})"

@@ -31,9 +31,8 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, ValidationError
 from typing_extensions import Unpack
 
 from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
@@ -49,6 +48,7 @@ from hoprank.llm.base import (
     TokenLogprobs,
     generate_options,
 )
+from hoprank.llm.engines._common import EngineConfig
 from hoprank.llm.engines._openai_parse import parse_completion, parse_top_logprobs, score_candidates
 from hoprank.llm.transport._endpoints import Balance, EndpointPool
 from hoprank.llm.transport.retry import RetryPolicy, RetryStats, retry_async
@@ -110,7 +110,7 @@ def _as_tokenizer(tokenizer: Any, model: str) -> tuple[Tokenizer, bool]:
     raise ConfigError(f"tokenizer {type(tokenizer).__name__} implements neither Tokenizer nor an HF API")
 
 
-class OpenAIEngineConfig(BaseModel):
+class OpenAIEngineConfig(EngineConfig):
     """The options of :class:`OpenAIEngine` (all but the model), validated once.
 
     ``base_url``: one URL or a list (default ``OPENAI_BASE_URL``, else OpenAI's);
@@ -123,7 +123,7 @@ class OpenAIEngineConfig(BaseModel):
     ``restrict_candidates``; ``extra_body`` sent with every request; ``name``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    engine: ClassVar[str] = "OpenAIEngine"
 
     base_url: str | Sequence[str] | None = None
     api_key: str | None = None
@@ -140,17 +140,6 @@ class OpenAIEngineConfig(BaseModel):
     restrict_candidates: bool = False
     extra_body: dict[str, Any] | None = None
     name: str | None = None
-
-    @classmethod
-    def build(cls, config: OpenAIEngineConfig | None, options: dict[str, Any]) -> OpenAIEngineConfig:
-        """``config`` updated with ``options``; :class:`ConfigError` on unknown or bad ones."""
-        data = {**(dict(config) if config is not None else {}), **options}
-        try:
-            out = cls(**data)
-        except ValidationError as e:
-            raise ConfigError(f"OpenAIEngine: {e}") from e
-        out.check()
-        return out
 
     def check(self) -> None:
         if self.server not in ("openai", "vllm", "llamacpp"):

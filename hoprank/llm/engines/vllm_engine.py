@@ -40,12 +40,10 @@ from hoprank.llm.base import (
     LogprobRequest,
     Message,
     SyncFacade,
-    Tokenizer,
     TokenLogprobs,
-    check_fits,
     generate_options,
 )
-from hoprank.llm.tokenizers.hf_tokenizer import HFTokenizer
+from hoprank.llm.engines._common import HF_CAPABILITIES, BatchOfOne, HFChatEngine
 from hoprank.types import Usage
 
 __all__ = ["VLLMEngine"]
@@ -73,7 +71,7 @@ def _accepts(cls: Any, name: str) -> bool:
         return False
 
 
-class VLLMEngine(SyncFacade):
+class VLLMEngine(HFChatEngine, BatchOfOne, SyncFacade):
     """vLLM in this process. ``model`` is a pack name, a transformers folder or an HF id.
 
     Pass ``llm=`` to reuse an existing ``vllm.LLM``; other keyword arguments go to
@@ -109,19 +107,9 @@ class VLLMEngine(SyncFacade):
         self.llm: Any = llm
         self.max_logprobs = max_logprobs
         self.renormalize = renormalize
-        self.hf_tokenizer: Any = llm.get_tokenizer()
-        self._hf = HFTokenizer(self.hf_tokenizer, name=self.name)
-        self.tokenizer: Tokenizer = self._hf
+        self._use_hf_tokenizer(llm.get_tokenizer())
         self.context_window: int = context_window or self._model_len() or _DEFAULT_CONTEXT
-        self.capabilities: frozenset[Capability] = frozenset(
-            {
-                Capability.GENERATE,
-                Capability.TOKEN_LOGPROBS,
-                Capability.PREFILL,
-                Capability.RENDER,
-                Capability.EXACT_TOKENIZER,
-            }
-        )
+        self.capabilities: frozenset[Capability] = HF_CAPABILITIES
         self._token_ids_param = _accepts(self._vllm.SamplingParams, "logprob_token_ids")
         self._lock = threading.Lock()
 
@@ -146,18 +134,6 @@ class VLLMEngine(SyncFacade):
 
     # ------------------------------------------------------------------ prompts
 
-    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
-        """The chat-templated prompt (generation prompt added), with ``prefill`` appended."""
-        return self._hf.render_chat(messages, prefill)
-
-    def _prompt(self, messages: Sequence[Message], prefill: str, n_new: int) -> list[int]:
-        ids = self.tokenizer.encode(self.render(messages, prefill))
-        check_fits(self.name, len(ids), n_new, self.context_window)
-        return ids
-
-    def _candidate_ids(self, candidates: Sequence[str]) -> list[int]:
-        return self._hf.single_token_ids(candidates)
-
     def _run_generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
         with self._lock:
             outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
@@ -176,7 +152,7 @@ class VLLMEngine(SyncFacade):
         if max_tokens < 1:
             raise InvalidInput("max_tokens must be >= 1")
         t0 = time.perf_counter()
-        prompt = self._prompt(messages, prefill, max_tokens)
+        prompt = self._prompt_ids(messages, prefill, max_tokens)
         params = self._vllm.SamplingParams(
             temperature=temperature, max_tokens=max_tokens, stop=list(stop) if stop else None
         )
@@ -246,7 +222,7 @@ class VLLMEngine(SyncFacade):
         prompts, params, cands = [], [], []
         for r in requests:
             ids = self._candidate_ids(r.candidates)
-            prompts.append(self._prompt(r.messages, r.prefill, 1))
+            prompts.append(self._prompt_ids(r.messages, r.prefill, 1))
             params.append(self._logprob_params(ids))
             cands.append(ids)
         outputs = await asyncio.to_thread(self._run_generate, prompts, params)
@@ -255,11 +231,5 @@ class VLLMEngine(SyncFacade):
             self._read(out, r, ids, len(p), seconds)
             for out, r, ids, p in zip(outputs, requests, cands, prompts, strict=True)
         ]
-
-    async def next_token_logprobs(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-    ) -> TokenLogprobs:
-        req = LogprobRequest(messages=list(messages), candidates=list(candidates), prefill=prefill)
-        return (await self.next_token_logprobs_batch([req]))[0]
 
     # ------------------------------------------------------------------ sync facade

@@ -1,21 +1,25 @@
-"""The torch worker: one thread for every in-process model call, with cancellable,
-bounded and counted jobs.
+"""The torch worker: one thread for in-process model calls, with cancellable, bounded
+and counted jobs.
 
 One thread, because torch's CPU thread pool belongs to the calling thread (see
-:mod:`hoprank.llm.engines.transformers_engine`). Every job carries a :class:`CancelToken`:
+:mod:`hoprank.llm.engines.transformers_engine`). A :class:`TorchWorker` is an object:
+an engine owns or receives one (``TransformersEngine(worker=...)``); engines given none
+share :func:`default_worker`, the process's single default instance, whose counters the
+HTTP service reports. Every job carries a :class:`CancelToken`:
 
-* when the asyncio task awaiting a job is cancelled (a request timeout, a client that
-  went away, a user cancelling an ``arank`` task), a job that has not started is dropped
-  and a running job's token is set;
+* when the asyncio task awaiting a job (:meth:`TorchWorker.run`) is cancelled (a request
+  timeout, a client that went away, a user cancelling an ``arank`` task), a job that has
+  not started is dropped and a running job's token is set (:meth:`Job.cancel`);
 * model code running on the worker calls :func:`check_cancelled` before each forward
   pass, and generation stops at the next token through a stopping criterion reading
-  :func:`current_token` (see ``TransformersEngine``), so the worker is free again
+  :func:`current_token` (:func:`cancel_stopping_criteria`), so the worker is free again
   within one forward pass;
-* at most ``max_pending`` jobs wait (queued, not yet running); one more raises
-  :class:`EngineBusy` at once instead of growing the queue without bound.
+* at most ``max_pending`` jobs wait (queued, not yet running; default
+  ``$HOPRANK_WORKER_MAX_PENDING``, else 256); one more raises :class:`EngineBusy` at
+  once instead of growing the queue without bound.
 
-:data:`WORKER_STATS` counts jobs submitted, dropped, stopped and rejected, and the seconds
-the worker spent on jobs after their caller had gone (``abandoned_seconds``).
+:meth:`TorchWorker.stats` counts jobs submitted, dropped, stopped and rejected, and the
+seconds the worker spent on jobs after their caller had gone (``abandoned_seconds``).
 """
 
 from __future__ import annotations
@@ -28,29 +32,28 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from hoprank.errors import HoprankError
+from hoprank.errors import ConfigError, HoprankError
 
 __all__ = [
-    "WORKER_STATS",
     "CancelToken",
     "EngineBusy",
+    "Job",
+    "TorchWorker",
     "WorkCancelled",
     "WorkerStats",
     "cancel_stopping_criteria",
     "check_cancelled",
     "current_token",
-    "on_torch_worker",
-    "run_on_torch_worker",
-    "torch_worker",
-    "worker_stats_snapshot",
+    "default_worker",
 ]
 
 T = TypeVar("T")
 
 WORKER_PREFIX = "hoprank-torch"
 DEFAULT_MAX_PENDING = 256
+MAX_PENDING_ENV = "HOPRANK_WORKER_MAX_PENDING"
 
 
 class WorkCancelled(HoprankError):
@@ -87,7 +90,7 @@ class CancelToken:
 
 @dataclass
 class WorkerStats:
-    """Counters of the torch worker (read them from any thread; updated under a lock)."""
+    """Counters of one torch worker (a snapshot: :meth:`TorchWorker.stats`)."""
 
     submitted: int = 0
     completed: int = 0
@@ -99,31 +102,22 @@ class WorkerStats:
     abandoned_seconds: float = 0.0  # worker time spent on jobs after their caller had gone
 
 
-WORKER_STATS = WorkerStats()
-_stats_lock = threading.Lock()
+@dataclass(frozen=True)
+class Job(Generic[T]):
+    """A job submitted to a :class:`TorchWorker`: its future and its cancel token."""
+
+    future: concurrent.futures.Future[T]
+    token: CancelToken
+
+    def cancel(self) -> None:
+        """Drop the job when it has not started; flag it when it has (it stops at its
+        next :func:`check_cancelled` or generated token)."""
+        self.token.cancel()
+        self.future.cancel()
+
+
+# The job running on this thread: its token and its worker (set by TorchWorker._job).
 _local = threading.local()
-_worker: concurrent.futures.ThreadPoolExecutor | None = None
-_worker_guard = threading.Lock()
-
-
-def worker_stats_snapshot() -> WorkerStats:
-    """A consistent copy of :data:`WORKER_STATS`."""
-    with _stats_lock:
-        return dataclasses.replace(WORKER_STATS)
-
-
-def _max_pending() -> int:
-    raw = os.environ.get("HOPRANK_WORKER_MAX_PENDING", "")
-    return max(1, int(raw)) if raw.strip().isdigit() else DEFAULT_MAX_PENDING
-
-
-def torch_worker() -> concurrent.futures.ThreadPoolExecutor:
-    """The single thread on which every in-process model call runs (created lazily)."""
-    global _worker
-    with _worker_guard:
-        if _worker is None:
-            _worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=WORKER_PREFIX)
-        return _worker
 
 
 def current_token() -> CancelToken | None:
@@ -140,75 +134,139 @@ def check_cancelled() -> None:
         raise WorkCancelled("the caller of this model call has gone")
 
 
-def _job(token: CancelToken, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-    with _stats_lock:
-        WORKER_STATS.pending -= 1
-        WORKER_STATS.running += 1
-    start = time.monotonic()
-    outer = getattr(_local, "token", None)
-    _local.token = token
-    try:
-        check_cancelled()
-        result = fn(*args, **kwargs)
-        check_cancelled()  # generation stopped early by the token is not a result
-        return result
-    finally:
-        _local.token = outer
-        end = time.monotonic()
-        with _stats_lock:
-            WORKER_STATS.running -= 1
-            if token.cancelled:
-                WORKER_STATS.stopped += 1
-                WORKER_STATS.abandoned_seconds += end - max(start, token.cancelled_at or start)
-            else:
-                WORKER_STATS.completed += 1
+class TorchWorker:
+    """One thread on which in-process model calls run, as cancellable, bounded, counted jobs.
+
+    ``max_pending`` bounds the jobs waiting (``None``: ``$HOPRANK_WORKER_MAX_PENDING``
+    read at each submission, else 256). The thread starts with the first job;
+    :meth:`shutdown` ends it.
+    """
+
+    def __init__(self, *, max_pending: int | None = None, name: str = WORKER_PREFIX) -> None:
+        if max_pending is not None and max_pending < 1:
+            raise ConfigError("max_pending must be >= 1")
+        self._max_pending = max_pending
+        self.name = name
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._guard = threading.Lock()
+        self._stats = WorkerStats()
+        self._stats_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"TorchWorker({self.name!r}, max_pending={self.max_pending})"
+
+    @property
+    def max_pending(self) -> int:
+        if self._max_pending is not None:
+            return self._max_pending
+        raw = os.environ.get(MAX_PENDING_ENV, "")
+        return max(1, int(raw)) if raw.strip().isdigit() else DEFAULT_MAX_PENDING
+
+    def stats(self) -> WorkerStats:
+        """A consistent copy of this worker's counters."""
+        with self._stats_lock:
+            return dataclasses.replace(self._stats)
+
+    def on_worker_thread(self) -> bool:
+        """True when called from a job running on this worker."""
+        return getattr(_local, "worker", None) is self
+
+    def _thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._guard:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix=self.name
+                )
+            return self._executor
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop the thread once the queued jobs are done (a later job starts a new one)."""
+        with self._guard:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=wait)
+
+    # ------------------------------------------------------------------ jobs
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Job[T]:
+        """Queue ``fn(*args, **kwargs)``; :class:`EngineBusy` when ``max_pending`` jobs wait."""
+        limit = self.max_pending
+        with self._stats_lock:
+            if self._stats.pending >= limit:
+                self._stats.rejected += 1
+                raise EngineBusy(self._stats.pending)
+            self._stats.pending += 1
+            self._stats.submitted += 1
+        token = CancelToken()
+        try:
+            fut = self._thread().submit(self._job, token, fn, args, kwargs)
+        except BaseException:
+            with self._stats_lock:
+                self._stats.pending -= 1
+            raise
+        fut.add_done_callback(self._on_done)
+        return Job(fut, token)
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the worker and wait (runs inline when already on it)."""
+        if self.on_worker_thread():
+            return fn(*args, **kwargs)
+        return self.submit(fn, *args, **kwargs).future.result()
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the worker and await it; cancelling the awaiting task cancels the
+        job (:meth:`Job.cancel`)."""
+        job = self.submit(fn, *args, **kwargs)
+        try:
+            return await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            job.cancel()
+            raise
+
+    def _job(
+        self, token: CancelToken, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
+        with self._stats_lock:
+            self._stats.pending -= 1
+            self._stats.running += 1
+        start = time.monotonic()
+        outer = (getattr(_local, "token", None), getattr(_local, "worker", None))
+        _local.token, _local.worker = token, self
+        try:
+            check_cancelled()
+            result = fn(*args, **kwargs)
+            check_cancelled()  # generation stopped early by the token is not a result
+            return result
+        finally:
+            _local.token, _local.worker = outer
+            end = time.monotonic()
+            with self._stats_lock:
+                self._stats.running -= 1
+                if token.cancelled:
+                    self._stats.stopped += 1
+                    self._stats.abandoned_seconds += end - max(start, token.cancelled_at or start)
+                else:
+                    self._stats.completed += 1
+
+    def _on_done(self, fut: concurrent.futures.Future[Any]) -> None:
+        if fut.cancelled():  # dropped before it started: _job never ran
+            with self._stats_lock:
+                self._stats.pending -= 1
+                self._stats.dropped += 1
 
 
-def _on_done(fut: concurrent.futures.Future[Any]) -> None:
-    if fut.cancelled():  # dropped before it started: _job never ran
-        with _stats_lock:
-            WORKER_STATS.pending -= 1
-            WORKER_STATS.dropped += 1
+_default: TorchWorker | None = None
+_default_guard = threading.Lock()
 
 
-def _submit(
-    token: CancelToken, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> concurrent.futures.Future[T]:
-    limit = _max_pending()
-    with _stats_lock:
-        if WORKER_STATS.pending >= limit:
-            WORKER_STATS.rejected += 1
-            raise EngineBusy(WORKER_STATS.pending)
-        WORKER_STATS.pending += 1
-        WORKER_STATS.submitted += 1
-    try:
-        fut = torch_worker().submit(_job, token, fn, args, kwargs)
-    except BaseException:
-        with _stats_lock:
-            WORKER_STATS.pending -= 1
-        raise
-    fut.add_done_callback(_on_done)
-    return fut
-
-
-def on_torch_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn`` on the torch worker thread and wait (runs inline when already there)."""
-    if threading.current_thread().name.startswith(WORKER_PREFIX):
-        return fn(*args, **kwargs)
-    return _submit(CancelToken(), fn, args, kwargs).result()
-
-
-async def run_on_torch_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run ``fn`` on the torch worker and await it; cancelling the awaiting task drops
-    the job when it has not started and sets its token when it has."""
-    token = CancelToken()
-    fut = _submit(token, fn, args, kwargs)
-    try:
-        return await asyncio.wrap_future(fut)
-    except asyncio.CancelledError:
-        token.cancel()
-        fut.cancel()
-        raise
+def default_worker() -> TorchWorker:
+    """The process's default :class:`TorchWorker`, shared by the engines given none
+    (created on first use; its thread starts with its first job)."""
+    global _default
+    with _default_guard:
+        if _default is None:
+            _default = TorchWorker()
+        return _default
 
 
 def cancel_stopping_criteria() -> Any:
