@@ -7,9 +7,11 @@
   context window, single-token candidate ids;
 - :class:`BatchOfOne`: ``next_token_logprobs`` answered as a batch of one, for engines
   (and wrappers) whose native call is ``next_token_logprobs_batch``;
+- :class:`LocalEngine`: the base of the in-process engines (:class:`HFChatEngine`,
+  :class:`BatchOfOne` and the sync facade);
 - :class:`EngineWrapper`: an engine around another (``BatchingEngine``,
-  ``CachedEngine``): the protocol's properties, ``describe()`` and the capability
-  protocols are the wrapped engine's.
+  ``CachedEngine``): the protocol's properties, ``describe()``, ``generate`` and the
+  capability protocols are the wrapped engine's unless the wrapper overrides them.
 """
 
 from __future__ import annotations
@@ -18,23 +20,38 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import Unpack
 
-from hoprank.errors import ConfigError
+from hoprank.errors import ConfigError, InvalidInput
 from hoprank.llm.base import (
     LLM,
+    AttentionOptions,
     AttentionRows,
     Capability,
+    Completion,
     ForwardedCapabilities,
+    GenerateOptions,
     LogprobRequest,
     Message,
+    SyncFacade,
     Tokenizer,
     TokenLogprobs,
     attention_engine,
+    attention_options,
     check_fits,
+    generate_options,
 )
 from hoprank.llm.tokenizers.hf_tokenizer import HFTokenizer
 
-__all__ = ["HF_CAPABILITIES", "BatchOfOne", "EngineConfig", "EngineWrapper", "HFChatEngine"]
+__all__ = [
+    "HF_CAPABILITIES",
+    "BatchOfOne",
+    "EngineConfig",
+    "EngineWrapper",
+    "HFChatEngine",
+    "LocalEngine",
+    "generate_request",
+]
 
 C = TypeVar("C", bound="EngineConfig")
 
@@ -48,6 +65,14 @@ HF_CAPABILITIES = frozenset(
         Capability.EXACT_TOKENIZER,
     }
 )
+
+
+def generate_request(max_tokens: int, options: GenerateOptions) -> tuple[float, Sequence[str] | None, str]:
+    """``(temperature, stop, prefill)`` of a ``generate`` call whose ``max_tokens`` is
+    checked (:class:`~hoprank.errors.InvalidInput` below 1)."""
+    if max_tokens < 1:
+        raise InvalidInput("max_tokens must be >= 1")
+    return generate_options(options)
 
 
 class EngineConfig(BaseModel):
@@ -121,13 +146,19 @@ class BatchOfOne:
         return (await self.next_token_logprobs_batch([req]))[0]
 
 
+class LocalEngine(HFChatEngine, BatchOfOne, SyncFacade):
+    """An in-process engine: the model's own HF tokenizer and chat template, a single
+    next-token request as a batch of one, and the sync facade."""
+
+
 class EngineWrapper(ForwardedCapabilities):
     """An engine around another (:attr:`wrapped_engine`): its name, capabilities,
-    tokenizer, context window (taken when wrapped) and ``describe()`` are the wrapped
-    engine's, and it implements the capability protocols explicitly (``render``,
-    ``attention_window`` from :class:`~hoprank.llm.base.ForwardedCapabilities`;
-    :meth:`_wrapped_attention_rows` behind ``attention_rows``), raising
-    :class:`~hoprank.errors.CapabilityMissing` where the wrapped engine lacks one."""
+    tokenizer, context window (taken when wrapped), ``describe()`` and ``generate`` are
+    the wrapped engine's, and it implements the capability protocols explicitly
+    (``render``, ``attention_window`` from :class:`~hoprank.llm.base.ForwardedCapabilities`;
+    ``attention_rows`` through :meth:`_wrapped_attention_rows`), raising
+    :class:`~hoprank.errors.CapabilityMissing` where the wrapped engine lacks one. A
+    wrapper overrides what it changes."""
 
     def __init__(self, engine: LLM) -> None:
         self.name: str = engine.name
@@ -141,6 +172,17 @@ class EngineWrapper(ForwardedCapabilities):
 
     def describe(self) -> dict[str, Any]:
         return dict(self.wrapped_engine.describe())
+
+    async def generate(
+        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
+    ) -> Completion:
+        return await self.wrapped_engine.generate(messages, max_tokens=max_tokens, **options)
+
+    async def attention_rows(
+        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
+    ) -> AttentionRows:
+        """The wrapped engine's attention rows (``Capability.ATTENTION``)."""
+        return await self._wrapped_attention_rows(prefix, suffixes, *attention_options(options))
 
     async def _wrapped_attention_rows(
         self,

@@ -30,21 +30,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from typing_extensions import Unpack
-
 from hoprank.errors import HoprankError, InvalidInput
-from hoprank.llm.base import (
-    LLM,
-    AttentionOptions,
-    AttentionRows,
-    Completion,
-    GenerateOptions,
-    LogprobRequest,
-    Message,
-    SyncFacade,
-    TokenLogprobs,
-    attention_options,
-)
+from hoprank.llm.base import LLM, LogprobRequest, SyncFacade, TokenLogprobs
 from hoprank.llm.engines._common import BatchOfOne, EngineWrapper
 
 __all__ = ["BatchStats", "BatchingEngine", "MicroBatcher"]
@@ -261,7 +248,7 @@ class BatchingEngine(EngineWrapper, BatchOfOne, SyncFacade):
     of at most ``max_batch_size`` requests (default: the engine's own
     ``max_batch_size``, else 16). It declares the wrapped engine's capabilities and
     implements their protocols explicitly: ``generate``, ``render``, ``attention_rows``
-    and ``attention_window`` go straight to the wrapped engine (or raise
+    (not batched) and ``attention_window`` go straight to the wrapped engine (or raise
     :class:`~hoprank.errors.CapabilityMissing` where it lacks them); anything else of the
     wrapped engine is reached through :attr:`engine`. Use it with concurrent ranking::
 
@@ -298,11 +285,6 @@ class BatchingEngine(EngineWrapper, BatchOfOne, SyncFacade):
     def reset_stats(self) -> BatchStats:
         return self._batcher.reset_stats()
 
-    async def generate(
-        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
-    ) -> Completion:
-        return await self.engine.generate(messages, max_tokens=max_tokens, **options)
-
     async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         return await self._batcher.submit_many(list(requests))
 
@@ -313,12 +295,6 @@ class BatchingEngine(EngineWrapper, BatchOfOne, SyncFacade):
             "max_wait_ms": self._batcher.max_wait_s * 1000.0,
         }
         return out
-
-    async def attention_rows(
-        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
-    ) -> AttentionRows:
-        """The wrapped engine's attention rows (not batched; ``Capability.ATTENTION``)."""
-        return await self._wrapped_attention_rows(prefix, suffixes, *attention_options(options))
 
     def __repr__(self) -> str:
         return f"BatchingEngine({self.engine!r}, max_batch_size={self._batcher.max_batch_size})"

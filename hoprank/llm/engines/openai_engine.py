@@ -46,10 +46,14 @@ from hoprank.llm.base import (
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
-    generate_options,
 )
-from hoprank.llm.engines._common import EngineConfig
-from hoprank.llm.engines._openai_parse import parse_completion, parse_top_logprobs, score_candidates
+from hoprank.llm.engines._common import EngineConfig, generate_request
+from hoprank.llm.engines._openai_parse import (
+    message_content,
+    parse_completion,
+    parse_top_logprobs,
+    score_candidates,
+)
 from hoprank.llm.transport._endpoints import Balance, EndpointPool
 from hoprank.llm.transport.retry import RetryPolicy, RetryStats, retry_async
 from hoprank.types import Usage
@@ -298,6 +302,19 @@ class OpenAIEngine(SyncFacade):
             logger.debug("%s: server cannot continue a prefill; sending without %r", self.name, prefill)
         return msgs, extra
 
+    def _request(
+        self, messages: Sequence[Message], prefill: str, max_tokens: int, temperature: float
+    ) -> tuple[list[dict[str, str]], dict[str, Any], dict[str, Any]]:
+        """The chat messages, the request body and the server-specific extra body of a call."""
+        msgs, extra = self._messages(messages, prefill)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": msgs,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        return msgs, body, extra
+
     async def _post(
         self, what: str, body: dict[str, Any], extra_body: dict[str, Any]
     ) -> tuple[dict[str, Any], RetryStats]:
@@ -347,24 +364,14 @@ class OpenAIEngine(SyncFacade):
         self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
         """A chat completion; the text returned is what follows the ``prefill``."""
-        temperature, stop, prefill = generate_options(options)
-        if max_tokens < 1:
-            raise InvalidInput("max_tokens must be >= 1")
+        temperature, stop, prefill = generate_request(max_tokens, options)
         t0 = time.perf_counter()
-        msgs, extra = self._messages(messages, prefill)
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": msgs,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
+        msgs, body, extra = self._request(messages, prefill, max_tokens, temperature)
         if stop:
             body["stop"] = list(stop)
         data, _ = await self._post(f"{self.name} generate", body, extra)
         choice = data["choices"][0]
-        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-        content = message.get("content")
-        text = content if isinstance(content, str) else ""
+        text = message_content(choice)
         if (
             self.server == "llamacpp"
             and prefill
@@ -399,15 +406,9 @@ class OpenAIEngine(SyncFacade):
         if not candidates:
             raise InvalidInput("candidates must not be empty")
         t0 = time.perf_counter()
-        msgs, extra = self._messages(messages, prefill)
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": msgs,
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "logprobs": True,
-            "top_logprobs": min(self.top_logprobs, _MAX_TOP_LOGPROBS),
-        }
+        msgs, body, extra = self._request(messages, prefill, 1, 0.0)
+        body["logprobs"] = True
+        body["top_logprobs"] = min(self.top_logprobs, _MAX_TOP_LOGPROBS)
         if self.logit_bias is not None or (self.restrict_candidates and self.server == "vllm"):
             ids = self._candidate_token_ids(candidates, prefill)
             if not ids:
@@ -426,13 +427,11 @@ class OpenAIEngine(SyncFacade):
         data, _ = await self._post(f"{self.name} next_token_logprobs", body, extra)
         top = parse_top_logprobs(data, what=f"{self.name} next_token_logprobs")
         scores, missing = score_candidates(top, candidates)
-        choice = data["choices"][0]
-        content = (choice.get("message") or {}).get("content") if isinstance(choice, dict) else None
         return TokenLogprobs(
             logprobs=scores,
             missing=missing,
             raw_top=top,
-            usage=self._usage(data, msgs, content if isinstance(content, str) else "", t0),
+            usage=self._usage(data, msgs, message_content(data["choices"][0]), t0),
         )
 
     async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:

@@ -38,12 +38,10 @@ from hoprank.llm.base import (
     GenerateOptions,
     LogprobRequest,
     Message,
-    SyncFacade,
     TokenLogprobs,
     attention_options,
-    generate_options,
 )
-from hoprank.llm.engines._common import HF_CAPABILITIES, BatchOfOne, EngineConfig, HFChatEngine
+from hoprank.llm.engines._common import HF_CAPABILITIES, EngineConfig, LocalEngine, generate_request
 from hoprank.llm.models.packs import DEFAULT_MODEL, resolve
 from hoprank.llm.runtime._buckets import LengthBuckets
 from hoprank.llm.runtime._buckets import length_buckets as _length_buckets
@@ -92,7 +90,7 @@ class TransformersEngineConfig(EngineConfig):
             raise InvalidInput("max_batch_size must be >= 1")
 
 
-class TransformersEngine(HFChatEngine, BatchOfOne, SyncFacade):
+class TransformersEngine(LocalEngine):
     """A local causal LM loaded with transformers.
 
     ``model`` is a pack name (default ``qwen2.5-coder-1.5b``), a transformers folder or a
@@ -379,8 +377,6 @@ class TransformersEngine(HFChatEngine, BatchOfOne, SyncFacade):
 
         GenerationConfig: Any = _GenerationConfig
 
-        if max_tokens < 1:
-            raise InvalidInput("max_tokens must be >= 1")
         t0 = time.perf_counter()
         prompt = self._prompt_ids(messages, prefill, max_tokens)
         sample = temperature > 0
@@ -428,7 +424,7 @@ class TransformersEngine(HFChatEngine, BatchOfOne, SyncFacade):
     ) -> Completion:
         """Greedy at ``temperature == 0`` (sampling otherwise); the text returned is what
         follows the ``prefill``, cut at the first ``stop`` string."""
-        temperature, stop, prefill = generate_options(options)
+        temperature, stop, prefill = generate_request(max_tokens, options)
         return await self._run(self._generate_sync, messages, max_tokens, temperature, stop, prefill)
 
     # ------------------------------------------------------------------ attention

@@ -33,17 +33,8 @@ from typing import Any
 from typing_extensions import Unpack
 
 from hoprank.errors import EngineError, InvalidInput, MissingExtra
-from hoprank.llm.base import (
-    Capability,
-    Completion,
-    GenerateOptions,
-    LogprobRequest,
-    Message,
-    SyncFacade,
-    TokenLogprobs,
-    generate_options,
-)
-from hoprank.llm.engines._common import HF_CAPABILITIES, BatchOfOne, HFChatEngine
+from hoprank.llm.base import Capability, Completion, GenerateOptions, LogprobRequest, Message, TokenLogprobs
+from hoprank.llm.engines._common import HF_CAPABILITIES, LocalEngine, generate_request
 from hoprank.types import Usage
 
 __all__ = ["VLLMEngine"]
@@ -71,7 +62,7 @@ def _accepts(cls: Any, name: str) -> bool:
         return False
 
 
-class VLLMEngine(HFChatEngine, BatchOfOne, SyncFacade):
+class VLLMEngine(LocalEngine):
     """vLLM in this process. ``model`` is a pack name, a transformers folder or an HF id.
 
     Pass ``llm=`` to reuse an existing ``vllm.LLM``; other keyword arguments go to
@@ -148,9 +139,7 @@ class VLLMEngine(HFChatEngine, BatchOfOne, SyncFacade):
         self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
         """Greedy at ``temperature == 0``; the text returned is what follows ``prefill``."""
-        temperature, stop, prefill = generate_options(options)
-        if max_tokens < 1:
-            raise InvalidInput("max_tokens must be >= 1")
+        temperature, stop, prefill = generate_request(max_tokens, options)
         t0 = time.perf_counter()
         prompt = self._prompt_ids(messages, prefill, max_tokens)
         params = self._vllm.SamplingParams(

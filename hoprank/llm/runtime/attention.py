@@ -70,22 +70,23 @@ class HFModelHolder(Protocol):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _num_layers(model: Any) -> int:
+def _text_config_count(model: Any, field: str, what: str) -> int:
+    """A positive count (``field``) of the model's text decoder config; :class:`EngineError`
+    naming ``what`` when it is missing."""
     cfg = model.config
     text = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
-    n = getattr(text, "num_hidden_layers", None)
+    n = getattr(text, field, None)
     if not isinstance(n, int) or n < 1:
-        raise EngineError(f"cannot tell the number of layers of {type(model).__name__}")
+        raise EngineError(f"cannot tell the number of {what} of {type(model).__name__}")
     return n
+
+
+def _num_layers(model: Any) -> int:
+    return _text_config_count(model, "num_hidden_layers", "layers")
 
 
 def _num_heads(model: Any) -> int:
-    cfg = model.config
-    text = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
-    n = getattr(text, "num_attention_heads", None)
-    if not isinstance(n, int) or n < 1:
-        raise EngineError(f"cannot tell the number of attention heads of {type(model).__name__}")
-    return n
+    return _text_config_count(model, "num_attention_heads", "attention heads")
 
 
 def select_heads(heads: Sequence[Sequence[int]], n_layers: int, n_heads: int) -> list[tuple[int, int]]:
