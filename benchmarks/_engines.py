@@ -34,8 +34,8 @@ def add_engine_args(ap: argparse.ArgumentParser, *, default_model: str = "qwen2.
 def _hf_tokenizer(model: str) -> Any:
     from transformers import AutoTokenizer
 
-    from hoprank.llm.hf_tokenizer import HFTokenizer
-    from hoprank.llm.packs import resolve
+    from hoprank.llm.models.packs import resolve
+    from hoprank.llm.tokenizers.hf_tokenizer import HFTokenizer
 
     folder = resolve(model).path
     return HFTokenizer(AutoTokenizer.from_pretrained(str(folder), local_files_only=True), name=model)
@@ -54,8 +54,8 @@ def open_engine(args: argparse.Namespace) -> Iterator[Any]:
         options = {"server": args.server, "timeout": args.timeout}
         yield EngineSpec(OPENAI_PREFIX + args.model, base_url=args.base_url, options=options).load()
         return
-    from hoprank.llm.llamacpp_server import LlamaCppServer
-    from hoprank.llm.openai_engine import OpenAIEngine
+    from hoprank.llm.engines.openai_engine import OpenAIEngine
+    from hoprank.llm.models.llamacpp_server import LlamaCppServer
 
     tokenizer = _hf_tokenizer(args.model)
     with LlamaCppServer.from_pack(args.model, threads=args.threads, n_ctx=args.n_ctx) as server:

@@ -62,14 +62,14 @@ def _sync(engine: Any) -> None:
         torch.cuda.synchronize()
 
 
-def on_engine_thread(fn: Any, *args: Any) -> Any:
-    """Run ``fn`` where the engine runs its model work (its torch worker thread, one
+def on_engine_thread(engine: Any, fn: Any, *args: Any) -> Any:
+    """Run ``fn`` where ``engine`` runs its model work (its torch worker thread, one
     OpenMP team), so bare and SDK timings share threads; timing happens inside ``fn``."""
-    try:
-        from hoprank.llm.transformers_engine import on_torch_worker
-    except ImportError:  # an engine without a worker thread
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
+
+    if not isinstance(engine, TransformersEngine):  # an engine without a worker thread
         return fn(*args)
-    return on_torch_worker(fn, *args)
+    return engine.worker.call(fn, *args)
 
 
 def bare_forward(engine: Any, ids: list[int]) -> Clock:
@@ -84,14 +84,14 @@ def bare_forward(engine: Any, ids: list[int]) -> Clock:
             _sync(engine)
         return c
 
-    clock: Clock = on_engine_thread(run)
+    clock: Clock = on_engine_thread(engine, run)
     return clock
 
 
 def forced_generate(engine: Any, ids: list[int], n: int) -> Clock:
     """Greedy generation of exactly ``n`` tokens (EOS suppressed by ``min_new_tokens``):
     RankGPT's cost when the model writes the whole permutation up to its cap."""
-    clock: Clock = on_engine_thread(_forced_generate, engine, ids, n)
+    clock: Clock = on_engine_thread(engine, _forced_generate, engine, ids, n)
     return clock
 
 

@@ -27,7 +27,7 @@ async def run(args: argparse.Namespace) -> dict[str, float | str]:
     from _timing import bare_forward, load_dl19
 
     import hoprank
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
     from hoprank.rankers import FIRST
 
     engine = TransformersEngine(args.model, threads=args.threads, device=args.device)

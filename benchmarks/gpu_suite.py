@@ -83,8 +83,8 @@ def settings(buckets: Any) -> dict[str, tuple[Any, list[str] | None]]:
 
 
 def configure(engine: Any, buckets: Any, backends: list[str] | None) -> None:
-    from hoprank.llm._buckets import length_buckets
-    from hoprank.llm._device import sdpa_backends
+    from hoprank.llm.runtime._buckets import length_buckets
+    from hoprank.llm.runtime._device import sdpa_backends
 
     engine.length_buckets = length_buckets(buckets)
     engine.sdpa_backends = sdpa_backends(backends)
@@ -153,7 +153,7 @@ def prewarm(engine: Any, buckets: Any, up_to: int) -> list[int]:
     """One forward at each bucket length up to ``up_to`` (what a service does at start-up)."""
     lengths = sorted({engine._bucket(n) for n in range(64, up_to + 1, 64)})
     for n in lengths:
-        on_engine_thread(engine._locked, engine._forward_rows, [[engine._pad_id] * n])
+        on_engine_thread(engine, engine._locked, engine._forward_rows, [[engine._pad_id] * n])
     sync(engine)
     return lengths
 
@@ -288,7 +288,7 @@ class Run:
 async def run_shape(run: Run, shape: str, items: list[Any], peak: float) -> None:
     import torch
 
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
     from hoprank.rankers import FIRST
     from hoprank.rankers.icr import ICRRanker
 

@@ -39,7 +39,7 @@ def main() -> None:
 
     import pytrec_eval
 
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
     from hoprank.rankers.icr import ICRRanker
     from hoprank.types import Document
 

@@ -150,8 +150,8 @@ VARIANTS = {
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    from hoprank.evals.cache import CachedEngine
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.cached import CachedEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
     from hoprank.rankers import FIRST, PointwiseLLM, RankGPT
     from hoprank.rankers.passages import make_labels
 

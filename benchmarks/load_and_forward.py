@@ -41,7 +41,7 @@ def _peak_gb() -> float:
 
 
 def _prompt_ids(engine: object, target: int) -> list[int]:
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     assert isinstance(engine, TransformersEngine)
     passages = [json.loads(line)["text"] for line in (DL19 / "corpus.jsonl").open(encoding="utf-8")]
@@ -58,8 +58,8 @@ def run_one(pack: str, threads: int, tokens: int, repeats: int) -> dict[str, obj
     import torch
 
     torch.set_num_threads(threads)
-    from hoprank.llm import packs
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
+    from hoprank.llm.models import packs
 
     out: dict[str, object] = {"pack": pack, "threads": threads, "loadavg_start": os.getloadavg()[0]}
     t0, c0 = time.perf_counter(), time.process_time()

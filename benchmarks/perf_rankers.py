@@ -162,7 +162,7 @@ def summary_of(row: dict[str, Any]) -> dict[str, float]:
 
 async def batching(args: argparse.Namespace, engine: Any, items: list[Any]) -> list[dict[str, Any]]:
     """Section 3: windows/second at each batch size, windows of different queries."""
-    from hoprank.llm.batching import BatchingEngine
+    from hoprank.llm.engines.batching import BatchingEngine
     from hoprank.rankers import FIRST
 
     pairs = [(q, d) for _, q, d in items]
@@ -329,7 +329,7 @@ def report(summary: dict[str, Any], batch_sizes: list[int]) -> str:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     waited = wait_for_load(args.wait_load, args.wait_max) if args.wait_load else 0.0
     load_start = os.getloadavg()

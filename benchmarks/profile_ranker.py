@@ -28,7 +28,7 @@ from _timing import bare_forward, load_dl19  # noqa: E402
 async def run(args: argparse.Namespace) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    from hoprank.llm.transformers_engine import TransformersEngine, on_torch_worker
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
     from hoprank.rankers import make_ranker
 
     engine = TransformersEngine(
@@ -46,14 +46,14 @@ async def run(args: argparse.Namespace) -> None:
     walls = []
     # the engine runs its model work on one worker thread: the profiler starts there
     prof = profile(activities=activities)
-    on_torch_worker(prof.start)
+    engine.worker.call(prof.start)
     try:
         for _, query, docs in items[1:]:
             t0 = time.perf_counter()
             ranking = await ranker.arank(query, docs)
             walls.append(time.perf_counter() - t0)
     finally:
-        on_torch_worker(prof.stop)
+        engine.worker.call(prof.stop)
     tokens = ranking.usage.prompt_tokens // max(1, ranking.usage.llm_calls)
     ids = engine._encode_prompt("The quick brown fox jumps over the lazy dog. " * (tokens // 10 + 1))[:tokens]
     bare = min(bare_forward(engine, ids).wall for _ in range(3))

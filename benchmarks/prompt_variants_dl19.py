@@ -161,7 +161,7 @@ def main() -> None:
     with ExitStack() as stack:
         base_url = args.base_url
         if base_url is None:
-            from hoprank.llm.llamacpp_server import LlamaCppServer
+            from hoprank.llm.models.llamacpp_server import LlamaCppServer
 
             t0 = time.perf_counter()
             server = LlamaCppServer.from_pack(args.model, threads=args.threads, n_ctx=args.n_ctx)
@@ -169,8 +169,8 @@ def main() -> None:
             base_url = server.base_url
             print(f"llama.cpp server for {args.model} at {base_url} ({time.perf_counter() - t0:.1f} s)")
         from hoprank.evals import run_experiment
-        from hoprank.llm.openai_engine import OpenAIEngine
-        from hoprank.llm.retry import RetryPolicy
+        from hoprank.llm.engines.openai_engine import OpenAIEngine
+        from hoprank.llm.transport.retry import RetryPolicy
 
         # The CLI's engine keeps the default retry budget (60 s per call); a 20-passage
         # window of a 1.5B model on 2 shared cores can take minutes, so the engine is

@@ -25,7 +25,7 @@ def datasets_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_engine() -> Any:
     """SmolLM2-135M-Instruct on transformers (bf16 where the CPU has it): for plumbing."""
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine("smollm2-135m", threads=2)
 
@@ -33,6 +33,6 @@ def smollm2_engine() -> Any:
 @pytest.fixture(scope="session")
 def qwen05_engine() -> Any:
     """Qwen2.5-Coder-0.5B-Instruct on transformers: where behaviour matters."""
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine("qwen2.5-coder-0.5b", threads=2)

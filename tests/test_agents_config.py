@@ -8,7 +8,7 @@ from agents_fakes import FakeRetriever
 from hoprank.agents.multihop import Budget, MultiHopAgent, MultiHopConfig
 from hoprank.agents.pipeline import DecomposeRetrieveRerank, PipelineConfig
 from hoprank.errors import ConfigError, InvalidInput
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from hoprank.agents import (
 )
 from hoprank.errors import EngineError, InvalidInput, RetrievalError
 from hoprank.llm.base import Completion, Message
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.rankers.base import RankerOutput
 from hoprank.types import Document
 

@@ -16,7 +16,7 @@ from hoprank.agents import (
 from hoprank.agents._json import extract_json, numbered_list, parse_model
 from hoprank.agents.decompose import SubQuestions
 from hoprank.errors import EngineError, InvalidInput, ParseError
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.prompts import load_prompt
 
 Q = "What government position was held by the woman who portrayed Corliss Archer in the film Kiss and Tell?"

@@ -1,4 +1,4 @@
-"""hoprank.llm.attention: attention rows from a shared prefix, checked against eager
+"""hoprank.llm.runtime.attention: attention rows from a shared prefix, checked against eager
 attention of the full sequence on a real model (SmolLM2-135M)."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hoprank.errors import InvalidInput  # noqa: E402
-from hoprank.llm import attention as attn  # noqa: E402
+from hoprank.llm.runtime import attention as attn  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def fp32_engine() -> Any:
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine("smollm2-135m", dtype="float32", threads=2)
 

@@ -10,13 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from hoprank.errors import EngineError  # noqa: E402
-from hoprank.llm import attention as attn  # noqa: E402
-from hoprank.llm import attention_capture as cap  # noqa: E402
+from hoprank.llm.runtime import attention as attn  # noqa: E402
+from hoprank.llm.runtime import attention_capture as cap  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def engine() -> Any:
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine("smollm2-135m", dtype="float32", threads=2)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hoprank.errors import ConfigError
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.rankers import RANKERS, CrossEncoderRanker, Identity, make_ranker
 from hoprank.types import Document
 

@@ -15,8 +15,8 @@ from rank_data import dl19_query
 
 from hoprank.errors import CapabilityMissing, ContextOverflow, InvalidInput
 from hoprank.llm.base import LLM, Capability, LogprobRequest, Message, chat_renderer, has_capability
-from hoprank.llm.batching import BatchingEngine, MicroBatcher
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.batching import BatchingEngine, MicroBatcher
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.rankers import FIRST
 from hoprank.types import Document
 
@@ -232,8 +232,7 @@ def test_right_padded_rows_equal_single_forwards(smollm2_engine: Any) -> None:
     output: decoder + fp32 head (the engine's path) and the model's own logits."""
     import torch
 
-    from hoprank.llm.batching import last_token_outputs
-    from hoprank.llm.transformers_engine import on_torch_worker
+    from hoprank.llm.runtime.forward import last_token_outputs
 
     e = smollm2_engine
     texts = ["The capital of France is", "One, two, three, four, five, six, seven, eight, nine,", "Hi"]
@@ -247,7 +246,7 @@ def test_right_padded_rows_equal_single_forwards(smollm2_engine: Any) -> None:
             own = last_token_outputs(e.model, rows, pad_id=e._pad_id, device=e.device, hidden=False)
         return head, own.float()
 
-    head, own = on_torch_worker(batched)
+    head, own = e.worker.call(batched)
     assert head.shape == single.shape == own.shape
     assert [int(x) for x in head.argmax(-1)] == [int(x) for x in single.argmax(-1)]
     lp = torch.log_softmax(head, -1) - torch.log_softmax(single, -1)

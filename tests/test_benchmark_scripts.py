@@ -201,7 +201,7 @@ def test_agents_replay_finds_a_question_the_pipeline_strips(tmp_path: Path) -> N
     import asyncio
 
     from hoprank.agents import Decomposer, DecomposeRetrieveRerank
-    from hoprank.llm.scripted import ScriptedEngine
+    from hoprank.llm.engines.scripted import ScriptedEngine
     from hoprank.tools.bm25 import BM25Retriever
     from hoprank.tools.corpus import load_corpus
 
@@ -228,7 +228,7 @@ def test_agents_replay_finds_a_question_the_pipeline_strips(tmp_path: Path) -> N
 def test_random_weight_model_runs_the_speed_scripts(tmp_path: Path) -> None:
     """The GPU speed path end to end on a CPU: a random-weight Qwen2.5-shaped folder (2
     layers) with the real tokenizer, timed by perf_rankers and profiled by profile_ranker."""
-    from hoprank.llm.packs import resolve
+    from hoprank.llm.models.packs import resolve
 
     tok_dir = resolve("qwen2.5-coder-0.5b").path
     folder = tmp_path / "tiny"

@@ -109,9 +109,9 @@ def test_eval_overwrite_starts_over(tmp_path: Path) -> None:
 def test_eval_without_model_uses_the_default_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``eval -r pointwise`` without ``--model`` runs on ``DEFAULT_MODEL`` (here made the
     135M pack to keep the test short) and says so on stderr."""
-    import hoprank.llm.packs
+    import hoprank.llm.models.packs
 
-    monkeypatch.setattr(hoprank.llm.packs, "DEFAULT_MODEL", "smollm2-135m")
+    monkeypatch.setattr(hoprank.llm.models.packs, "DEFAULT_MODEL", "smollm2-135m")
     args = [*_eval(tmp_path, "-r", "pointwise", "--json", "--engine-param", "threads=2"), "--depth", "2"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -154,7 +154,7 @@ def test_rerank_shows_progress_on_a_terminal_unless_quiet(monkeypatch: pytest.Mo
 
 def test_ask_shows_what_it_is_doing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import hoprank.cli.agents as cli_agents
-    from hoprank.llm.scripted import ScriptedEngine
+    from hoprank.llm.engines.scripted import ScriptedEngine
 
     engine = ScriptedEngine(lambda messages: "Paris [1]")
     monkeypatch.setattr(cli_agents, "_engine", lambda *a, **k: engine)

@@ -13,7 +13,7 @@ import pytest
 from hoprank.errors import CapabilityMissing
 from hoprank.evals import CachedEngine
 from hoprank.llm.base import LLM, LogprobRequest, chat_renderer, exact_tokenizer
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 
 MSGS: list[Any] = [{"role": "system", "content": "Rank."}, {"role": "user", "content": "q: cats [1] a [2] b"}]
 
@@ -137,3 +137,21 @@ async def test_real_model_cache_hits(tmp_path: Path, smollm2_engine: Any) -> Non
     lp2 = await eng.next_token_logprobs(msgs, candidates=["A", "B"], prefill="[")
     assert b.text == a.text and lp2.logprobs == lp.logprobs
     assert eng.hits == 2 and eng.misses == 2
+
+
+async def test_keys_and_layout_are_stable(tmp_path: Path) -> None:
+    """Entries written before CachedEngine moved to hoprank.llm keep hitting: the keys and
+    the ``<key[:2]>/<key>.json`` layout of a fixed request are pinned."""
+    inner = ScriptedEngine(
+        lambda msgs: "[2] > [1]",
+        logprobs_fn=lambda m, cands, pre: {c: -float(i) for i, c in enumerate(cands)},
+        name="scripted",
+    )
+    eng = CachedEngine(inner, tmp_path)
+    await eng.generate(MSGS, max_tokens=20)
+    await eng.next_token_logprobs(MSGS, candidates=["A", "B"], prefill="[")
+    written = sorted(p[len(str(tmp_path)) + 1 :] for p in glob.glob(f"{tmp_path}/**/*.json", recursive=True))
+    assert written == [
+        "2d/2df80134ae9315405fd48467cbd245e0a194e3d2b4acd1479f77b5b38eace7cc.json",
+        "eb/eb523f58614ea5d08de02e27c79be10d1cdea6d50e927fea896fef4f55c2f1ca.json",
+    ]

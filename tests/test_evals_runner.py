@@ -16,7 +16,7 @@ import pytest
 
 from hoprank.errors import ConfigError, EngineError
 from hoprank.evals import ExperimentConfig, RunOptions, run_experiment
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.rankers.base import BaseRanker, RankerOutput
 from hoprank.types import Document
 

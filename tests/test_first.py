@@ -13,7 +13,7 @@ from rank_data import LINE, dl19_query, handcrafted, make_docs, rel, relevance_l
 
 from hoprank.errors import CapabilityMissing, ConfigError
 from hoprank.llm.base import Capability, Message
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.prompts import load_prompt
 from hoprank.rankers import FIRST, make_ranker
 from hoprank.rankers.first import log_softmax, rank_by_label_logprobs
@@ -217,7 +217,7 @@ async def test_first_and_rankgpt_over_a_real_llamacpp_server(
     """The same rankers over the OpenAI-compatible engine (a real llama.cpp server with
     SmolLM2 on 127.0.0.1): labels come from ``top_logprobs``; any label outside it is
     recorded as missing and ranked after the scored ones."""
-    from hoprank.llm.openai_engine import OpenAIEngine
+    from hoprank.llm.engines.openai_engine import OpenAIEngine
     from hoprank.rankers import RankGPT
 
     eng = OpenAIEngine("smollm2", base_url=llamacpp_server.base_url, server="llamacpp", timeout=120)
@@ -235,7 +235,7 @@ async def test_first_and_rankgpt_over_a_real_llamacpp_server(
 
 
 def test_no_prefill_engine_with_the_models_tokenizer_labels_with_single_token_brackets() -> None:
-    from hoprank.llm.openai_engine import OpenAIEngine
+    from hoprank.llm.engines.openai_engine import OpenAIEngine
 
     exact = OpenAIEngine("gpt-4o", base_url="http://127.0.0.1:9/v1", api_key="sk-test")
     ranker = FIRST(exact, window=20)

@@ -8,7 +8,7 @@ import pytest
 from rank_data import dl19_query
 
 from hoprank.errors import ConfigError
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.rankers import FIRST, BaseRanker, Identity, PriorFusion, RankerOutput, make_ranker
 from hoprank.runs import rrf_fuse
 from hoprank.types import Document

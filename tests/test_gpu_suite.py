@@ -22,7 +22,7 @@ def _suite(*args: str, shared: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_gpu_suite_rehearsal_on_a_tiny_random_model(tmp_path: Path) -> None:
-    from hoprank.llm.packs import resolve
+    from hoprank.llm.models.packs import resolve
 
     stage = tmp_path / "stage"
     prep = _suite(

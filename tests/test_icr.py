@@ -12,7 +12,7 @@ import pytest
 
 from hoprank.errors import CapabilityMissing, ConfigError, PromptError
 from hoprank.llm.base import AttentionRows, Capability, Message
-from hoprank.llm.scripted import ScriptedEngine, WhitespaceTokenizer
+from hoprank.llm.engines.scripted import ScriptedEngine, WhitespaceTokenizer
 from hoprank.rankers.icr import _DOC, _SPLIT, ICRRanker, _parse
 from hoprank.types import Document
 

@@ -12,7 +12,7 @@ import pytest
 from rank_data import dl19_query
 
 from hoprank.errors import ConfigError
-from hoprank.llm._buckets import LengthBuckets, length_buckets
+from hoprank.llm.runtime._buckets import LengthBuckets, length_buckets
 from hoprank.rankers import FIRST
 
 
@@ -37,7 +37,7 @@ def test_bucket_lengths() -> None:
 
 @pytest.fixture(scope="module")
 def fp32_engine() -> Any:
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine("smollm2-135m", dtype="float32", threads=2)
 
@@ -140,7 +140,7 @@ async def test_batched_and_left_padded_forwards_are_padded_to_the_bucket(
 
 
 def test_a_bad_bucket_spec_fails_before_the_model_loads() -> None:
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     with pytest.raises(ConfigError, match="length_buckets"):
         TransformersEngine("no-such-model", length_buckets="pow3")

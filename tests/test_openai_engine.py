@@ -27,10 +27,10 @@ from servers.fault_server import (
 
 from hoprank.errors import ConfigError, ContextOverflow, EngineError, InvalidInput
 from hoprank.llm.base import LLM, Capability, LogprobRequest
-from hoprank.llm.llamacpp_server import LlamaCppServer
-from hoprank.llm.openai_engine import OpenAIEngine
-from hoprank.llm.retry import RetryPolicy
-from hoprank.llm.scripted import WhitespaceTokenizer
+from hoprank.llm.engines.openai_engine import OpenAIEngine
+from hoprank.llm.engines.scripted import WhitespaceTokenizer
+from hoprank.llm.models.llamacpp_server import LlamaCppServer
+from hoprank.llm.transport.retry import RetryPolicy
 
 pytest_plugins = ["servers.fixtures"]
 
@@ -171,7 +171,7 @@ async def test_logit_bias_for_openai_models(fault: FaultServer) -> None:
 
 
 async def test_vllm_allowed_token_ids(fault: FaultServer) -> None:
-    from hoprank.llm.tiktoken_offline import TiktokenTokenizer
+    from hoprank.llm.tokenizers.tiktoken_offline import TiktokenTokenizer
 
     tok = TiktokenTokenizer("cl100k_base")
     fault.push(chat_ok("A", logprobs=logprobs_block({"A": -0.1})))
@@ -366,7 +366,7 @@ def test_prompt_tokens_counts_what_the_server_template_adds(smollm2_engine: Any)
     """With the served model's HF tokenizer the count is the rendered chat template
     (exactly what a local engine counts); with only tiktoken, a reserve is held back for
     the default system prompt a server's template may insert."""
-    from hoprank.llm.hf_tokenizer import HFTokenizer
+    from hoprank.llm.tokenizers.hf_tokenizer import HFTokenizer
     from hoprank.rankers.passages import TEMPLATE_RESERVE, prompt_tokens
 
     msgs: list[Any] = [{"role": "user", "content": "Rank these passages for the query."}]

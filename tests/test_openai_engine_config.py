@@ -6,8 +6,8 @@ import pytest
 
 from hoprank.errors import ConfigError
 from hoprank.llm.base import Capability
-from hoprank.llm.openai_engine import OpenAIEngine, OpenAIEngineConfig
-from hoprank.llm.retry import RetryPolicy
+from hoprank.llm.engines.openai_engine import OpenAIEngine, OpenAIEngineConfig
+from hoprank.llm.transport.retry import RetryPolicy
 
 
 def test_config_and_keywords_build_the_same_engine() -> None:

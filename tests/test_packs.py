@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from hoprank.errors import ModelPackError
-from hoprank.llm import packs
-from hoprank.llm.packs import MANIFEST, PACKS, gguf_path, list_packs, pull, resolve, sha256_file
+from hoprank.llm.models import packs
+from hoprank.llm.models.packs import MANIFEST, PACKS, gguf_path, list_packs, pull, resolve, sha256_file
 
 QWEN05 = "qwen2.5-coder-0.5b"
 
@@ -63,7 +63,7 @@ def test_list_packs_reports_install_state(fresh_cache: Path) -> None:
 
 
 def test_assemble_qwen05_verifies_sha(in_qwen_cache: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hoprank.llm.packs")
+    caplog.set_level(logging.INFO, logger="hoprank.llm.models.packs")
     path = gguf_path(QWEN05)
     assert path.parent == in_qwen_cache / "gguf"
     assert path.stat().st_size == PACKS[QWEN05].size
@@ -84,7 +84,7 @@ def test_flipped_bytes_are_detected_and_rebuilt(
     with open(path, "r+b") as f:
         f.seek(PACKS[QWEN05].size // 2)
         f.write(b"\x00\xff" * 8)
-    caplog.set_level(logging.INFO, logger="hoprank.llm.packs")
+    caplog.set_level(logging.INFO, logger="hoprank.llm.models.packs")
     assert gguf_path(QWEN05) == path
     assert _assemblies(caplog) == 1
     assert sha256_file(path) == PACKS[QWEN05].sha256
@@ -99,7 +99,7 @@ def test_sneaky_tamper_with_restored_mtime_caught_by_verify(
         f.seek(1000)
         f.write(b"tampered")
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    caplog.set_level(logging.INFO, logger="hoprank.llm.packs")
+    caplog.set_level(logging.INFO, logger="hoprank.llm.models.packs")
     assert gguf_path(QWEN05, verify=True) == path
     assert _assemblies(caplog) == 1
     assert sha256_file(path) == PACKS[QWEN05].sha256
@@ -108,7 +108,7 @@ def test_sneaky_tamper_with_restored_mtime_caught_by_verify(
 def test_truncated_file_and_missing_marker(in_qwen_cache: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = gguf_path(QWEN05)
     os.truncate(path, 1234)
-    caplog.set_level(logging.INFO, logger="hoprank.llm.packs")
+    caplog.set_level(logging.INFO, logger="hoprank.llm.models.packs")
     gguf_path(QWEN05)
     assert _assemblies(caplog) == 1
     assert path.stat().st_size == PACKS[QWEN05].size
@@ -130,7 +130,7 @@ def test_crash_leftovers_are_removed(in_qwen_cache: Path) -> None:
 
 
 def test_concurrent_builders_assemble_once(fresh_cache: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hoprank.llm.packs")
+    caplog.set_level(logging.INFO, logger="hoprank.llm.models.packs")
     out: list[Path] = []
     threads = [threading.Thread(target=lambda: out.append(gguf_path(QWEN05))) for _ in range(2)]
     for t in threads:

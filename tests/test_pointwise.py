@@ -12,7 +12,7 @@ from rank_data import dl19_query, handcrafted
 
 from hoprank.errors import CapabilityMissing, PromptError
 from hoprank.llm.base import LogprobRequest, Message, TokenLogprobs
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.prompts import load_prompt
 from hoprank.rankers import PointwiseLLM, make_ranker
 from hoprank.rankers.pointwise import yes_no_score

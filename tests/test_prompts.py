@@ -18,7 +18,7 @@ from hoprank.agents import Answerer, Decomposer, MultiHopAgent, Rewriter
 from hoprank.cli import app
 from hoprank.errors import PromptError
 from hoprank.llm.base import AttentionRows, Capability, Message
-from hoprank.llm.scripted import ScriptedEngine, WhitespaceTokenizer
+from hoprank.llm.engines.scripted import ScriptedEngine, WhitespaceTokenizer
 from hoprank.prompts import PromptTemplate, list_prompts, load_prompt, prompt_param, registry
 from hoprank.rankers import FIRST, PointwiseLLM, RankGPT
 from hoprank.rankers.icr import ICRRanker

@@ -12,7 +12,7 @@ from rank_data import make_docs as _make_docs
 
 from hoprank.errors import CapabilityMissing, ContextOverflow, EngineError, PromptError
 from hoprank.llm.base import Capability, Message
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.prompts import load_prompt
 from hoprank.rankers import RankGPT, make_ranker
 from hoprank.types import Document

@@ -20,15 +20,15 @@ from servers.fault_server import (
 )
 
 from hoprank.errors import ContextOverflow, EngineError, EngineTimeout, RateLimited
-from hoprank.llm.openai_engine import OpenAIEngine
-from hoprank.llm.retry import (
+from hoprank.llm.engines.openai_engine import OpenAIEngine
+from hoprank.llm.engines.scripted import WhitespaceTokenizer
+from hoprank.llm.transport.retry import (
     RetryPolicy,
     RetryStats,
     error_from_status,
     parse_retry_after,
     retry_async,
 )
-from hoprank.llm.scripted import WhitespaceTokenizer
 
 pytest_plugins = ["servers.fixtures"]
 

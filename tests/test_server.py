@@ -22,7 +22,7 @@ import pytest
 from _live_server import live_server
 
 from hoprank.errors import CapabilityMissing, EngineError, InvalidInput, RateLimited
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.rankers.base import BaseRanker, RankerOutput
 from hoprank.server import ServerSettings, create_app
 from hoprank.server.logs import JsonFormatter, RedactingFilter, Redactor

@@ -14,24 +14,19 @@ import httpx
 import pytest
 from _live_server import live_server
 
-from hoprank.llm.worker import (
-    EngineBusy,
-    check_cancelled,
-    on_torch_worker,
-    run_on_torch_worker,
-    worker_stats_snapshot,
-)
+from hoprank.llm.runtime.worker import EngineBusy, TorchWorker, check_cancelled, default_worker
 from hoprank.rankers.base import BaseRanker, RankerOutput
 from hoprank.server import ServerSettings, create_app
 from hoprank.types import Document
 
 
-async def _flush() -> None:
+async def _flush(worker: TorchWorker) -> None:
     """Wait until every job submitted so far has left the worker."""
-    await asyncio.to_thread(on_torch_worker, lambda: None)
+    await asyncio.to_thread(worker.call, lambda: None)
 
 
 async def test_job_not_started_is_dropped_when_its_task_is_cancelled() -> None:
+    worker = TorchWorker()
     gate, started = threading.Event(), threading.Event()
     ran: list[int] = []
 
@@ -39,22 +34,21 @@ async def test_job_not_started_is_dropped_when_its_task_is_cancelled() -> None:
         started.set()
         gate.wait(30)
 
-    first = asyncio.ensure_future(run_on_torch_worker(blocker))
+    first = asyncio.ensure_future(worker.run(blocker))
     assert await asyncio.to_thread(started.wait, 30)
-    before = worker_stats_snapshot()
-    second = asyncio.ensure_future(run_on_torch_worker(ran.append, 1))
+    second = asyncio.ensure_future(worker.run(ran.append, 1))
     await asyncio.sleep(0.05)
-    assert worker_stats_snapshot().pending == before.pending + 1
+    assert worker.stats().pending == 1
     second.cancel()
     with pytest.raises(asyncio.CancelledError):
         await second
     gate.set()
     await first
-    await _flush()
-    after = worker_stats_snapshot()
+    await _flush(worker)
+    after = worker.stats()
     assert ran == []  # never ran
-    assert after.dropped == before.dropped + 1
-    assert after.pending == 0
+    assert (after.dropped, after.pending, after.completed, after.submitted) == (1, 0, 2, 3)
+    worker.shutdown()
 
 
 async def test_running_job_sees_the_cancel_flag_and_stops() -> None:
@@ -69,41 +63,67 @@ async def test_running_job_sees_the_cancel_flag_and_stops() -> None:
             time.sleep(0.01)
         return "finished"
 
-    before = worker_stats_snapshot()
-    task = asyncio.ensure_future(run_on_torch_worker(forward_loop))
+    worker = TorchWorker()
+    task = asyncio.ensure_future(worker.run(forward_loop))
     assert await asyncio.to_thread(started.wait, 30)
     await asyncio.sleep(0.1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     t0 = time.monotonic()
-    await _flush()  # returns once forward_loop has stopped
+    await _flush(worker)  # returns once forward_loop has stopped
     assert time.monotonic() - t0 < 10
-    after = worker_stats_snapshot()
-    assert after.stopped == before.stopped + 1
-    assert 0 < after.abandoned_seconds - before.abandoned_seconds < 10
+    after = worker.stats()
+    assert after.stopped == 1
+    assert 0 < after.abandoned_seconds < 10
     assert len(loops) < 3000
+    worker.shutdown()
 
 
-async def test_worker_queue_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOPRANK_WORKER_MAX_PENDING", "2")
+@pytest.mark.parametrize("bound", ["env", "argument"])
+async def test_worker_queue_is_bounded(monkeypatch: pytest.MonkeyPatch, bound: str) -> None:
+    if bound == "env":
+        monkeypatch.setenv("HOPRANK_WORKER_MAX_PENDING", "2")
+        worker = TorchWorker()
+    else:
+        monkeypatch.setenv("HOPRANK_WORKER_MAX_PENDING", "100")
+        worker = TorchWorker(max_pending=2)
+    assert worker.max_pending == 2
     gate, started = threading.Event(), threading.Event()
 
     def blocker() -> None:
         started.set()
         gate.wait(30)
 
-    running = asyncio.ensure_future(run_on_torch_worker(blocker))
+    running = asyncio.ensure_future(worker.run(blocker))
     assert await asyncio.to_thread(started.wait, 30)
-    waiting = [asyncio.ensure_future(run_on_torch_worker(lambda: 1)) for _ in range(2)]
+    waiting = [asyncio.ensure_future(worker.run(lambda: 1)) for _ in range(2)]
     await asyncio.sleep(0)
-    before = worker_stats_snapshot().rejected
     with pytest.raises(EngineBusy):
-        await run_on_torch_worker(lambda: 1)
-    assert worker_stats_snapshot().rejected == before + 1
+        await worker.run(lambda: 1)
+    assert worker.stats().rejected == 1
     gate.set()
     await running
     assert await asyncio.gather(*waiting) == [1, 1]
+    worker.shutdown()
+
+
+async def test_workers_are_scoped_and_a_job_on_its_own_worker_runs_inline() -> None:
+    """Two workers have their own thread and counters; ``call`` from a job of the same
+    worker runs inline (no deadlock on the one thread), from another worker it hops."""
+    a, b = TorchWorker(name="hoprank-test-a"), TorchWorker(name="hoprank-test-b")
+
+    def where() -> str:
+        return threading.current_thread().name
+
+    def nested() -> tuple[str, str, str]:
+        return where(), a.call(where), b.call(where)
+
+    outer, inline, hopped = await a.run(nested)
+    assert outer == inline and outer.startswith("hoprank-test-a") and hopped.startswith("hoprank-test-b")
+    assert (a.stats().completed, b.stats().completed) == (1, 1)
+    a.shutdown()
+    b.shutdown()
 
 
 class GatedRanker(BaseRanker):
@@ -123,7 +143,7 @@ class GatedRanker(BaseRanker):
             time.sleep(0.01)
 
     async def _rank(self, query: str, docs: list[Document], *, top_k: int | None) -> RankerOutput:
-        await run_on_torch_worker(self._spin)
+        await default_worker().run(self._spin)
         return RankerOutput(list(docs))
 
 
@@ -138,15 +158,15 @@ def test_client_disconnect_cancels_the_engine_work() -> None:
     settings = ServerSettings(rankers=["identity", "gated"], request_timeout_s=600)
     app = create_app(settings, rankers={"gated": ranker})
     body = {"query": "q", "documents": ["a", "b"], "ranker": "gated"}
-    before = worker_stats_snapshot()
+    before = default_worker().stats()
     with live_server(app) as url:
         with httpx.Client(base_url=url, timeout=1.0) as c, pytest.raises(httpx.ReadTimeout):
             c.post("/v1/rerank", json=body)  # the client gives up after 1 s
         assert ranker.started.is_set()
         deadline = time.monotonic() + 20
-        while worker_stats_snapshot().stopped == before.stopped and time.monotonic() < deadline:
+        while default_worker().stats().stopped == before.stopped and time.monotonic() < deadline:
             time.sleep(0.05)
-        after = worker_stats_snapshot()
+        after = default_worker().stats()
         assert after.stopped == before.stopped + 1, "the disconnect did not reach the worker"
         with httpx.Client(base_url=url, timeout=30) as c:
             text = c.get("/metrics").text
@@ -163,7 +183,7 @@ def test_timeout_cancels_the_engine_work_and_rejections_are_counted() -> None:
     )
     app = create_app(settings, rankers={"gated": ranker})
     body = {"query": "q", "documents": ["a", "b"], "ranker": "gated"}
-    before = worker_stats_snapshot()
+    before = default_worker().stats()
     with live_server(app) as url, httpx.Client(base_url=url, timeout=60) as c:
         results: list[Any] = []
         t = threading.Thread(target=lambda: results.append(c.post("/v1/rerank", json=body)))
@@ -174,9 +194,9 @@ def test_timeout_cancels_the_engine_work_and_rejections_are_counted() -> None:
         t.join(60)
         assert results[0].status_code == 504
         deadline = time.monotonic() + 20
-        while worker_stats_snapshot().stopped == before.stopped and time.monotonic() < deadline:
+        while default_worker().stats().stopped == before.stopped and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert worker_stats_snapshot().stopped == before.stopped + 1
+        assert default_worker().stats().stopped == before.stopped + 1
         text = c.get("/metrics").text
     assert _metric(text, "hoprank_requests_rejected_total") == 1
     assert _metric(text, 'hoprank_requests_cancelled_total{reason="timeout"}') == 1
@@ -188,9 +208,9 @@ async def test_openai_engine_call_is_abandoned_when_its_task_is_cancelled() -> N
     frees its concurrency slot at once (the server would have answered after 30 s)."""
     from servers.fault_server import FaultServer, chat_ok, hang
 
-    from hoprank.llm.openai_engine import OpenAIEngine
-    from hoprank.llm.retry import RetryPolicy
-    from hoprank.llm.scripted import WhitespaceTokenizer
+    from hoprank.llm.engines.openai_engine import OpenAIEngine
+    from hoprank.llm.engines.scripted import WhitespaceTokenizer
+    from hoprank.llm.transport.retry import RetryPolicy
 
     msgs: list[Any] = [{"role": "user", "content": "hi"}]
     with FaultServer([hang(30.0)], default=chat_ok("quick")) as fs:
@@ -226,12 +246,12 @@ class SpinningDecomposer:
         self.ranker = GatedRanker()
 
     async def adecompose(self, question: str) -> Any:
-        await run_on_torch_worker(self.ranker._spin)
+        await default_worker().run(self.ranker._spin)
         raise AssertionError("not reached: the client goes away first")
 
 
 async def _spinning_asker(question: str, *, top_k: int) -> Any:
-    await run_on_torch_worker(GatedRanker()._spin)
+    await default_worker().run(GatedRanker()._spin)
     raise AssertionError("not reached: the client goes away first")
 
 
@@ -239,13 +259,13 @@ async def _spinning_asker(question: str, *, top_k: int) -> Any:
 def test_disconnect_cancels_decompose_and_ask(route: str) -> None:
     settings = ServerSettings(rankers=["identity"], request_timeout_s=600)
     app = create_app(settings, decomposer=SpinningDecomposer(), asker=_spinning_asker)
-    before = worker_stats_snapshot()
+    before = default_worker().stats()
     with live_server(app) as url:
         with httpx.Client(base_url=url, timeout=1.0) as c, pytest.raises(httpx.ReadTimeout):
             c.post(route, json={"question": "who directed Jaws?"})
         deadline = time.monotonic() + 20
-        while worker_stats_snapshot().stopped == before.stopped and time.monotonic() < deadline:
+        while default_worker().stats().stopped == before.stopped and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert worker_stats_snapshot().stopped == before.stopped + 1
+        assert default_worker().stats().stopped == before.stopped + 1
         text = httpx.get(f"{url}/metrics", timeout=30).text
     assert _metric(text, 'hoprank_requests_cancelled_total{reason="disconnect"}') == 1

@@ -76,24 +76,22 @@ async def test_cancelling_a_generation_task_stops_it_at_the_next_token(smollm2_e
     token or so (a stopping criterion reads the cancel flag), not at ``max_tokens``."""
     import asyncio
 
-    from hoprank.llm.worker import on_torch_worker, worker_stats_snapshot
-
     eng = smollm2_engine
     msgs: list[Any] = [{"role": "user", "content": "Write a long story about a cat who travels the world."}]
     t0 = time.perf_counter()
     full = await eng.generate(msgs, max_tokens=64)
     t_full = time.perf_counter() - t0
     assert full.usage.completion_tokens >= 48, full  # it really writes a long answer
-    before = worker_stats_snapshot()
+    before = eng.worker.stats()
     task = asyncio.ensure_future(eng.generate(msgs, max_tokens=64))
     await asyncio.sleep(t_full / 3)  # well into generation
     t1 = time.perf_counter()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.to_thread(on_torch_worker, lambda: None)  # the worker is free again
+    await asyncio.to_thread(eng.worker.call, lambda: None)  # the worker is free again
     freed = time.perf_counter() - t1
-    after = worker_stats_snapshot()
+    after = eng.worker.stats()
     assert after.stopped == before.stopped + 1
     # without the criterion the remaining ~2/3 of the generation would run
     assert freed < t_full / 2, f"worker busy {freed:.2f} s after cancel (full generation {t_full:.2f} s)"

@@ -11,7 +11,7 @@ from rank_data import dl19_query, handcrafted, make_docs, rel
 from rank_data import relevance_logprobs as oracle
 
 from hoprank.errors import CapabilityMissing, ConfigError
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.rankers import BaseRanker, RankerOutput, SelfConsistency, Setwise, make_ranker
 from hoprank.rankers.consistency import aggregate_rankings
 from hoprank.types import Document

@@ -13,8 +13,8 @@ import tiktoken.load
 import tiktoken.registry
 
 from hoprank.errors import ConfigError, MissingExtra
-from hoprank.llm import tiktoken_offline as tko
 from hoprank.llm.base import Tokenizer
+from hoprank.llm.tokenizers import tiktoken_offline as tko
 
 
 @pytest.fixture(scope="module")

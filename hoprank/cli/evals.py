@@ -133,7 +133,7 @@ class ExperimentOptions(OptionGroup):
         needs_engine = ranker_spec(name).needs_engine
         default = None
         if needs_engine and self.model is None and not self.base_url:
-            from hoprank.llm.packs import DEFAULT_MODEL
+            from hoprank.llm.models.packs import DEFAULT_MODEL
 
             default = DEFAULT_MODEL
             typer.echo(f"note: no --model: {name} runs on the default model {DEFAULT_MODEL}", err=True)

@@ -20,7 +20,7 @@ models_app = typer.Typer(name="models", help="List and pull offline model packs.
 @models_app.command("list")
 def list_cmd() -> None:
     """Show every known pack: size, whether its wheels are installed, whether it is converted."""
-    from hoprank.llm.packs import DEFAULT_MODEL, cache_dir, list_packs
+    from hoprank.llm.models.packs import DEFAULT_MODEL, cache_dir, list_packs
 
     table = Table(title="hoprank model packs")
     table.add_column("name", no_wrap=True)
@@ -48,7 +48,7 @@ def pull_cmd(
     all_: bool = typer.Option(False, "--all", help="Pull every known pack."),
 ) -> None:
     """Assemble, sha256-verify and convert packs into the cache ($HOPRANK_CACHE)."""
-    from hoprank.llm.packs import PACKS, pull
+    from hoprank.llm.models.packs import PACKS, pull
 
     targets = list(PACKS) if all_ else list(names or [])
     if not targets:
@@ -75,7 +75,7 @@ def requirements_cmd(
     names: list[str] = typer.Argument(None, help="Pack names (default: every known pack)."),
 ) -> None:
     """Print the pip requirements (install with --no-deps) that carry the packs' weights."""
-    from hoprank.llm.packs import PACKS
+    from hoprank.llm.models.packs import PACKS
 
     targets = list(names or PACKS)
     unknown = [n for n in targets if n not in PACKS]

@@ -5,7 +5,6 @@ and run comparison.
 Nothing here imports torch; engines load lazily when a config names a model.
 """
 
-from hoprank.evals.cache import CachedEngine, default_cache_dir
 from hoprank.evals.compare import Comparison, MetricComparison, compare, paired_tests, write_comparison
 from hoprank.evals.config import ExperimentConfig
 from hoprank.evals.dataset import SAMPLES, Dataset, Query, load_common, sample_path
@@ -30,6 +29,7 @@ from hoprank.evals.metrics import (
 )
 from hoprank.evals.results import ResultsLog
 from hoprank.evals.runner import RunOptions, RunResult, arun_experiment, run_experiment
+from hoprank.llm.engines.cached import CachedEngine, default_cache_dir
 from hoprank.runs import order_trec, read_qrels, read_run, write_run
 
 __all__ = [

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from hoprank.errors import ConfigError, DatasetError
-from hoprank.evals.cache import CachedEngine
 from hoprank.evals.config import ExperimentConfig
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.formats import load_dataset
 from hoprank.llm.base import LLM
+from hoprank.llm.engines.cached import CachedEngine
 from hoprank.rankers import make_ranker
 from hoprank.rankers.base import Ranker
 from hoprank.runs import Run, read_run

@@ -42,13 +42,13 @@ from hoprank.evals.build import (
     load_config_dataset,
     prompt_info,
 )
-from hoprank.evals.cache import CachedEngine, default_cache_dir
 from hoprank.evals.config import ExperimentConfig
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.executor import Progress, RecordSink, rank_items
 from hoprank.evals.report import write_outputs
 from hoprank.evals.run_folder import RunFolder, model_sha256
 from hoprank.llm.base import LLM
+from hoprank.llm.engines.cached import CachedEngine, default_cache_dir
 from hoprank.llm.spec import EngineSpec
 from hoprank.rankers.base import BaseRanker, Ranker
 from hoprank.runs import Run

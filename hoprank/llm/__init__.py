@@ -7,7 +7,10 @@ transformers, openai or vllm:
 - :class:`TransformersEngine` (in-process, CPU/CUDA; logits and attention),
 - :class:`OpenAIEngine` (any OpenAI-compatible endpoint),
 - :class:`VLLMEngine` (in-process vLLM, GPU),
-- :class:`ScriptedEngine` (a fake for unit tests).
+- :class:`ScriptedEngine` (a fake for unit tests);
+
+and the wrappers :class:`BatchingEngine` (micro-batching) and :class:`CachedEngine` (a
+disk cache of calls).
 
 :func:`load_engine` builds one from a short spec string.
 """
@@ -33,11 +36,20 @@ from hoprank.llm.base import (
 )
 
 if TYPE_CHECKING:
-    from hoprank.llm.batching import BatchingEngine, MicroBatcher
-    from hoprank.llm.hf_tokenizer import HFTokenizer
-    from hoprank.llm.packs import DEFAULT_MODEL, PackInfo, ResolvedModel, gguf_path, list_packs, pull, resolve
-    from hoprank.llm.scripted import ScriptedEngine
-    from hoprank.llm.transformers_engine import TransformersEngine
+    from hoprank.llm.engines.batching import BatchingEngine, MicroBatcher
+    from hoprank.llm.engines.cached import CachedEngine
+    from hoprank.llm.engines.scripted import ScriptedEngine
+    from hoprank.llm.engines.transformers_engine import TransformersEngine
+    from hoprank.llm.models.packs import (
+        DEFAULT_MODEL,
+        PackInfo,
+        ResolvedModel,
+        gguf_path,
+        list_packs,
+        pull,
+        resolve,
+    )
+    from hoprank.llm.tokenizers.hf_tokenizer import HFTokenizer
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -45,6 +57,7 @@ __all__ = [
     "AttentionEngine",
     "AttentionRows",
     "BatchingEngine",
+    "CachedEngine",
     "Capability",
     "ChatRenderer",
     "Completion",
@@ -69,20 +82,21 @@ __all__ = [
 ]
 
 _LAZY: dict[str, str] = {
-    "TransformersEngine": "hoprank.llm.transformers_engine",
-    "OpenAIEngine": "hoprank.llm.openai_engine",
-    "VLLMEngine": "hoprank.llm.vllm_engine",
-    "ScriptedEngine": "hoprank.llm.scripted",
-    "BatchingEngine": "hoprank.llm.batching",
-    "MicroBatcher": "hoprank.llm.batching",
-    "HFTokenizer": "hoprank.llm.hf_tokenizer",
-    "DEFAULT_MODEL": "hoprank.llm.packs",
-    "PackInfo": "hoprank.llm.packs",
-    "ResolvedModel": "hoprank.llm.packs",
-    "gguf_path": "hoprank.llm.packs",
-    "list_packs": "hoprank.llm.packs",
-    "pull": "hoprank.llm.packs",
-    "resolve": "hoprank.llm.packs",
+    "TransformersEngine": "hoprank.llm.engines.transformers_engine",
+    "OpenAIEngine": "hoprank.llm.engines.openai_engine",
+    "VLLMEngine": "hoprank.llm.engines.vllm_engine",
+    "ScriptedEngine": "hoprank.llm.engines.scripted",
+    "BatchingEngine": "hoprank.llm.engines.batching",
+    "MicroBatcher": "hoprank.llm.engines.batching",
+    "CachedEngine": "hoprank.llm.engines.cached",
+    "HFTokenizer": "hoprank.llm.tokenizers.hf_tokenizer",
+    "DEFAULT_MODEL": "hoprank.llm.models.packs",
+    "PackInfo": "hoprank.llm.models.packs",
+    "ResolvedModel": "hoprank.llm.models.packs",
+    "gguf_path": "hoprank.llm.models.packs",
+    "list_packs": "hoprank.llm.models.packs",
+    "pull": "hoprank.llm.models.packs",
+    "resolve": "hoprank.llm.models.packs",
 }
 
 
@@ -115,11 +129,13 @@ def load_engine(spec: str, **kwargs: Any) -> LLM:
     if not rest:
         raise InvalidInput(f"engine spec {spec!r} names no model")
     if backend == "openai":
-        engine: LLM = importlib.import_module("hoprank.llm.openai_engine").OpenAIEngine(model=rest, **kwargs)
+        engine: LLM = importlib.import_module("hoprank.llm.engines.openai_engine").OpenAIEngine(
+            model=rest, **kwargs
+        )
     elif backend == "vllm":
-        engine = importlib.import_module("hoprank.llm.vllm_engine").VLLMEngine(model=rest, **kwargs)
+        engine = importlib.import_module("hoprank.llm.engines.vllm_engine").VLLMEngine(model=rest, **kwargs)
     else:
-        from hoprank.llm.transformers_engine import TransformersEngine
+        from hoprank.llm.engines.transformers_engine import TransformersEngine
 
         engine = TransformersEngine(rest, **kwargs)
     return engine

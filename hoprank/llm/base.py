@@ -25,7 +25,7 @@ attention rows (ICR). It knows nothing of ranking.
 A caller checks a capability once, with :func:`require_capability` or the typed
 accessors :func:`chat_renderer`, :func:`exact_tokenizer` and :func:`attention_engine`
 (a declared flag *and* the protocol's methods), then calls typed methods. Wrappers
-(:class:`~hoprank.llm.batching.BatchingEngine`, :class:`~hoprank.evals.cache.CachedEngine`)
+(:class:`~hoprank.llm.engines.batching.BatchingEngine`, :class:`~hoprank.llm.engines.cached.CachedEngine`)
 forward the inner engine's flags and implement every protocol explicitly, raising
 :class:`~hoprank.errors.CapabilityMissing` where the inner engine lacks it.
 """

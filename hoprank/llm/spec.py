@@ -111,7 +111,7 @@ class EngineSpec:
         backend, model = split_spec(self.model)
         if backend != "transformers":
             return {"engine": backend, "model": model}
-        from hoprank.llm.packs import resolve
+        from hoprank.llm.models.packs import resolve
 
         r = resolve(model)
         return {

@@ -23,7 +23,7 @@ from hoprank.errors import (
     MissingExtra,
     RateLimited,
 )
-from hoprank.llm.worker import EngineBusy
+from hoprank.llm.runtime.worker import EngineBusy
 from hoprank.server.auth import Unauthorized
 from hoprank.server.limits import LimitExceeded, Overloaded
 from hoprank.server.logs import Redactor

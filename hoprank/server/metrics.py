@@ -8,7 +8,9 @@ engines, ``hoprank_engine_abandoned_seconds_total`` (worker time spent on model 
 after their caller had gone: at most one forward pass or one generated token each) with
 ``hoprank_engine_jobs_dropped_total`` (calls dropped before they started) and
 ``hoprank_engine_jobs_stopped_total`` (calls stopped while running). The engine
-figures are process-wide (one worker per process).
+figures are those of the process's default torch worker
+(:func:`~hoprank.llm.runtime.worker.default_worker`), the one every engine the service
+loads runs on.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from prometheus_client.registry import Collector
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hoprank.llm.worker import worker_stats_snapshot
+from hoprank.llm.runtime.worker import TorchWorker, default_worker
 
 __all__ = ["Metrics", "MetricsMiddleware"]
 
@@ -72,7 +74,7 @@ class Metrics:
             "seconds cancelled requests had been running (in a slot) when they were given up",
             registry=self.registry,
         )
-        self.registry.register(_WorkerCollector())
+        self.registry.register(_WorkerCollector(default_worker()))
         self.documents = Counter(
             "hoprank_rerank_documents", "documents reranked, by ranker", ["ranker"], registry=self.registry
         )
@@ -85,10 +87,13 @@ class Metrics:
 
 
 class _WorkerCollector(Collector):
-    """The torch worker's counters (:data:`hoprank.llm.worker.WORKER_STATS`)."""
+    """A torch worker's counters (:meth:`hoprank.llm.runtime.worker.TorchWorker.stats`)."""
+
+    def __init__(self, worker: TorchWorker) -> None:
+        self.worker = worker
 
     def collect(self) -> Iterator[Metric]:
-        s = worker_stats_snapshot()
+        s = self.worker.stats()
         yield GaugeMetricFamily(
             "hoprank_engine_jobs_queued",
             "in-process model calls waiting for the torch worker",

@@ -11,7 +11,7 @@ from typing import Any, Protocol, TypeVar
 
 from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
 from hoprank.llm.base import LLM, AsyncCloseable
-from hoprank.llm.worker import EngineBusy
+from hoprank.llm.runtime.worker import EngineBusy
 from hoprank.rankers.base import Ranker
 from hoprank.rankers.registry import check_ranker_params
 from hoprank.server.limits import ConcurrencyLimiter, Overloaded
@@ -196,7 +196,7 @@ class ServiceState:
         ``is_disconnected()`` (polled every ``disconnect_poll_s`` while the work runs)
         says the client has gone. Either way the work's task is cancelled, which reaches
         the engine: a model call not started is dropped, a running one stops at its next
-        forward pass or token (:mod:`hoprank.llm.worker`).
+        forward pass or token (:mod:`hoprank.llm.runtime.worker`).
         """
         try:
             self.limiter.admit()

@@ -16,7 +16,7 @@ from typing import Any
 
 from hoprank.evals import ExperimentConfig, RunResult, run_experiment
 from hoprank.llm.base import Completion, Message
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 
 
 class SlowReverse(ScriptedEngine):

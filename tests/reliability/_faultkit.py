@@ -36,9 +36,9 @@ from servers.fault_server import (
 )
 
 from hoprank.errors import EngineError, EngineTimeout, RateLimited
-from hoprank.llm.openai_engine import OpenAIEngine
-from hoprank.llm.retry import RetryPolicy
-from hoprank.llm.scripted import WhitespaceTokenizer
+from hoprank.llm.engines.openai_engine import OpenAIEngine
+from hoprank.llm.engines.scripted import WhitespaceTokenizer
+from hoprank.llm.transport.retry import RetryPolicy
 from hoprank.rankers import FIRST, PointwiseLLM, RankGPT
 from hoprank.rankers.base import BaseRanker
 from hoprank.types import Document

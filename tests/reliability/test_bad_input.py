@@ -21,9 +21,9 @@ from _live_server import live_server
 from servers.fault_server import FaultServer
 
 from hoprank.errors import ContextOverflow, InvalidInput
-from hoprank.llm.openai_engine import OpenAIEngine
-from hoprank.llm.scripted import ScriptedEngine
-from hoprank.llm.tiktoken_offline import TiktokenTokenizer
+from hoprank.llm.engines.openai_engine import OpenAIEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
+from hoprank.llm.tokenizers.tiktoken_offline import TiktokenTokenizer
 from hoprank.rankers import FIRST, make_ranker
 from hoprank.rankers.base import BaseRanker
 from hoprank.rankers.passages import make_labels

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from _crashkit import SlowReverse, config, run
 
-from hoprank.evals.cache import CachedEngine
 from hoprank.llm.base import Message
+from hoprank.llm.engines.cached import CachedEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 KIT = Path(__file__).with_name("_crashkit.py")

@@ -44,7 +44,7 @@ from _faultkit import (
 from servers.fault_server import FaultServer, RecordedRequest, Reply, rate_limited
 
 from hoprank.errors import EngineError, RateLimited
-from hoprank.llm.openai_engine import EngineStats, OpenAIEngine
+from hoprank.llm.engines.openai_engine import EngineStats, OpenAIEngine
 from hoprank.types import Document, Ranking
 
 # One event loop for the module, so engines (and their HTTP clients) are built once per
@@ -277,7 +277,7 @@ async def test_retry_after_is_honoured(server: tuple[FaultServer, Switch]) -> No
 
 
 async def test_retry_after_beyond_the_budget_gives_up_at_once(server: tuple[FaultServer, Switch]) -> None:
-    from hoprank.llm.retry import RetryPolicy
+    from hoprank.llm.transport.retry import RetryPolicy
 
     mark = f"beyond-budget-{next(_RUNS)}"
     model = ModelBehindFaults(always=lambda b: rate_limited("30"))

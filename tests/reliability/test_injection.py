@@ -18,7 +18,7 @@ from types import ModuleType
 import pytest
 
 from hoprank.llm.base import Message
-from hoprank.llm.scripted import ScriptedEngine
+from hoprank.llm.engines.scripted import ScriptedEngine
 from hoprank.rankers import FIRST, RankGPT
 from hoprank.rankers.listwise import ListwiseRanker
 from hoprank.rankers.parsing import parse_permutation

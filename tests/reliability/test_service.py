@@ -22,8 +22,8 @@ from _faultkit import good_reply
 from _live_server import live_server
 from servers.fault_server import FaultServer, RecordedRequest, Reply, hang, rate_limited, status
 
-from hoprank.llm.openai_engine import OpenAIEngine
-from hoprank.llm.retry import RetryPolicy
+from hoprank.llm.engines.openai_engine import OpenAIEngine
+from hoprank.llm.transport.retry import RetryPolicy
 from hoprank.server import ServerSettings, create_app
 from hoprank.server.state import AskOutcome
 from hoprank.types import Document

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hoprank.llm.llamacpp_server import LlamaCppServer
+from hoprank.llm.models.llamacpp_server import LlamaCppServer
 
 from .fault_server import FaultServer
 

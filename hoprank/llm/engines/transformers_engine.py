@@ -2,16 +2,18 @@
 
 Gives everything the rankers need: generation, next-token log-probabilities from one
 forward pass (FIRST, pointwise yes/no), prefilled assistant turns, and attention rows
-(ICR, via :mod:`hoprank.llm.attention`). Models come from offline packs, transformers
-folders or GGUF files (see :mod:`hoprank.llm.packs`).
+(ICR, via :mod:`hoprank.llm.runtime.attention`). Models come from offline packs, transformers
+folders or GGUF files (see :mod:`hoprank.llm.models.packs`).
 
-All model work (loading included) runs on ONE process-wide worker thread
-(:func:`torch_worker`) under one lock per engine and inside ``torch.inference_mode()``.
-One thread, because torch's CPU thread pool belongs to the calling thread: forwards
-issued from several threads (``asyncio.to_thread`` picks any pool thread) start several
-OpenMP teams that spin against each other and made forwards 5-10x slower on a 2-core
-machine. The lock is a ``threading.RLock`` taken in the worker thread, so the engine can
-be shared by several event loops (the sync facade runs each call on its own loop).
+All model work (loading included) runs on one torch worker thread (a
+:class:`~hoprank.llm.runtime.worker.TorchWorker`: the engine's ``worker=``, else the
+process's :func:`~hoprank.llm.runtime.worker.default_worker` that every engine given
+none shares) under one lock per engine and inside ``torch.inference_mode()``. One thread,
+because torch's CPU thread pool belongs to the calling thread: forwards issued from
+several threads (``asyncio.to_thread`` picks any pool thread) start several OpenMP teams
+that spin against each other and made forwards 5-10x slower on a 2-core machine. The
+lock is a ``threading.RLock`` taken in the worker thread, so the engine can be shared by
+several event loops (the sync facade runs each call on its own loop).
 """
 
 from __future__ import annotations
@@ -23,15 +25,11 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from typing_extensions import Unpack
 
 from hoprank.errors import InvalidInput, MissingExtra
-from hoprank.llm._buckets import LengthBuckets
-from hoprank.llm._buckets import length_buckets as _length_buckets
-from hoprank.llm._device import choose_device, choose_dtype
-from hoprank.llm._device import sdpa_backends as _sdpa_backends
 from hoprank.llm.base import (
     AttentionOptions,
     AttentionRows,
@@ -40,28 +38,22 @@ from hoprank.llm.base import (
     GenerateOptions,
     LogprobRequest,
     Message,
-    SyncFacade,
-    Tokenizer,
     TokenLogprobs,
     attention_options,
-    check_fits,
-    generate_options,
 )
-from hoprank.llm.hf_tokenizer import HFTokenizer
-from hoprank.llm.packs import DEFAULT_MODEL, resolve
-from hoprank.llm.worker import (
-    cancel_stopping_criteria,
-    check_cancelled,
-    on_torch_worker,
-    run_on_torch_worker,
-    torch_worker,
-)
+from hoprank.llm.engines._common import HF_CAPABILITIES, EngineConfig, LocalEngine, generate_request
+from hoprank.llm.models.packs import DEFAULT_MODEL, resolve
+from hoprank.llm.runtime._buckets import LengthBuckets
+from hoprank.llm.runtime._buckets import length_buckets as _length_buckets
+from hoprank.llm.runtime._device import choose_device, choose_dtype
+from hoprank.llm.runtime._device import sdpa_backends as _sdpa_backends
+from hoprank.llm.runtime.worker import TorchWorker, cancel_stopping_criteria, check_cancelled, default_worker
 from hoprank.types import Usage
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["TransformersEngine", "on_torch_worker", "torch_worker"]
+__all__ = ["TransformersEngine", "TransformersEngineConfig"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,7 +63,34 @@ _RAW_TOP = 10
 _END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>")
 
 
-class TransformersEngine(SyncFacade):
+class TransformersEngineConfig(EngineConfig):
+    """The options of :class:`TransformersEngine` (all but the model), validated once.
+
+    ``dtype`` (``"auto"``, ``"bf16"``, ``"fp32"``..., or a ``torch.dtype``); ``device``
+    (``"auto"``, ``"cpu"``, ``"cuda"``...); ``attn_implementation``; ``max_batch_size``
+    prompts per logit forward; ``threads`` (torch's CPU threads, process-wide);
+    ``max_context`` tokens; ``fp32_head``; ``sdpa_backends``; ``length_buckets`` (see
+    :class:`TransformersEngine`).
+    """
+
+    engine: ClassVar[str] = "TransformersEngine"
+
+    dtype: Any = "auto"
+    device: str = "auto"
+    attn_implementation: str = "sdpa"
+    max_batch_size: int = 16
+    threads: int | None = None
+    max_context: int = _MAX_CONTEXT
+    fp32_head: bool = True
+    sdpa_backends: str | Sequence[str] | None = None
+    length_buckets: str | Sequence[int] | None = None
+
+    def check(self) -> None:
+        if self.max_batch_size < 1:
+            raise InvalidInput("max_batch_size must be >= 1")
+
+
+class TransformersEngine(LocalEngine):
     """A local causal LM loaded with transformers.
 
     ``model`` is a pack name (default ``qwen2.5-coder-1.5b``), a transformers folder or a
@@ -92,89 +111,56 @@ class TransformersEngine(SyncFacade):
     ``length_buckets`` (``"pow2"`` or a list such as ``[512, 1024, 2048]``) pads every
     next-token logit forward (FIRST, setwise, pointwise, :meth:`forward_last_logits`) to
     the next bucket length, so that a new query meets a shape already planned; the padding
-    leaves the logits unchanged (:mod:`hoprank.llm._buckets`) and costs its arithmetic
+    leaves the logits unchanged (:mod:`hoprank.llm.runtime._buckets`) and costs its arithmetic
     (up to 2x tokens with ``"pow2"``). Not yet timed on a GPU. ``None`` (default): no padding.
 
     Candidates for :meth:`next_token_logprobs` must each encode to exactly one token on
     their own (``"A"``, ``" Yes"``...); anything else raises :class:`InvalidInput` naming
     the candidate, because a multi-token string has no single next-token probability.
+
+    Options come as keywords (the fields of :class:`TransformersEngineConfig`) or as a
+    ready ``config``. ``worker`` is the :class:`~hoprank.llm.runtime.worker.TorchWorker`
+    the engine runs its model work on (default: the shared
+    :func:`~hoprank.llm.runtime.worker.default_worker`).
     """
 
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
         *,
-        dtype: Any = "auto",
-        device: str = "auto",
-        attn_implementation: str = "sdpa",
-        max_batch_size: int = 16,
-        threads: int | None = None,
-        max_context: int = _MAX_CONTEXT,
-        fp32_head: bool = True,
-        sdpa_backends: Sequence[str] | None = None,
-        length_buckets: str | Sequence[int] | None = None,
+        config: TransformersEngineConfig | None = None,
+        worker: TorchWorker | None = None,
+        **options: Any,
     ) -> None:
-        backends = _sdpa_backends(sdpa_backends)  # a typo fails before the model loads
-        buckets = _length_buckets(length_buckets)
-        on_torch_worker(
-            self._load,
-            model,
-            dtype,
-            device,
-            attn_implementation,
-            max_batch_size,
-            threads,
-            max_context,
-            fp32_head,
-        )
-        self.sdpa_backends: tuple[Any, ...] | None = backends
-        self.length_buckets: LengthBuckets | None = buckets
+        cfg = TransformersEngineConfig.build(config, options)
+        self.config = cfg
+        self.worker: TorchWorker = worker if worker is not None else default_worker()
+        self.sdpa_backends: tuple[Any, ...] | None = _sdpa_backends(cfg.sdpa_backends)  # a typo fails
+        self.length_buckets: LengthBuckets | None = _length_buckets(cfg.length_buckets)  # before loading
+        self.worker.call(self._load, model, cfg)
 
-    def _load(
-        self,
-        model: str,
-        dtype: Any,
-        device: str,
-        attn_implementation: str,
-        max_batch_size: int,
-        threads: int | None,
-        max_context: int,
-        fp32_head: bool,
-    ) -> None:
+    def _load(self, model: str, cfg: TransformersEngineConfig) -> None:
         try:
             import torch
             import transformers
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise MissingExtra("local", e.name) from e
-        if max_batch_size < 1:
-            raise InvalidInput("max_batch_size must be >= 1")
-        if threads is not None:
-            torch.set_num_threads(threads)
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         t0 = time.perf_counter()
         self.resolved = resolve(model)
-        self.device: str = choose_device(device)
-        self.dtype: torch.dtype = choose_dtype(dtype, self.device)
-        self.attn_implementation = attn_implementation
-        self.max_batch_size = max_batch_size
-        self._load_weights(str(self.resolved.path))
         self.name: str = self.resolved.name
-        self.capabilities: frozenset[Capability] = frozenset(
-            {
-                Capability.GENERATE,
-                Capability.TOKEN_LOGPROBS,
-                Capability.PREFILL,
-                Capability.ATTENTION,
-                Capability.RENDER,
-                Capability.EXACT_TOKENIZER,
-            }
-        )
-        self._hf = HFTokenizer(self.hf_tokenizer, name=self.name)
-        self.tokenizer: Tokenizer = self._hf
-        n_pos = int(getattr(self.model.config, "max_position_embeddings", 0) or max_context)
-        self.context_window: int = min(n_pos, max_context)
+        self.device: str = choose_device(cfg.device)
+        self.dtype: torch.dtype = choose_dtype(cfg.dtype, self.device)
+        self.attn_implementation = cfg.attn_implementation
+        self.max_batch_size = cfg.max_batch_size
+        self._load_weights(str(self.resolved.path))
+        self.capabilities: frozenset[Capability] = HF_CAPABILITIES | {Capability.ATTENTION}
+        n_pos = int(getattr(self.model.config, "max_position_embeddings", 0) or cfg.max_context)
+        self.context_window: int = min(n_pos, cfg.max_context)
         self._transformers_version: str = transformers.__version__
         self._torch_version: str = torch.__version__
-        self._setup_decoding(fp32_head)
+        self._setup_decoding(cfg.fp32_head)
         logger.info(
             "loaded %s (%s, %s, %s) in %.1f s",
             self.name,
@@ -188,7 +174,7 @@ class TransformersEngine(SyncFacade):
         """The HF tokenizer and the model from the local folder ``path``, on the device, in eval mode."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.hf_tokenizer: Any = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._use_hf_tokenizer(AutoTokenizer.from_pretrained(path, local_files_only=True))
         self.model: Any = cast(
             Any,
             AutoModelForCausalLM.from_pretrained(
@@ -238,8 +224,8 @@ class TransformersEngine(SyncFacade):
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # cancellable: a job not started is dropped, a running one stops at its next
-        # forward pass or generated token (hoprank.llm.worker)
-        return await run_on_torch_worker(functools.partial(self._locked, fn, *args, **kwargs))
+        # forward pass or generated token (hoprank.llm.runtime.worker)
+        return await self.worker.run(functools.partial(self._locked, fn, *args, **kwargs))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -259,17 +245,6 @@ class TransformersEngine(SyncFacade):
             "torch_version": self._torch_version,
         }
 
-    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
-        """The chat-templated prompt (generation prompt added), with ``prefill`` appended."""
-        return self._hf.render_chat(messages, prefill)
-
-    def _encode_prompt(self, text: str) -> list[int]:
-        # through HFTokenizer: a prompt a ranker just counted to fit it is not encoded twice
-        return self._hf.encode(text)
-
-    def _check_fits(self, n_prompt: int, n_new: int) -> None:
-        check_fits(self.name, n_prompt, n_new, self.context_window)
-
     # ------------------------------------------------------------------ forward
 
     def forward_last_logits(self, input_ids: Any, attention_mask: Any | None = None) -> torch.Tensor:
@@ -278,7 +253,7 @@ class TransformersEngine(SyncFacade):
         Runs on the torch worker thread under the engine lock; position ids follow the
         attention mask, so left padding gives the same result as an unpadded run.
         """
-        out: torch.Tensor = on_torch_worker(
+        out: torch.Tensor = self.worker.call(
             self._locked, self._forward_last_logits, input_ids, attention_mask
         )
         return out
@@ -315,10 +290,10 @@ class TransformersEngine(SyncFacade):
 
     def _forward_rows(self, rows: list[list[int]]) -> torch.Tensor:
         """Last-token logits (fp32, ``[len(rows), vocab]``) of rows of any lengths: one
-        right-padded forward without a padding mask (:func:`~hoprank.llm.batching.last_token_outputs`)."""
+        right-padded forward without a padding mask (:func:`~hoprank.llm.runtime.forward.last_token_outputs`)."""
         import torch
 
-        from hoprank.llm.batching import last_token_outputs
+        from hoprank.llm.runtime.forward import last_token_outputs
 
         kw: dict[str, Any] = {"pad_id": self._pad_id, "device": self.device}
         kw["width"] = self._bucket(max((len(r) for r in rows), default=0))
@@ -333,27 +308,23 @@ class TransformersEngine(SyncFacade):
         return n if self.length_buckets is None else self.length_buckets.length(n, self.context_window)
 
     def _head_fp32(self, hidden: torch.Tensor) -> torch.Tensor:
-        from hoprank.llm._fp32_head import head_fp32
+        from hoprank.llm.runtime._fp32_head import head_fp32
 
         out: torch.Tensor = head_fp32(self.model, hidden)
         return out
 
     def _setup_fp32_head(self) -> Any:
-        from hoprank.llm._fp32_head import fp32_head_decoder
+        from hoprank.llm.runtime._fp32_head import fp32_head_decoder
 
         probe = self.tokenizer.encode("The answer to the question is") or [0]
         return fp32_head_decoder(self.model, probe, self.device, self.name)
-
-    def _candidate_ids(self, candidates: Sequence[str]) -> list[int]:
-        return self._hf.single_token_ids(candidates)
 
     def _logprobs_sync(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         import torch
 
         prepared = []
         for r in requests:
-            prompt = self._encode_prompt(self.render(r.messages, r.prefill))
-            self._check_fits(len(prompt), 1)
+            prompt = self._prompt_ids(r.messages, r.prefill, 1)
             prepared.append((prompt, self._candidate_ids(r.candidates)))
         results: list[TokenLogprobs | None] = [None] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: len(prepared[i][0]))
@@ -382,17 +353,11 @@ class TransformersEngine(SyncFacade):
                 )
         return [r for r in results if r is not None]
 
-    async def next_token_logprobs(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-    ) -> TokenLogprobs:
-        """Log-probabilities (full vocabulary, fp32) of each single-token candidate as the
-        next token after ``messages`` and the assistant ``prefill``: one forward pass."""
-        req = LogprobRequest(messages=list(messages), candidates=list(candidates), prefill=prefill)
-        return (await self._run(self._logprobs_sync, [req]))[0]
-
     async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
-        """Batched :meth:`next_token_logprobs`: forwards of up to ``max_batch_size`` prompts
-        (sorted by length, right-padded, no padding mask)."""
+        """Log-probabilities (full vocabulary, fp32) of each single-token candidate as the
+        next token after each request's messages and assistant ``prefill``: forwards of up
+        to ``max_batch_size`` prompts (sorted by length, right-padded, no padding mask).
+        :meth:`next_token_logprobs` is a batch of one: one forward pass."""
         if not requests:
             return []
         return await self._run(self._logprobs_sync, list(requests))
@@ -412,11 +377,8 @@ class TransformersEngine(SyncFacade):
 
         GenerationConfig: Any = _GenerationConfig
 
-        if max_tokens < 1:
-            raise InvalidInput("max_tokens must be >= 1")
         t0 = time.perf_counter()
-        prompt = self._encode_prompt(self.render(messages, prefill))
-        self._check_fits(len(prompt), max_tokens)
+        prompt = self._prompt_ids(messages, prefill, max_tokens)
         sample = temperature > 0
         config = GenerationConfig(
             max_new_tokens=max_tokens,
@@ -462,7 +424,7 @@ class TransformersEngine(SyncFacade):
     ) -> Completion:
         """Greedy at ``temperature == 0`` (sampling otherwise); the text returned is what
         follows the ``prefill``, cut at the first ``stop`` string."""
-        temperature, stop, prefill = generate_options(options)
+        temperature, stop, prefill = generate_request(max_tokens, options)
         return await self._run(self._generate_sync, messages, max_tokens, temperature, stop, prefill)
 
     # ------------------------------------------------------------------ attention
@@ -471,7 +433,7 @@ class TransformersEngine(SyncFacade):
     def attention_window(self) -> int:
         """Tokens over which attention rows see the whole prefix: the context window, or the
         model's sliding window when it is shorter (ICR sizes its passes with it)."""
-        from hoprank.llm.attention import attention_span  # type: ignore[import-not-found,unused-ignore]
+        from hoprank.llm.runtime.attention import attention_span  # type: ignore[import-not-found,unused-ignore]
 
         span = attention_span(self.model)
         return self.context_window if span is None else min(span, self.context_window)
@@ -479,9 +441,9 @@ class TransformersEngine(SyncFacade):
     async def attention_rows(
         self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
     ) -> AttentionRows:
-        """Attention from each suffix to the prefix tokens (see :mod:`hoprank.llm.attention`)."""
+        """Attention from each suffix to the prefix tokens (see :mod:`hoprank.llm.runtime.attention`)."""
         layers, heads, per_head = attention_options(options)
-        from hoprank.llm.attention import attention_rows  # type: ignore[import-not-found,unused-ignore]
+        from hoprank.llm.runtime.attention import attention_rows  # type: ignore[import-not-found,unused-ignore]
 
         return await self._run(
             attention_rows, self, prefix, suffixes, layers=layers, heads=heads, per_head=per_head

@@ -6,8 +6,8 @@ its tokens pay to every prefix token, summed over the selected layers, all heads
 all suffix tokens.
 
 How the rows are obtained without materialising full attention matrices: each suffix
-pass runs inside an :class:`~hoprank.llm.attention_capture.AttentionCapture` (a context
-manager owned by that pass, see :mod:`hoprank.llm.attention_capture`), which switches the
+pass runs inside an :class:`~hoprank.llm.runtime.attention_capture.AttentionCapture` (a context
+manager owned by that pass, see :mod:`hoprank.llm.runtime.attention_capture`), which switches the
 model's attention implementation to a registered wrapper for that pass only and sums the
 suffix rows from the query and key states while SDPA does the forward. Every transformers
 model that dispatches through ``AttentionInterface`` (Llama, Qwen2/3, Mistral, Gemma,
@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from hoprank.errors import ContextOverflow, EngineError, HoprankError, InvalidInput
-from hoprank.llm.attention_capture import (
+from hoprank.llm.base import AttentionEngine, AttentionRows
+from hoprank.llm.runtime.attention_capture import (
     CAPTURE_IMPLEMENTATION,
     CAPTURE_MIN_TRANSFORMERS,
     AttentionCapture,
@@ -37,8 +38,7 @@ from hoprank.llm.attention_capture import (
     can_capture,
     capture_supported,
 )
-from hoprank.llm.base import AttentionEngine, AttentionRows
-from hoprank.llm.worker import check_cancelled
+from hoprank.llm.runtime.worker import check_cancelled
 from hoprank.types import Usage
 
 __all__ = [
@@ -70,22 +70,23 @@ class HFModelHolder(Protocol):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _num_layers(model: Any) -> int:
+def _text_config_count(model: Any, field: str, what: str) -> int:
+    """A positive count (``field``) of the model's text decoder config; :class:`EngineError`
+    naming ``what`` when it is missing."""
     cfg = model.config
     text = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
-    n = getattr(text, "num_hidden_layers", None)
+    n = getattr(text, field, None)
     if not isinstance(n, int) or n < 1:
-        raise EngineError(f"cannot tell the number of layers of {type(model).__name__}")
+        raise EngineError(f"cannot tell the number of {what} of {type(model).__name__}")
     return n
+
+
+def _num_layers(model: Any) -> int:
+    return _text_config_count(model, "num_hidden_layers", "layers")
 
 
 def _num_heads(model: Any) -> int:
-    cfg = model.config
-    text = cfg.get_text_config(decoder=True) if hasattr(cfg, "get_text_config") else cfg
-    n = getattr(text, "num_attention_heads", None)
-    if not isinstance(n, int) or n < 1:
-        raise EngineError(f"cannot tell the number of attention heads of {type(model).__name__}")
-    return n
+    return _text_config_count(model, "num_attention_heads", "attention heads")
 
 
 def select_heads(heads: Sequence[Sequence[int]], n_layers: int, n_heads: int) -> list[tuple[int, int]]:

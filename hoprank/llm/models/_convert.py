@@ -1,6 +1,6 @@
 """GGUF → transformers conversion and the crash-safe cache helpers behind the packs.
 
-Private to :mod:`hoprank.llm.packs`. Everything is written under a temporary name in
+Private to :mod:`hoprank.llm.models.packs`. Everything is written under a temporary name in
 its final directory and moved into place with ``os.replace``; a manifest written last
 marks a converted folder complete.
 """
@@ -23,7 +23,7 @@ from filelock import FileLock
 from hoprank._fsio import fsync_dir, write_json_atomic
 from hoprank.errors import MissingExtra, ModelPackError
 
-logger = logging.getLogger("hoprank.llm.packs")
+logger = logging.getLogger("hoprank.llm.models.packs")
 
 MANIFEST = "hoprank-manifest.json"
 _MANIFEST_FORMAT = 1

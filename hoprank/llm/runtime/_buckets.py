@@ -6,7 +6,7 @@ the previous queries already paid for theirs. Padding every forward to the next
 *bucket* length makes new queries meet shapes already planned, at the price of the
 padding's arithmetic. The padding never changes the logits of the real tokens:
 
-- :func:`~hoprank.llm.batching.last_token_outputs` (FIRST, setwise, pointwise) pads rows
+- :func:`~hoprank.llm.runtime.forward.last_token_outputs` (FIRST, setwise, pointwise) pads rows
   on the **right**, without a padding mask: under the causal mask no real token attends
   to a pad after it, so its positions and outputs are unchanged;
 - ``TransformersEngine.forward_last_logits`` pads on the **left** with a zero attention

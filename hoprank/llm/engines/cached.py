@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,24 +31,20 @@ from hoprank.llm.base import (
     LLM,
     AttentionOptions,
     AttentionRows,
-    Capability,
     Completion,
-    ForwardedCapabilities,
     GenerateOptions,
     LogprobRequest,
     Message,
-    Tokenizer,
     TokenLogprobs,
-    attention_engine,
     attention_options,
     generate_options,
 )
-from hoprank.types import Usage
+from hoprank.llm.engines._common import EngineWrapper
 
 __all__ = ["CachedEngine", "default_cache_dir"]
 
 logger = logging.getLogger(__name__)
-M = TypeVar("M", bound=BaseModel)
+V = TypeVar("V", Completion, TokenLogprobs, AttentionRows)
 _FORMAT = 1
 
 
@@ -66,7 +62,7 @@ def _engine_identity(engine: Any) -> dict[str, Any]:
     return desc
 
 
-class CachedEngine(ForwardedCapabilities):
+class CachedEngine(EngineWrapper):
     """An :class:`~hoprank.llm.base.LLM` that answers repeated calls from disk.
 
     It declares the wrapped engine's capabilities and implements their protocols
@@ -79,19 +75,13 @@ class CachedEngine(ForwardedCapabilities):
     attention_hint = "ICR needs an in-process transformers engine"
 
     def __init__(self, engine: LLM, cache_dir: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(engine)
         self.inner = engine
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._identity = _engine_identity(engine)
-        self.name: str = engine.name
-        self.capabilities: frozenset[Capability] = engine.capabilities
-        self.tokenizer: Tokenizer = engine.tokenizer
-        self.context_window: int = engine.context_window
         self.hits = 0
         self.misses = 0
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
 
     @property
     def wrapped_engine(self) -> LLM:
@@ -110,7 +100,7 @@ class CachedEngine(ForwardedCapabilities):
     def _path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"
 
-    def _load(self, key: str, model: type[M]) -> M | None:
+    def _load(self, key: str, model: type[V]) -> V | None:
         path = self._path(key)
         try:
             with open(path, encoding="utf-8") as f:
@@ -133,9 +123,25 @@ class CachedEngine(ForwardedCapabilities):
         except OSError as e:
             logger.warning("could not write cache entry %s: %s", path, e)
 
-    @staticmethod
-    def _as_hit(usage: Usage) -> Usage:
-        return usage.model_copy(update={"cached_tokens": usage.prompt_tokens, "seconds": 0.0})
+    def _hit(self, key: str, model: type[V]) -> V | None:
+        """The stored value of ``key`` as a hit (``usage.cached_tokens = prompt_tokens``,
+        ``usage.seconds = 0``: no compute was spent now), or None."""
+        hit = self._load(key, model)
+        if hit is None:
+            return None
+        usage = hit.usage.model_copy(update={"cached_tokens": hit.usage.prompt_tokens, "seconds": 0.0})
+        return hit.model_copy(update={"usage": usage})
+
+    async def _cached(self, key: str, method: str, model: type[V], compute: Callable[[], Awaitable[V]]) -> V:
+        """The stored value of ``key``, else ``compute()`` stored under it; counted."""
+        hit = self._hit(key, model)
+        if hit is not None:
+            self.hits += 1
+            return hit
+        self.misses += 1
+        out = await compute()
+        self._store(key, method, out)
+        return out
 
     # ------------------------------------------------------------------ cached calls
     async def generate(
@@ -150,14 +156,12 @@ class CachedEngine(ForwardedCapabilities):
             stop=list(stop) if stop is not None else None,
             prefill=prefill,
         )
-        hit = self._load(key, Completion)
-        if hit is not None:
-            self.hits += 1
-            return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
-        self.misses += 1
-        out = await self.inner.generate(messages, max_tokens=max_tokens, **options)
-        self._store(key, "generate", out)
-        return out
+        return await self._cached(
+            key,
+            "generate",
+            Completion,
+            lambda: self.inner.generate(messages, max_tokens=max_tokens, **options),
+        )
 
     def _logprob_key(self, messages: Sequence[Message], candidates: Sequence[str], prefill: str) -> str:
         return self.key(
@@ -167,23 +171,17 @@ class CachedEngine(ForwardedCapabilities):
     async def next_token_logprobs(
         self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
     ) -> TokenLogprobs:
-        key = self._logprob_key(messages, candidates, prefill)
-        hit = self._load(key, TokenLogprobs)
-        if hit is not None:
-            self.hits += 1
-            return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
-        self.misses += 1
-        out = await self.inner.next_token_logprobs(messages, candidates=candidates, prefill=prefill)
-        self._store(key, "next_token_logprobs", out)
-        return out
+        return await self._cached(
+            self._logprob_key(messages, candidates, prefill),
+            "next_token_logprobs",
+            TokenLogprobs,
+            lambda: self.inner.next_token_logprobs(messages, candidates=candidates, prefill=prefill),
+        )
 
     async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         """Answers hits from disk and sends only the misses, as one batch, to the engine."""
         keys = [self._logprob_key(r.messages, r.candidates, r.prefill) for r in requests]
-        results: list[TokenLogprobs | None] = []
-        for k in keys:
-            hit = self._load(k, TokenLogprobs)
-            results.append(hit.model_copy(update={"usage": self._as_hit(hit.usage)}) if hit else None)
+        results: list[TokenLogprobs | None] = [self._hit(k, TokenLogprobs) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
         self.hits += len(requests) - len(todo)
         self.misses += len(todo)
@@ -200,11 +198,9 @@ class CachedEngine(ForwardedCapabilities):
         """Cached attention rows (engines with the ATTENTION capability). ``per_head``
         calls are not cached (their per-head arrays are not serialised)."""
         layers, heads, per_head = attention_options(options)
-        fn = attention_engine(self.inner, self.attention_hint).attention_rows
         if per_head:
             self.misses += 1
-            fresh: AttentionRows = await fn(prefix, suffixes, layers=layers, heads=heads, per_head=True)
-            return fresh
+            return await self._wrapped_attention_rows(prefix, suffixes, layers, heads, per_head)
         extra: dict[str, Any] = {} if heads is None else {"heads": [list(h) for h in heads]}
         key = self.key(
             "attention_rows",
@@ -213,18 +209,12 @@ class CachedEngine(ForwardedCapabilities):
             layers=list(layers) if layers is not None else None,
             **extra,
         )
-        hit = self._load(key, AttentionRows)
-        if hit is not None:
-            self.hits += 1
-            return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
-        self.misses += 1
-        out: AttentionRows = await (
-            fn(prefix, suffixes, layers=layers)
-            if heads is None
-            else fn(prefix, suffixes, layers=layers, heads=heads)
+        return await self._cached(
+            key,
+            "attention_rows",
+            AttentionRows,
+            lambda: self._wrapped_attention_rows(prefix, suffixes, layers, heads, per_head),
         )
-        self._store(key, "attention_rows", out)
-        return out
 
     def __repr__(self) -> str:
         return f"CachedEngine({self.inner!r}, {str(self.cache_dir)!r})"

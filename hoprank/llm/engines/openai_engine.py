@@ -3,7 +3,7 @@
 Works with OpenAI itself, a vLLM server (or a fleet of them: pass several base URLs and
 requests are balanced client-side) and the llama.cpp server. The official
 ``openai.AsyncOpenAI`` client is built with ``max_retries=0``; retries happen once, in
-:mod:`hoprank.llm.retry`. The API key never appears in reprs, ``describe()``, logs or
+:mod:`hoprank.llm.transport.retry`. The API key never appears in reprs, ``describe()``, logs or
 error messages.
 
 Prefill (continuing a partial assistant turn such as ``"["``) depends on the server:
@@ -31,14 +31,11 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, ValidationError
 from typing_extensions import Unpack
 
 from hoprank.errors import CapabilityMissing, ConfigError, InvalidInput
-from hoprank.llm._endpoints import Balance, EndpointPool
-from hoprank.llm._openai_parse import parse_completion, parse_top_logprobs, score_candidates
 from hoprank.llm.base import (
     Capability,
     Completion,
@@ -49,9 +46,16 @@ from hoprank.llm.base import (
     SyncFacade,
     Tokenizer,
     TokenLogprobs,
-    generate_options,
 )
-from hoprank.llm.retry import RetryPolicy, RetryStats, retry_async
+from hoprank.llm.engines._common import EngineConfig, generate_request
+from hoprank.llm.engines._openai_parse import (
+    message_content,
+    parse_completion,
+    parse_top_logprobs,
+    score_candidates,
+)
+from hoprank.llm.transport._endpoints import Balance, EndpointPool
+from hoprank.llm.transport.retry import RetryPolicy, RetryStats, retry_async
 from hoprank.types import Usage
 
 __all__ = ["EngineStats", "OpenAIEngine", "OpenAIEngineConfig"]
@@ -90,7 +94,7 @@ class _ChatTemplateTokenizer(Protocol):
 def _as_tokenizer(tokenizer: Any, model: str) -> tuple[Tokenizer, bool]:
     """The engine's tokenizer and whether it is the model's own (not the o200k stand-in)."""
     if tokenizer is None:
-        from hoprank.llm.tiktoken_offline import TiktokenTokenizer
+        from hoprank.llm.tokenizers.tiktoken_offline import TiktokenTokenizer
 
         try:
             return TiktokenTokenizer.for_model(model), True
@@ -104,13 +108,13 @@ def _as_tokenizer(tokenizer: Any, model: str) -> tuple[Tokenizer, bool]:
     if isinstance(tokenizer, Tokenizer):
         return tokenizer, True
     if hasattr(tokenizer, "apply_chat_template") or hasattr(tokenizer, "convert_tokens_to_ids"):
-        from hoprank.llm.hf_tokenizer import HFTokenizer
+        from hoprank.llm.tokenizers.hf_tokenizer import HFTokenizer
 
         return HFTokenizer(tokenizer), True
     raise ConfigError(f"tokenizer {type(tokenizer).__name__} implements neither Tokenizer nor an HF API")
 
 
-class OpenAIEngineConfig(BaseModel):
+class OpenAIEngineConfig(EngineConfig):
     """The options of :class:`OpenAIEngine` (all but the model), validated once.
 
     ``base_url``: one URL or a list (default ``OPENAI_BASE_URL``, else OpenAI's);
@@ -123,7 +127,7 @@ class OpenAIEngineConfig(BaseModel):
     ``restrict_candidates``; ``extra_body`` sent with every request; ``name``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    engine: ClassVar[str] = "OpenAIEngine"
 
     base_url: str | Sequence[str] | None = None
     api_key: str | None = None
@@ -140,17 +144,6 @@ class OpenAIEngineConfig(BaseModel):
     restrict_candidates: bool = False
     extra_body: dict[str, Any] | None = None
     name: str | None = None
-
-    @classmethod
-    def build(cls, config: OpenAIEngineConfig | None, options: dict[str, Any]) -> OpenAIEngineConfig:
-        """``config`` updated with ``options``; :class:`ConfigError` on unknown or bad ones."""
-        data = {**(dict(config) if config is not None else {}), **options}
-        try:
-            out = cls(**data)
-        except ValidationError as e:
-            raise ConfigError(f"OpenAIEngine: {e}") from e
-        out.check()
-        return out
 
     def check(self) -> None:
         if self.server not in ("openai", "vllm", "llamacpp"):
@@ -309,6 +302,19 @@ class OpenAIEngine(SyncFacade):
             logger.debug("%s: server cannot continue a prefill; sending without %r", self.name, prefill)
         return msgs, extra
 
+    def _request(
+        self, messages: Sequence[Message], prefill: str, max_tokens: int, temperature: float
+    ) -> tuple[list[dict[str, str]], dict[str, Any], dict[str, Any]]:
+        """The chat messages, the request body and the server-specific extra body of a call."""
+        msgs, extra = self._messages(messages, prefill)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": msgs,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        return msgs, body, extra
+
     async def _post(
         self, what: str, body: dict[str, Any], extra_body: dict[str, Any]
     ) -> tuple[dict[str, Any], RetryStats]:
@@ -358,24 +364,14 @@ class OpenAIEngine(SyncFacade):
         self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
         """A chat completion; the text returned is what follows the ``prefill``."""
-        temperature, stop, prefill = generate_options(options)
-        if max_tokens < 1:
-            raise InvalidInput("max_tokens must be >= 1")
+        temperature, stop, prefill = generate_request(max_tokens, options)
         t0 = time.perf_counter()
-        msgs, extra = self._messages(messages, prefill)
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": msgs,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
+        msgs, body, extra = self._request(messages, prefill, max_tokens, temperature)
         if stop:
             body["stop"] = list(stop)
         data, _ = await self._post(f"{self.name} generate", body, extra)
         choice = data["choices"][0]
-        message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-        content = message.get("content")
-        text = content if isinstance(content, str) else ""
+        text = message_content(choice)
         if (
             self.server == "llamacpp"
             and prefill
@@ -410,15 +406,9 @@ class OpenAIEngine(SyncFacade):
         if not candidates:
             raise InvalidInput("candidates must not be empty")
         t0 = time.perf_counter()
-        msgs, extra = self._messages(messages, prefill)
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": msgs,
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "logprobs": True,
-            "top_logprobs": min(self.top_logprobs, _MAX_TOP_LOGPROBS),
-        }
+        msgs, body, extra = self._request(messages, prefill, 1, 0.0)
+        body["logprobs"] = True
+        body["top_logprobs"] = min(self.top_logprobs, _MAX_TOP_LOGPROBS)
         if self.logit_bias is not None or (self.restrict_candidates and self.server == "vllm"):
             ids = self._candidate_token_ids(candidates, prefill)
             if not ids:
@@ -437,13 +427,11 @@ class OpenAIEngine(SyncFacade):
         data, _ = await self._post(f"{self.name} next_token_logprobs", body, extra)
         top = parse_top_logprobs(data, what=f"{self.name} next_token_logprobs")
         scores, missing = score_candidates(top, candidates)
-        choice = data["choices"][0]
-        content = (choice.get("message") or {}).get("content") if isinstance(choice, dict) else None
         return TokenLogprobs(
             logprobs=scores,
             missing=missing,
             raw_top=top,
-            usage=self._usage(data, msgs, content if isinstance(content, str) else "", t0),
+            usage=self._usage(data, msgs, message_content(data["choices"][0]), t0),
         )
 
     async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:

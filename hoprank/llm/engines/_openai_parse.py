@@ -15,7 +15,7 @@ from typing import Any
 
 from hoprank.errors import EngineError
 
-__all__ = ["candidate_forms", "parse_completion", "parse_top_logprobs", "score_candidates"]
+__all__ = ["candidate_forms", "message_content", "parse_completion", "parse_top_logprobs", "score_candidates"]
 
 _SNIPPET = 400
 # byte-level BPE / sentencepiece markers some servers leave in decoded tokens
@@ -110,3 +110,10 @@ def score_candidates(top: dict[str, float], candidates: Sequence[str]) -> tuple[
         else:
             missing.append(c)
     return scores, missing
+
+
+def message_content(choice: Any) -> str:
+    """The text of a choice's ``message`` (``""`` when there is none or it is not text)."""
+    message = choice.get("message") if isinstance(choice, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""

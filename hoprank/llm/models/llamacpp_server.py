@@ -73,8 +73,8 @@ class LlamaCppServer:
 
     @classmethod
     def from_pack(cls, name: str = "smollm2-135m", **kwargs: Any) -> LlamaCppServer:
-        """A server for an offline model pack's verified GGUF (see :mod:`hoprank.llm.packs`)."""
-        from hoprank.llm.packs import gguf_path
+        """A server for an offline model pack's verified GGUF (see :mod:`hoprank.llm.models.packs`)."""
+        from hoprank.llm.models.packs import gguf_path
 
         kwargs.setdefault("alias", name)
         return cls(gguf_path(name), **kwargs)

@@ -33,19 +33,8 @@ from typing import Any
 from typing_extensions import Unpack
 
 from hoprank.errors import EngineError, InvalidInput, MissingExtra
-from hoprank.llm.base import (
-    Capability,
-    Completion,
-    GenerateOptions,
-    LogprobRequest,
-    Message,
-    SyncFacade,
-    Tokenizer,
-    TokenLogprobs,
-    check_fits,
-    generate_options,
-)
-from hoprank.llm.hf_tokenizer import HFTokenizer
+from hoprank.llm.base import Capability, Completion, GenerateOptions, LogprobRequest, Message, TokenLogprobs
+from hoprank.llm.engines._common import HF_CAPABILITIES, LocalEngine, generate_request
 from hoprank.types import Usage
 
 __all__ = ["VLLMEngine"]
@@ -73,7 +62,7 @@ def _accepts(cls: Any, name: str) -> bool:
         return False
 
 
-class VLLMEngine(SyncFacade):
+class VLLMEngine(LocalEngine):
     """vLLM in this process. ``model`` is a pack name, a transformers folder or an HF id.
 
     Pass ``llm=`` to reuse an existing ``vllm.LLM``; other keyword arguments go to
@@ -99,7 +88,7 @@ class VLLMEngine(SyncFacade):
         self.model = model
         self.name = name or model
         if llm is None:
-            from hoprank.llm.packs import PACKS, resolve
+            from hoprank.llm.models.packs import PACKS, resolve
 
             path = str(resolve(model).path) if model in PACKS else model
             engine_kwargs.setdefault("max_logprobs", max_logprobs)
@@ -109,19 +98,9 @@ class VLLMEngine(SyncFacade):
         self.llm: Any = llm
         self.max_logprobs = max_logprobs
         self.renormalize = renormalize
-        self.hf_tokenizer: Any = llm.get_tokenizer()
-        self._hf = HFTokenizer(self.hf_tokenizer, name=self.name)
-        self.tokenizer: Tokenizer = self._hf
+        self._use_hf_tokenizer(llm.get_tokenizer())
         self.context_window: int = context_window or self._model_len() or _DEFAULT_CONTEXT
-        self.capabilities: frozenset[Capability] = frozenset(
-            {
-                Capability.GENERATE,
-                Capability.TOKEN_LOGPROBS,
-                Capability.PREFILL,
-                Capability.RENDER,
-                Capability.EXACT_TOKENIZER,
-            }
-        )
+        self.capabilities: frozenset[Capability] = HF_CAPABILITIES
         self._token_ids_param = _accepts(self._vllm.SamplingParams, "logprob_token_ids")
         self._lock = threading.Lock()
 
@@ -146,18 +125,6 @@ class VLLMEngine(SyncFacade):
 
     # ------------------------------------------------------------------ prompts
 
-    def render(self, messages: Sequence[Message], prefill: str = "") -> str:
-        """The chat-templated prompt (generation prompt added), with ``prefill`` appended."""
-        return self._hf.render_chat(messages, prefill)
-
-    def _prompt(self, messages: Sequence[Message], prefill: str, n_new: int) -> list[int]:
-        ids = self.tokenizer.encode(self.render(messages, prefill))
-        check_fits(self.name, len(ids), n_new, self.context_window)
-        return ids
-
-    def _candidate_ids(self, candidates: Sequence[str]) -> list[int]:
-        return self._hf.single_token_ids(candidates)
-
     def _run_generate(self, prompts: list[list[int]], params: list[Any]) -> list[Any]:
         with self._lock:
             outputs = self.llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
@@ -172,11 +139,9 @@ class VLLMEngine(SyncFacade):
         self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
     ) -> Completion:
         """Greedy at ``temperature == 0``; the text returned is what follows ``prefill``."""
-        temperature, stop, prefill = generate_options(options)
-        if max_tokens < 1:
-            raise InvalidInput("max_tokens must be >= 1")
+        temperature, stop, prefill = generate_request(max_tokens, options)
         t0 = time.perf_counter()
-        prompt = self._prompt(messages, prefill, max_tokens)
+        prompt = self._prompt_ids(messages, prefill, max_tokens)
         params = self._vllm.SamplingParams(
             temperature=temperature, max_tokens=max_tokens, stop=list(stop) if stop else None
         )
@@ -246,7 +211,7 @@ class VLLMEngine(SyncFacade):
         prompts, params, cands = [], [], []
         for r in requests:
             ids = self._candidate_ids(r.candidates)
-            prompts.append(self._prompt(r.messages, r.prefill, 1))
+            prompts.append(self._prompt_ids(r.messages, r.prefill, 1))
             params.append(self._logprob_params(ids))
             cands.append(ids)
         outputs = await asyncio.to_thread(self._run_generate, prompts, params)
@@ -255,11 +220,5 @@ class VLLMEngine(SyncFacade):
             self._read(out, r, ids, len(p), seconds)
             for out, r, ids, p in zip(outputs, requests, cands, prompts, strict=True)
         ]
-
-    async def next_token_logprobs(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-    ) -> TokenLogprobs:
-        req = LogprobRequest(messages=list(messages), candidates=list(candidates), prefill=prefill)
-        return (await self.next_token_logprobs_batch([req]))[0]
 
     # ------------------------------------------------------------------ sync facade

@@ -1,4 +1,4 @@
-"""The attention capture behind :func:`hoprank.llm.attention.attention_rows`.
+"""The attention capture behind :func:`hoprank.llm.runtime.attention.attention_rows`.
 
 :class:`AttentionCapture` is owned by one suffix pass and used as a context manager:
 while entered, the model's attention implementation is ``hoprank_capture``, a wrapper

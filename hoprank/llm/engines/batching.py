@@ -9,8 +9,8 @@ is running wait at most ``max_wait_s`` for company, then go out together (at mos
 and go out together as soon as it finishes. :class:`BatchingEngine` wraps any engine
 so that its ``next_token_logprobs`` (FIRST, pointwise scoring) goes through one
 batcher and reaches the engine as ``next_token_logprobs_batch`` calls (one left-padded
-forward per batch in :class:`~hoprank.llm.transformers_engine.TransformersEngine`, built
-by :func:`last_token_outputs`).
+forward per batch in :class:`~hoprank.llm.engines.transformers_engine.TransformersEngine`, built
+by :func:`~hoprank.llm.runtime.forward.last_token_outputs`).
 
 Semantics are those of unbatched calls: each caller gets its own result; when a batched
 call fails, its requests are retried one at a time so that an error (e.g.
@@ -28,32 +28,13 @@ import threading
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
-
-from typing_extensions import Unpack
+from typing import Any, Generic, TypeVar
 
 from hoprank.errors import HoprankError, InvalidInput
-from hoprank.llm.base import (
-    LLM,
-    AttentionOptions,
-    AttentionRows,
-    Capability,
-    Completion,
-    ForwardedCapabilities,
-    GenerateOptions,
-    LogprobRequest,
-    Message,
-    SyncFacade,
-    Tokenizer,
-    TokenLogprobs,
-    attention_engine,
-    attention_options,
-)
+from hoprank.llm.base import LLM, LogprobRequest, SyncFacade, TokenLogprobs
+from hoprank.llm.engines._common import BatchOfOne, EngineWrapper
 
-if TYPE_CHECKING:
-    import torch
-
-__all__ = ["BatchStats", "BatchingEngine", "MicroBatcher", "last_token_outputs"]
+__all__ = ["BatchStats", "BatchingEngine", "MicroBatcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +239,7 @@ def _settle(fut: asyncio.Future[Any], *, result: Any = None, exc: BaseException 
         fut.set_result(result)
 
 
-class BatchingEngine(ForwardedCapabilities, SyncFacade):
+class BatchingEngine(EngineWrapper, BatchOfOne, SyncFacade):
     """An engine whose next-token log-probability requests are micro-batched.
 
     Wraps any engine (``TransformersEngine``, ``VLLMEngine``, ``OpenAIEngine``...):
@@ -267,7 +248,7 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
     of at most ``max_batch_size`` requests (default: the engine's own
     ``max_batch_size``, else 16). It declares the wrapped engine's capabilities and
     implements their protocols explicitly: ``generate``, ``render``, ``attention_rows``
-    and ``attention_window`` go straight to the wrapped engine (or raise
+    (not batched) and ``attention_window`` go straight to the wrapped engine (or raise
     :class:`~hoprank.errors.CapabilityMissing` where it lacks them); anything else of the
     wrapped engine is reached through :attr:`engine`. Use it with concurrent ranking::
 
@@ -280,6 +261,7 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
 
     def __init__(self, engine: LLM, *, max_batch_size: int | None = None, max_wait_ms: float = 5.0) -> None:
         size = max_batch_size or int(getattr(engine, "max_batch_size", 16) or 16)
+        super().__init__(engine)
         self.engine = engine
         self._batcher: MicroBatcher[LogprobRequest, TokenLogprobs] = MicroBatcher(
             self._run, max_batch_size=size, max_wait_s=max_wait_ms / 1000.0
@@ -288,22 +270,9 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
     async def _run(self, requests: list[LogprobRequest]) -> list[TokenLogprobs]:
         return list(await self.engine.next_token_logprobs_batch(requests))
 
-    # -- the LLM protocol
     @property
-    def name(self) -> str:
-        return self.engine.name
-
-    @property
-    def capabilities(self) -> frozenset[Capability]:
-        return self.engine.capabilities
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        return self.engine.tokenizer
-
-    @property
-    def context_window(self) -> int:
-        return self.engine.context_window
+    def wrapped_engine(self) -> LLM:
+        return self.engine
 
     @property
     def stats(self) -> BatchStats:
@@ -316,77 +285,16 @@ class BatchingEngine(ForwardedCapabilities, SyncFacade):
     def reset_stats(self) -> BatchStats:
         return self._batcher.reset_stats()
 
-    async def generate(
-        self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
-    ) -> Completion:
-        return await self.engine.generate(messages, max_tokens=max_tokens, **options)
-
-    async def next_token_logprobs(
-        self, messages: Sequence[Message], *, candidates: Sequence[str], prefill: str = ""
-    ) -> TokenLogprobs:
-        req = LogprobRequest(messages=list(messages), candidates=list(candidates), prefill=prefill)
-        return await self._batcher.submit(req)
-
     async def next_token_logprobs_batch(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         return await self._batcher.submit_many(list(requests))
 
     def describe(self) -> dict[str, Any]:
-        out = dict(self.engine.describe())
+        out = super().describe()
         out["micro_batching"] = {
             "max_batch_size": self._batcher.max_batch_size,
             "max_wait_ms": self._batcher.max_wait_s * 1000.0,
         }
         return out
 
-    @property
-    def wrapped_engine(self) -> LLM:
-        return self.engine
-
-    async def attention_rows(
-        self, prefix: str, suffixes: Sequence[str], **options: Unpack[AttentionOptions]
-    ) -> AttentionRows:
-        """The wrapped engine's attention rows (not batched; ``Capability.ATTENTION``)."""
-        layers, heads, per_head = attention_options(options)
-        inner = attention_engine(self.engine, "needs an in-process transformers engine")
-        if heads is None and not per_head:
-            return await inner.attention_rows(prefix, suffixes, layers=layers)
-        return await inner.attention_rows(prefix, suffixes, layers=layers, heads=heads, per_head=per_head)
-
     def __repr__(self) -> str:
         return f"BatchingEngine({self.engine!r}, max_batch_size={self._batcher.max_batch_size})"
-
-
-def last_token_outputs(
-    module: Any, rows: Sequence[Sequence[int]], *, pad_id: int, device: Any, hidden: bool, width: int = 0
-) -> torch.Tensor:
-    """The output at the last token of each row (rows of any lengths) from one forward.
-
-    Rows are **right**-padded and no attention mask is passed: under the causal mask no
-    real token attends to a pad that follows it, so every row's last token sees exactly
-    its own tokens at positions ``0..len-1`` (the pads' outputs are dropped). Without a
-    padding mask SDPA keeps its fused causal kernels; with the usual left padding and a
-    4-D mask, batches of DL19 windows ran 1.3-1.5x slower on CPU than one forward per
-    row. ``module`` is a decoder (``hidden=True``: returns ``last_hidden_state`` rows,
-    ``[n, hidden]``) or a causal LM accepting a tensor ``logits_to_keep`` (``hidden=False``:
-    returns logits, ``[n, vocab]``, in the model's dtype). ``width`` pads the batch on the
-    right to at least that many tokens (shape bucketing, :mod:`hoprank.llm._buckets`),
-    which for the same reason leaves every row's output unchanged.
-    """
-    import torch
-
-    if not rows or any(len(r) == 0 for r in rows):
-        raise InvalidInput("last_token_outputs: every row needs at least one token")
-    width = max(width, *(len(r) for r in rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-    ids = ids.to(device)
-    last = torch.tensor([len(r) - 1 for r in rows], device=device)
-    index = torch.arange(len(rows), device=device)
-    if hidden:
-        out: torch.Tensor = module(input_ids=ids, use_cache=False).last_hidden_state[index, last]
-        return out
-    keep = torch.unique(last)  # sorted positions; logits only there
-    logits = module(input_ids=ids, use_cache=False, logits_to_keep=keep).logits  # [n, k, vocab]
-    picked: torch.Tensor = logits[index, torch.searchsorted(keep, last)]
-    return picked
