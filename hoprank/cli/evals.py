@@ -260,6 +260,9 @@ def compare_cmd(
     for mc in comp.metrics:
         cells = []
         for lab in labels:
+            if lab not in mc.means:  # a QA metric this system has not (no answer)
+                cells.append("–")
+                continue
             cell = f"{mc.means[lab]:.4f}"
             if lab in mc.delta:
                 p = mc.p_permutation.get(lab)

@@ -11,6 +11,8 @@ entry counts as a miss and is rewritten.
 Hits return the stored value with ``usage.cached_tokens = prompt_tokens`` and
 ``usage.seconds = 0`` (no compute was spent now); ``hits``/``misses`` count them.
 Sampled outputs (``temperature > 0``) are cached too: a rerun replays the first sample.
+:func:`count_calls` counts the hits and misses of the calls made inside it (and in the
+tasks it starts), so a runner can flag the work units that were replayed from the cache.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,11 +50,34 @@ from hoprank.llm.base import (
 )
 from hoprank.types import Usage
 
-__all__ = ["CachedEngine", "default_cache_dir"]
+__all__ = ["CachedEngine", "CallCounts", "count_calls", "default_cache_dir"]
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 _FORMAT = 1
+
+
+@dataclass
+class CallCounts:
+    """Cache hits and misses of the calls made inside one :func:`count_calls` block."""
+
+    hits: int = 0
+    misses: int = 0
+
+
+_COUNTS: ContextVar[CallCounts | None] = ContextVar("hoprank_cache_counts", default=None)
+
+
+@contextmanager
+def count_calls() -> Iterator[CallCounts]:
+    """Count the :class:`CachedEngine` hits and misses of the calls made in this block,
+    including those of tasks started inside it (they inherit the context)."""
+    counts = CallCounts()
+    token = _COUNTS.set(counts)
+    try:
+        yield counts
+    finally:
+        _COUNTS.reset(token)
 
 
 def default_cache_dir() -> Path:
@@ -133,6 +161,14 @@ class CachedEngine(ForwardedCapabilities):
         except OSError as e:
             logger.warning("could not write cache entry %s: %s", path, e)
 
+    def _count(self, hits: int, misses: int) -> None:
+        self.hits += hits
+        self.misses += misses
+        counts = _COUNTS.get()
+        if counts is not None:
+            counts.hits += hits
+            counts.misses += misses
+
     @staticmethod
     def _as_hit(usage: Usage) -> Usage:
         return usage.model_copy(update={"cached_tokens": usage.prompt_tokens, "seconds": 0.0})
@@ -152,9 +188,9 @@ class CachedEngine(ForwardedCapabilities):
         )
         hit = self._load(key, Completion)
         if hit is not None:
-            self.hits += 1
+            self._count(1, 0)
             return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
-        self.misses += 1
+        self._count(0, 1)
         out = await self.inner.generate(messages, max_tokens=max_tokens, **options)
         self._store(key, "generate", out)
         return out
@@ -170,9 +206,9 @@ class CachedEngine(ForwardedCapabilities):
         key = self._logprob_key(messages, candidates, prefill)
         hit = self._load(key, TokenLogprobs)
         if hit is not None:
-            self.hits += 1
+            self._count(1, 0)
             return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
-        self.misses += 1
+        self._count(0, 1)
         out = await self.inner.next_token_logprobs(messages, candidates=candidates, prefill=prefill)
         self._store(key, "next_token_logprobs", out)
         return out
@@ -185,8 +221,7 @@ class CachedEngine(ForwardedCapabilities):
             hit = self._load(k, TokenLogprobs)
             results.append(hit.model_copy(update={"usage": self._as_hit(hit.usage)}) if hit else None)
         todo = [i for i, r in enumerate(results) if r is None]
-        self.hits += len(requests) - len(todo)
-        self.misses += len(todo)
+        self._count(len(requests) - len(todo), len(todo))
         if todo:
             fresh = await self.inner.next_token_logprobs_batch([requests[i] for i in todo])
             for i, out in zip(todo, fresh, strict=True):
@@ -202,7 +237,7 @@ class CachedEngine(ForwardedCapabilities):
         layers, heads, per_head = attention_options(options)
         fn = attention_engine(self.inner, self.attention_hint).attention_rows
         if per_head:
-            self.misses += 1
+            self._count(0, 1)
             fresh: AttentionRows = await fn(prefix, suffixes, layers=layers, heads=heads, per_head=True)
             return fresh
         extra: dict[str, Any] = {} if heads is None else {"heads": [list(h) for h in heads]}
@@ -215,9 +250,9 @@ class CachedEngine(ForwardedCapabilities):
         )
         hit = self._load(key, AttentionRows)
         if hit is not None:
-            self.hits += 1
+            self._count(1, 0)
             return hit.model_copy(update={"usage": self._as_hit(hit.usage)})
-        self.misses += 1
+        self._count(0, 1)
         out: AttentionRows = await (
             fn(prefix, suffixes, layers=layers)
             if heads is None
