@@ -217,6 +217,23 @@ def _print_run(result: Any) -> None:
     Console().print(table)
 
 
+def _compare_cell(mc: Any, lab: str) -> str:
+    """One run's cell of a metric: mean, and against the baseline Δ, mark, p, W/L/T."""
+    if lab not in mc.means:  # a QA metric this system has not (no answer)
+        return "–"
+    cell = f"{mc.means[lab]:.4f}"
+    if lab in mc.delta:
+        p = mc.p_permutation.get(lab)
+        mark = (
+            "[green]*[/green]"
+            if p is not None and p < 0.05 and mc.delta[lab] > 0
+            else ("[red]*[/red]" if p is not None and p < 0.05 else "")
+        )
+        ptxt = "n/a" if p is None else f"{p:.3g}"
+        cell += f" {mc.delta[lab]:+.4f}{mark} p={ptxt} {mc.wins[lab]}/{mc.losses[lab]}/{mc.ties[lab]}"
+    return cell
+
+
 def compare_cmd(
     runs: list[Path] = typer.Argument(..., help="Run folders; the first is the baseline."),
     metric: list[str] | None = typer.Option(
@@ -258,23 +275,7 @@ def compare_cmd(
     for lab in labels:
         table.add_column(lab, justify="right")
     for mc in comp.metrics:
-        cells = []
-        for lab in labels:
-            if lab not in mc.means:  # a QA metric this system has not (no answer)
-                cells.append("–")
-                continue
-            cell = f"{mc.means[lab]:.4f}"
-            if lab in mc.delta:
-                p = mc.p_permutation.get(lab)
-                mark = (
-                    "[green]*[/green]"
-                    if p is not None and p < 0.05 and mc.delta[lab] > 0
-                    else ("[red]*[/red]" if p is not None and p < 0.05 else "")
-                )
-                ptxt = "n/a" if p is None else f"{p:.3g}"
-                cell += f" {mc.delta[lab]:+.4f}{mark} p={ptxt} {mc.wins[lab]}/{mc.losses[lab]}/{mc.ties[lab]}"
-            cells.append(cell)
-        table.add_row(mc.metric, str(mc.n), *cells)
+        table.add_row(mc.metric, str(mc.n), *[_compare_cell(mc, lab) for lab in labels])
     table.add_row("s/query", "", *[f"{r.latency_mean_s:.3f}" for r in comp.runs])
     table.add_row("tokens/query", "", *[f"{r.tokens_per_query:.0f}" for r in comp.runs])
     table.caption = "Δ vs baseline, paired permutation p-value, wins/losses/ties; * p < 0.05"
@@ -282,5 +283,7 @@ def compare_cmd(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_cmd)
+    from hoprank.cli.qa import with_qa_task
+
+    app.command("eval")(with_qa_task(eval_cmd, cache_arg=_cache_arg))
     app.command("compare")(compare_cmd)
