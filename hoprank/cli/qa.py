@@ -218,6 +218,10 @@ def _options(
     )
 
 
+def _warnings_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
 def with_qa_task(
     rank_cmd: Callable[..., None], *, cache_arg: Callable[[Any, bool], Path | bool]
 ) -> Callable[..., None]:
@@ -235,8 +239,8 @@ def with_qa_task(
             return
         verbose = bool(kwargs.get("verbose"))
         setup_logging(verbose)
-        if not verbose:  # bm25s sets its own logger to DEBUG: its index-building lines
-            logging.getLogger("bm25s").setLevel(logging.WARNING)
+        if not verbose:  # bm25s sets its own logger to DEBUG when imported: keep its warnings only
+            logging.getLogger("bm25s").addFilter(_warnings_only)
         try:
             if task is not Task.qa:
                 raise InvalidInput("--system needs --task qa")
