@@ -87,9 +87,11 @@ class QAExperimentConfig(BaseModel):
     name: str | None = None
 
     def identity(self) -> dict[str, Any]:
-        """What determines the per-question results (concurrency, the display names and
-        the relevance level may change between a run and its resumption)."""
-        data = self.model_dump(mode="json", exclude={"concurrency", "name", "relevance_level", "system"})
+        """What determines the per-question results. The question selection (``queries``,
+        ``limit``), concurrency, the display name and the relevance level may change
+        between a run and its resumption: a larger ``--limit`` extends a finished run."""
+        exclude = {"concurrency", "name", "relevance_level", "system", "queries", "limit"}
+        data = self.model_dump(mode="json", exclude=exclude)
         data["system"] = self.system.identity()
         data["engine_params"] = {k: v for k, v in self.engine_params.items() if k not in _TRANSPORT}
         if not self.system.needs_engine:  # the model cannot change what a system without LLM calls does
