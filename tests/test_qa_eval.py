@@ -82,6 +82,7 @@ def test_sdk_from_preset_builds_the_preset() -> None:
     assert DecomposeRetrieveRerank.from_preset("a", bm25).decomposer is None  # no engine needed
     tuned = DecomposeRetrieveRerank.from_preset("c", bm25, eng, ranker=ReverseRanker(), rrf_k=60)
     assert tuned.rrf_k == 60 and isinstance(tuned.ranker, ReverseRanker)
+    assert DecomposeRetrieveRerank.from_preset("c", bm25, eng, ranker=None).ranker is None
     agent = MultiHopAgent.from_preset("d", eng, bm25)
     assert agent.budget.max_steps == 4 and agent.k == 5
     with pytest.raises(ConfigError, match="needs an engine"):

@@ -312,8 +312,10 @@ class DecomposeRetrieveRerank:
         """The pipeline of a named QA system (:data:`hoprank.agents.presets.PRESETS`:
         ``a``, ``b``, ``c0``, ``c``), the benchmark's exact settings: decomposer, bridge
         answerer and reranker on ``engine``. ``overrides`` as ``hoprank eval -p``
-        (``rrf_k=60``, ``ranker="icr"``); ``ranker=`` may also be a ranker object."""
+        (``rrf_k=60``, ``ranker="icr"``, ``ranker=None`` for no rerank); ``ranker=`` may also
+        be a ranker object."""
         from hoprank.agents.systems import pipeline_from_preset
 
-        ranker = overrides.pop("ranker") if not isinstance(overrides.get("ranker", ""), str) else None
-        return pipeline_from_preset(name, retriever, engine, ranker=ranker, **overrides)
+        given = overrides.get("ranker")
+        ranker = overrides.pop("ranker") if given is not None and not isinstance(given, str) else None
+        return pipeline_from_preset(name, retriever, engine, ranker=ranker, overrides=overrides)

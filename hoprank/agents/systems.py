@@ -11,7 +11,7 @@ answering step's cost kept apart from the retrieval system's.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -201,13 +201,14 @@ def pipeline_from_preset(
     engine: LLM | None = None,
     *,
     ranker: Ranker | None = None,
-    **overrides: Any,
+    overrides: Mapping[str, Any] | None = None,
 ) -> DecomposeRetrieveRerank:
     """The :class:`DecomposeRetrieveRerank` of a pipeline preset (``"c0"``, ``"c"``...):
-    the benchmark's exact settings, with optional ``overrides`` (as ``-p``)."""
+    the benchmark's exact settings, with optional ``overrides`` (as ``-p``); ``ranker``
+    (an object) replaces the one the system names."""
     from hoprank.agents.presets import apply_overrides
 
-    system = apply_overrides(preset(name) if isinstance(name, str) else name, overrides)
+    system = apply_overrides(preset(name) if isinstance(name, str) else name, overrides or {})
     if system.kind != "pipeline":
         raise ConfigError(f"QA system {system.name!r} is an agent, not a pipeline")
     runner = build_system(system.model_copy(update={"answer": False}), retriever, engine, ranker=ranker)
