@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +15,13 @@ from hoprank.cli import app
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
+
+
+def _last_json(output: str) -> dict[str, Any]:
+    """The last JSON line of a command's output (the model's loading bar shares it)."""
+    start = output.rfind('{"run_dir"')
+    assert start >= 0, output[-2000:]
+    return dict(json.loads(output[start:].splitlines()[0]))
 
 
 def test_cli_qa_c0_and_a_on_hotpotqa_then_compare(datasets_dir: Path, tmp_path: Path) -> None:
@@ -26,7 +34,7 @@ def test_cli_qa_c0_and_a_on_hotpotqa_then_compare(datasets_dir: Path, tmp_path: 
     assert c0.exit_code == 0, c0.output
     a = runner.invoke(app, [*common, "--system", "a", "--out", str(tmp_path / "a"), "--json"])
     assert a.exit_code == 0, a.output
-    a_metrics = json.loads(a.output.strip().splitlines()[-1])["metrics"]
+    a_metrics = _last_json(a.output)["metrics"]
     assert a_metrics["support_recall@10"] == 0.5 and "em" not in a_metrics  # BM25 alone: no answer
 
     d = tmp_path / "c0"
@@ -47,7 +55,7 @@ def test_cli_qa_c0_and_a_on_hotpotqa_then_compare(datasets_dir: Path, tmp_path: 
         app, [*common, "--system", "c0", "--model", "smollm2-135m", "--out", str(d), "--json"]
     )  # every question is done: nothing runs again
     assert again.exit_code == 0, again.output
-    assert json.loads(again.output.strip().splitlines()[-1])["resumed"] == 2
+    assert _last_json(again.output)["resumed"] == 2
 
     cmp = runner.invoke(app, ["compare", str(tmp_path / "a"), str(d), "--out", str(tmp_path / "cmp")])
     assert cmp.exit_code == 0, cmp.output
