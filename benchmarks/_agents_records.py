@@ -1,10 +1,11 @@
-"""Records and tables of ``agents_hotpotqa.py``: the per-question JSONL sink (resume), the
-HotpotQA table, and ``--report`` (merge saved record files into one table)."""
+"""``agents_hotpotqa.py --report``: the table of the per-question records that the earlier
+version of the script saved (``benchmarks/results/agents-hotpotqa-*.jsonl``, one line per
+system and question), merged from several files and rescored with the current EM/F1.
+New runs write run folders instead (``hoprank eval --task qa``)."""
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
 import statistics
@@ -12,52 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hoprank.agents import PRESETS
 from hoprank.evals.dataset import iter_jsonl
 from hoprank.evals.metrics import exact_match, f1_score
 
 log = logging.getLogger("agents_hotpotqa")
 
 
-class Sink:
-    """Appends each question's records to ``PREFIX.jsonl`` as soon as they exist (a killed
-    run loses at most the question in flight); with ``resume`` the records already there
-    are kept and their questions skipped (a torn last line is dropped)."""
-
-    def __init__(self, prefix: str | None, *, resume: bool) -> None:
-        self.path = Path(prefix).with_suffix(".jsonl") if prefix else None
-        self.done: list[dict[str, Any]] = []
-        if self.path is not None and resume and self.path.is_file():
-            self.done = [r for _, r in read_records(self.path)]
-        self.qids = {r["qid"] for r in self.done}
-        self._f: Any = None
-
-    def __enter__(self) -> Sink:
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = self.path.open("w", encoding="utf-8")
-            for r in self.done:  # rewrite without a torn tail
-                self._f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            self._f.flush()
-        return self
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        if self._f is not None:
-            for r in rows:
-                self._f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            self._f.flush()
-
-    def __exit__(self, *exc: object) -> None:
-        if self._f is not None:
-            self._f.close()
-
-
-def read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
-    """The first ``limit`` objects of a dataset JSONL file (errors name file and line)."""
-    return [obj for _, obj in itertools.islice(iter_jsonl(path), limit)]
-
-
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line_number, record)`` of a records file written by :class:`Sink`, skipping
+    """``(line_number, record)`` of a saved records file, skipping
     blank and torn lines (a run killed mid-write) with a warning."""
     for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -76,7 +40,7 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
 _RANKER_LABELS = {"first": "FIRST", "icr": "ICR", "rankgpt": "RankGPT", "pointwise": "pointwise"}
 
 
-def hotpotqa_table(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
+def records_table(records: list[dict[str, Any]], args: argparse.Namespace) -> str:
     bridge = "" if args.no_bridge else " + bridge"
     label = _RANKER_LABELS.get(args.ranker, args.ranker)
     names = {
@@ -162,8 +126,25 @@ def rescore(records: list[dict[str, Any]], gold: dict[str, list[str]]) -> int:
     return changed
 
 
+def _preset_defaults(args: argparse.Namespace) -> None:
+    """Options left unset take the presets' values (the settings the records were made with)."""
+    c, d = PRESETS["c"], PRESETS["d"]
+    defaults = {
+        "depth": c.pipeline.pool_depth,
+        "rrf_k": c.pipeline.rrf_k,
+        "original_weight": c.pipeline.original_weight,
+        "agent_steps": d.agent.budget.max_steps,
+        "agent_k": d.agent.k,
+        "ranker": c.ranker,
+    }
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+
+
 def report_table(args: argparse.Namespace) -> str:
-    """The HotpotQA table of records saved by earlier runs (``--report``)."""
+    """The table of records saved by earlier runs (``--report``), titled by the dataset."""
+    _preset_defaults(args)
     records: list[dict[str, Any]] = []
     seen: dict[tuple[str, str], str] = {}
     for name in args.report:
@@ -186,12 +167,14 @@ def report_table(args: argparse.Namespace) -> str:
         shared = set.intersection(*by_sys.values()) if by_sys else set()
         records = [r for r in records if str(r["qid"]) in shared]
         scope = f", only those every system ({', '.join(sorted(by_sys))}) answered"
-    queries = Path(args.data) / "hotpotqa-dev-distractor-500" / "queries.jsonl"
-    changed = rescore(records, {str(q["id"]): list(q["answers"]) for _, q in iter_jsonl(queries)})
+    folder = Path(args.dataset or Path(args.data) / "hotpotqa-dev-distractor-500")
+    changed = rescore(
+        records, {str(q["id"]): list(q["answers"]) for _, q in iter_jsonl(folder / "queries.jsonl")}
+    )
     if changed:
         log.info("rescored %d EM/F1 values with the current metrics", changed)
     n = len({r["qid"] for r in records})
     return (
-        f"HotpotQA dev distractor-500, full pool BM25, {n} questions{scope}, model {args.model} "
-        f"(from {', '.join(args.report)})\n\n" + hotpotqa_table(records, args)
+        f"{folder.name}, full pool BM25, {n} questions{scope}, model {args.model} "
+        f"(from {', '.join(args.report)})\n\n" + records_table(records, args)
     )

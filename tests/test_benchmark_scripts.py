@@ -47,28 +47,40 @@ def _agents_module() -> Any:
     return mod
 
 
-def test_agents_benchmark_streams_records_and_resumes(tmp_path: Path) -> None:
-    prefix = tmp_path / "a"
-    first = _script(
-        "agents_hotpotqa.py", "--systems", "a", "--limit", "2", "--data", str(SHARED / "datasets"),
-        "--out", str(prefix),
-    )  # fmt: skip
+def test_agents_benchmark_writes_run_folders_and_resumes(tmp_path: Path) -> None:
+    """The script is a thin caller of the QA runner: one resumable run folder per system,
+    the table titled by the dataset."""
+    out = tmp_path / "agents"
+    args = ("agents_hotpotqa.py", "--systems", "a", "--data", str(SHARED / "datasets"), "--out", str(out))
+    first = _script(*args, "--limit", "2")
     assert first.returncode == 0, first.stderr[-2000:]
-    rows = _jsonl(prefix.with_suffix(".jsonl"))
-    assert [r["system"] for r in rows] == ["a", "a"]
-    # a torn last line (a kill mid-write) is dropped; finished questions are kept and skipped
-    with prefix.with_suffix(".jsonl").open("a", encoding="utf-8") as f:
-        f.write('{"system": "a", "qid": ')
-    again = _script(
-        "agents_hotpotqa.py", "--systems", "a", "--limit", "3", "--data", str(SHARED / "datasets"),
-        "--out", str(prefix), "--resume",
-    )  # fmt: skip
+    rows = _jsonl(out / "a" / "results.jsonl")
+    assert len(rows) == 2
+    with (out / "a" / "results.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"qid": ')  # a kill mid-write: the torn line is dropped
+    again = _script(*args, "--limit", "3")  # a larger limit extends the run
     assert again.returncode == 0, again.stderr[-2000:]
-    rows2 = _jsonl(prefix.with_suffix(".jsonl"))
-    assert len(rows2) == 3
-    assert rows2[:2] == rows
-    assert len({r["qid"] for r in rows2}) == 3
-    assert "| (a) BM25 | 3 |" in prefix.with_suffix(".md").read_text(encoding="utf-8")
+    rows2 = _jsonl(out / "a" / "results.jsonl")
+    assert len(rows2) == 3 and rows2[:2] == rows
+    table = (tmp_path / "agents.md").read_text(encoding="utf-8")
+    assert table.startswith("hotpotqa-dev-distractor-500, bm25 over 4,858 passages, first 3 questions")
+    assert "| a (bm25@20) | 3 |" in table
+    assert json.loads((out / "a" / "manifest.json").read_text())["attempts"][-1]["resumed"] == 2
+
+
+def test_agents_benchmark_options_are_overrides_of_the_presets() -> None:
+    import argparse
+
+    mod = _agents_module()
+    blank = argparse.Namespace(
+        depth=None, rrf_k=None, original_weight=None, agent_steps=None, agent_k=None, no_answer=False,
+        no_bridge=False, ranker=None, ranker_param=[], param=[],
+    )  # fmt: skip
+    assert mod.overrides(blank, ["a", "b", "c0", "c", "d"]) == {}  # the presets stand
+    tuned = argparse.Namespace(**{**vars(blank), "depth": 5, "ranker": "icr", "ranker_param": ["window=10"]})
+    assert mod.overrides(tuned, ["a", "c"]) == {
+        "pipeline.k": 10, "pipeline.pool_depth": 5, "c.ranker": "icr", "c.ranker_params": {"window": 10},
+    }  # fmt: skip
 
 
 @pytest.mark.slow
@@ -89,7 +101,9 @@ def test_rerank_benchmark_over_a_llamacpp_server_it_starts(tmp_path: Path) -> No
 def test_agents_table_charges_c_for_the_decomposition_it_shares_with_c0() -> None:
     import argparse
 
-    mod = _agents_module()
+    _agents_module()  # puts the repository root on sys.path
+    from benchmarks._agents_records import records_table
+
     base = {"R@2": 1.0, "R@5": 1.0, "R@10": 1.0, "MRR@10": 1.0, "tokens": 10, "decompose_fallback": False}
     records = [
         {**base, "system": "c0", "qid": "q1", "seconds": 20.0, "sub_questions": ["x", "y"]},
@@ -100,11 +114,11 @@ def test_agents_table_charges_c_for_the_decomposition_it_shares_with_c0() -> Non
     args = argparse.Namespace(
         no_bridge=False, depth=20, agent_steps=4, agent_k=5, rrf_k=10, original_weight=1.0, ranker="first"
     )
-    table = mod.hotpotqa_table(records, args)
+    table = records_table(records, args)
     assert "| (c) decompose + bridge + BM25 + RRF + FIRST | 2 |" in table
     assert "(c) from scratch costs (c0) + (c) = 33.0 s/q" in table
     args.ranker = "icr"
-    assert "| (c) decompose + bridge + BM25 + RRF + ICR | 2 |" in mod.hotpotqa_table(records, args)
+    assert "| (c) decompose + bridge + BM25 + RRF + ICR | 2 |" in records_table(records, args)
 
 
 def test_agents_report_rescores_saved_answers_with_the_current_metrics() -> None:
@@ -149,79 +163,6 @@ def test_agents_report_merges_record_files_and_refuses_a_pair_twice(tmp_path: Pa
     dup = _script("agents_hotpotqa.py", "--report", str(one), str(one))
     assert dup.returncode != 0
     assert "system a of question q1 is also in" in dup.stderr
-
-
-def test_agents_reuse_decompositions_replays_saved_sub_questions_and_bridges(tmp_path: Path) -> None:
-    """c0/c read their sub-questions and bridge answers back from saved records (real
-    HotpotQA questions, the real SmolLM2 engine loaded, no generation: 0 tokens)."""
-    queries = _jsonl(SHARED / "datasets" / "hotpotqa-dev-distractor-500" / "queries.jsonl")[:2]
-    saved = tmp_path / "saved.jsonl"
-    subs = {
-        str(queries[0]["id"]): (
-            ["Which film starred the actress?", "What office did she hold?"],
-            "Shirley Temple",
-        ),
-        str(queries[1]["id"]): (["Which magazine was founded first?"], None),
-    }
-    saved.write_text(
-        "".join(
-            json.dumps(
-                {"system": "c0", "qid": qid, "sub_questions": s, "decompose_fallback": False, "bridge": b}
-            )
-            + "\n"
-            for qid, (s, b) in subs.items()
-        ),
-        encoding="utf-8",
-    )
-    prefix = tmp_path / "replay"
-    common = (
-        "agents_hotpotqa.py", "--systems", "c0,c", "--ranker", "identity", "--no-answer",
-        "--model", "smollm2-135m", "--data", str(SHARED / "datasets"), "--reuse-decompositions", str(saved),
-    )  # fmt: skip
-    res = _script(*common, "--limit", "2", "--out", str(prefix))
-    assert res.returncode == 0, res.stderr[-2000:]
-    rows = _jsonl(prefix.with_suffix(".jsonl"))
-    assert [(r["system"], r["qid"]) for r in rows] == [(s, q) for q in subs for s in ("c0", "c")]
-    for r in rows:
-        assert r["sub_questions"] == subs[str(r["qid"])][0]
-        assert r["bridge"] == subs[str(r["qid"])][1]
-        assert r["reused_decomposition"] is True
-        assert r["tokens"] == 0 and r["llm_calls"] == 0
-    assert "4 (c0)/(c) rows reused saved decompositions" in res.stdout
-    lines = saved.read_text(encoding="utf-8").splitlines()
-    saved.write_text(lines[1] + "\n", encoding="utf-8")  # the first question's record gone
-    missing = _script(*common, "--limit", "1")
-    assert missing.returncode != 0
-    assert "no saved decomposition for question" in missing.stderr
-
-
-def test_agents_replay_finds_a_question_the_pipeline_strips(tmp_path: Path) -> None:
-    """HotpotQA question 29 ends in a space, which DecomposeRetrieveRerank strips before
-    decomposing: the replay must still find its saved record (it did not, once)."""
-    import asyncio
-
-    from hoprank.agents import Decomposer, DecomposeRetrieveRerank
-    from hoprank.llm.engines.scripted import ScriptedEngine
-    from hoprank.tools.bm25 import BM25Retriever
-    from hoprank.tools.corpus import load_corpus
-
-    mod = _agents_module()
-    folder = SHARED / "datasets" / "hotpotqa-dev-distractor-500"
-    q = _jsonl(folder / "queries.jsonl")[28]
-    text = str(q["text"])
-    assert text != text.strip()
-    saved = tmp_path / "saved.jsonl"
-    record = {"system": "c0", "qid": q["id"], "sub_questions": ["Which company did Sachin Warrier work for?"],
-              "decompose_fallback": False, "bridge": "Tata Consultancy Services"}  # fmt: skip
-    saved.write_text(json.dumps(record) + "\n", encoding="utf-8")
-    engine = ScriptedEngine([])  # any generation would fail: everything comes from the file
-    replay = mod._Replay(Decomposer(engine), str(saved), [q])
-    bridge = mod._ReplayBridge(engine, replay)
-    bm25 = BM25Retriever.from_documents(load_corpus(folder / "corpus.jsonl"))
-    res = asyncio.run(DecomposeRetrieveRerank(bm25, decomposer=replay, bridge_answerer=bridge).arun(text))
-    assert res.sub_questions == record["sub_questions"]
-    assert res.bridge == "Tata Consultancy Services"
-    assert engine.calls == []
 
 
 @pytest.mark.slow

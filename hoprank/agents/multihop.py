@@ -488,3 +488,20 @@ class MultiHopAgent:
     def run(self, question: str) -> AgentResult:
         """Sync facade of :meth:`arun`."""
         return run_sync(self.arun(question))
+
+    @classmethod
+    def from_preset(cls, name: str, engine: LLM, retriever: Retriever, **overrides: Any) -> MultiHopAgent:
+        """The agent of a named QA system (``d``: 4 steps of 5 passages), as the benchmark
+        runs it; ``overrides`` as ``hoprank eval -p`` (``max_steps=6``, ``k=8``)."""
+        from hoprank.agents.presets import apply_overrides, preset
+
+        system = apply_overrides(preset(name), overrides)
+        if system.kind != "agent":
+            raise InvalidInput(f"QA system {name!r} is a pipeline; use DecomposeRetrieveRerank.from_preset")
+        ranker = None
+        if system.ranker is not None:
+            from hoprank.rankers import make_ranker
+
+            ranker = make_ranker(system.ranker, engine, **system.ranker_params)
+        prompt = system.prompts.get("agent")
+        return cls(engine, retriever, config=system.agent, prompt=prompt, ranker=ranker)

@@ -26,6 +26,7 @@ from hoprank.agents.answer import Answerer
 from hoprank.agents.decompose import Decomposer
 from hoprank.agents.rewrite import Rewriter
 from hoprank.errors import InvalidInput
+from hoprank.llm.base import LLM
 from hoprank.rankers.base import Ranker
 from hoprank.rankers.config import ComponentConfig
 from hoprank.runs import rrf_fuse
@@ -303,3 +304,18 @@ class DecomposeRetrieveRerank:
     def run(self, question: str) -> PipelineResult:
         """Sync facade of :meth:`arun`."""
         return run_sync(self.arun(question))
+
+    @classmethod
+    def from_preset(
+        cls, name: str, retriever: Retriever, engine: LLM | None = None, **overrides: Any
+    ) -> DecomposeRetrieveRerank:
+        """The pipeline of a named QA system (:data:`hoprank.agents.presets.PRESETS`:
+        ``a``, ``b``, ``c0``, ``c``), the benchmark's exact settings: decomposer, bridge
+        answerer and reranker on ``engine``. ``overrides`` as ``hoprank eval -p``
+        (``rrf_k=60``, ``ranker="icr"``, ``ranker=None`` for no rerank); ``ranker=`` may also
+        be a ranker object."""
+        from hoprank.agents.systems import pipeline_from_preset
+
+        given = overrides.get("ranker")
+        ranker = overrides.pop("ranker") if given is not None and not isinstance(given, str) else None
+        return pipeline_from_preset(name, retriever, engine, ranker=ranker, overrides=overrides)

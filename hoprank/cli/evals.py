@@ -302,6 +302,13 @@ def _colored_star(delta: float) -> str:
     return "[green]*[/green]" if delta > 0 else "[red]*[/red]"
 
 
+def _cache_arg(cache: Path | None, no_cache: bool) -> Path | bool:
+    """``--cache``/``--no-cache`` as the runners' ``cache`` (for ``--task qa``)."""
+    return RunFolderOptions(cache=cache, no_cache=no_cache).cache_arg()
+
+
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_cmd)
+    from hoprank.cli.qa import with_qa_task
+
+    app.command("eval")(with_qa_task(eval_cmd, cache_arg=_cache_arg))
     app.command("compare")(compare_cmd)

@@ -9,6 +9,12 @@ number of sign flips is small), the Wilcoxon signed-rank test and the paired t-t
 Runs over different query sets are compared on their intersection, and the
 comparison says so in ``notes`` (``strict=True`` refuses instead). Runs over datasets
 with different content hashes are refused unless ``allow_different_datasets``.
+
+QA runs (``hoprank eval --task qa``, ``metrics.json`` with ``"task": "qa"``) are compared on
+their per-question metrics (support recall, passage recall, MRR@10, EM/F1, citations). A
+QA system need not have every metric (BM25 alone gives no answer): each metric is
+compared over the runs that have it, against the first of them, which leads its
+``means`` (the notes say when that is not the overall baseline).
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class MetricComparison(BaseModel):
         """Run ``label``'s mean and, against the baseline, the mean delta (marked when the
         paired permutation test gives p < ``alpha``: ``*``, or ``mark(delta)``), the
         p-value and wins/losses/ties: ``0.6120 (+0.0450*, p=0.012, W/L/T 9/3/8)``."""
+        if label not in self.means:  # a run without this metric (a QA system with no answerer)
+            return "–"
         text = f"{self.means[label]:.4f}"
         if label not in self.delta:
             return text
@@ -194,6 +202,19 @@ def _labels(loaded: _Loaded) -> list[str]:
     return [lab if labels.count(lab) == 1 else f"{lab} #{i + 1}" for i, lab in enumerate(labels)]
 
 
+def _metric_names(requested: Sequence[str] | None, loaded: _Loaded, *, qa: bool) -> list[str]:
+    """The metrics to compare: the requested ones (canonical names; a QA metric of the runs,
+    such as ``citation_precision``, as given), else those of the first run that every run
+    has, or for QA runs every metric at least two runs have, in the runs' order."""
+    if requested is not None:
+        known = {mt for (m, _), _ in loaded for mt in m.get("metrics", [])}
+        return list(dict.fromkeys(mt if mt in known else canonical_metrics([mt])[0] for mt in requested))
+    if not qa:
+        return [mt for mt in loaded[0][0][0]["metrics"] if all(mt in m["aggregate"] for (m, _), _ in loaded)]
+    listed = list(dict.fromkeys(mt for (m, _), _ in loaded for mt in m.get("metrics", [])))
+    return [mt for mt in listed if sum(mt in m["aggregate"] for (m, _), _ in loaded) >= 2]
+
+
 def _compare_metric(
     metric: str, vals: dict[str, list[float]], labels: list[str], *, n_resamples: int, seed: int
 ) -> MetricComparison:
@@ -269,23 +290,23 @@ def compare(
     if not common:
         raise ConfigError("the runs share no queries")
     order = [q for q in loaded[0][0][0]["per_query"] if q in common]
-    if metrics is not None:
-        metrics = canonical_metrics(metrics)
-    else:
-        metrics = [
-            mt for mt in loaded[0][0][0]["metrics"] if all(mt in m["aggregate"] for (m, _), _ in loaded)
-        ]
+    qa = any(m.get("task") == "qa" for (m, _), _ in loaded)
+    metrics = _metric_names(metrics, loaded, qa=qa)
     out: list[MetricComparison] = []
     for metric in metrics:
-        qs = [q for q in order if all(metric in m["per_query"][q] for (m, _), _ in loaded)]
+        having = [i for i, ((m, _), _) in enumerate(loaded) if not qa or metric in m["aggregate"]]
+        if len(having) < 2:
+            notes.append(f"metric {metric}: fewer than two runs have it; skipped")
+            continue
+        qs = [q for q in order if all(metric in loaded[i][0][0]["per_query"][q] for i in having)]
         if not qs:
             notes.append(f"metric {metric}: no query has it in every run; skipped")
             continue
-        vals = {
-            lab: [float(m["per_query"][q][metric]) for q in qs]
-            for lab, ((m, _), _) in zip(labels, loaded, strict=True)
-        }
-        out.append(_compare_metric(metric, vals, labels, n_resamples=n_resamples, seed=seed))
+        sub = [labels[i] for i in having]
+        if sub[0] != labels[0]:
+            notes.append(f"metric {metric}: {labels[0]} has none; compared against {sub[0]}")
+        vals = {labels[i]: [float(loaded[i][0][0]["per_query"][q][metric]) for q in qs] for i in having}
+        out.append(_compare_metric(metric, vals, sub, n_resamples=n_resamples, seed=seed))
     runs = [_summary(lab, m, man, d) for lab, ((m, man), d) in zip(labels, loaded, strict=True)]
     return Comparison(baseline=labels[0], runs=runs, queries=order, metrics=out, notes=notes)
 
@@ -301,11 +322,19 @@ def write_comparison(comp: Comparison, out_dir: str | os.PathLike[str], *, plots
     (d / "comparison.md").write_text(comp.to_markdown(), encoding="utf-8")
     written = [d / "comparison.json", d / "comparison.md"]
     if plots and comp.metrics:
-        systems = {r.label: {mc.metric: mc.means[r.label] for mc in comp.metrics} for r in comp.runs}
+        systems = {
+            r.label: {mc.metric: mc.means[r.label] for mc in comp.metrics if r.label in mc.means}
+            for r in comp.runs
+        }
         written.append(
             plot_metric_bars(systems, [mc.metric for mc in comp.metrics], d / "comparison_metrics.png")
         )
-        head = next((mc for mc in comp.metrics if mc.metric == "ndcg@10"), comp.metrics[0])
-        points = {r.label: (r.latency_mean_s, head.means[r.label]) for r in comp.runs}
+        head = next(
+            (mc for name in ("ndcg@10", "support_recall@5") for mc in comp.metrics if mc.metric == name),
+            comp.metrics[0],
+        )
+        points = {
+            r.label: (r.latency_mean_s, head.means[r.label]) for r in comp.runs if r.label in head.means
+        }
         written.append(plot_quality_latency(points, head.metric, d / "comparison_quality_latency.png"))
     return written

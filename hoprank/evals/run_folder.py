@@ -24,6 +24,7 @@ __all__ = ["OUTPUTS", "RunFolder", "model_sha256"]
 
 OUTPUTS = (
     "results.jsonl",
+    "questions.jsonl",
     "run.trec",
     "traces.jsonl",
     "metrics.json",

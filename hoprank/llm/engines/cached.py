@@ -11,6 +11,8 @@ entry counts as a miss and is rewritten.
 Hits return the stored value with ``usage.cached_tokens = prompt_tokens`` and
 ``usage.seconds = 0`` (no compute was spent now); ``hits``/``misses`` count them.
 Sampled outputs (``temperature > 0``) are cached too: a rerun replays the first sample.
+:func:`count_calls` counts the hits and misses of the calls made inside it (and in the
+tasks it starts), so a runner can flag the work units that were replayed from the cache.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,11 +46,34 @@ from hoprank.llm.base import (
 )
 from hoprank.llm.engines._common import EngineWrapper
 
-__all__ = ["CachedEngine", "default_cache_dir"]
+__all__ = ["CachedEngine", "CallCounts", "count_calls", "default_cache_dir"]
 
 logger = logging.getLogger(__name__)
 V = TypeVar("V", Completion, TokenLogprobs, AttentionRows)
 _FORMAT = 1
+
+
+@dataclass
+class CallCounts:
+    """Cache hits and misses of the calls made inside one :func:`count_calls` block."""
+
+    hits: int = 0
+    misses: int = 0
+
+
+_COUNTS: ContextVar[CallCounts | None] = ContextVar("hoprank_cache_counts", default=None)
+
+
+@contextmanager
+def count_calls() -> Iterator[CallCounts]:
+    """Count the :class:`CachedEngine` hits and misses of the calls made in this block,
+    including those of tasks started inside it (they inherit the context)."""
+    counts = CallCounts()
+    token = _COUNTS.set(counts)
+    try:
+        yield counts
+    finally:
+        _COUNTS.reset(token)
 
 
 def default_cache_dir() -> Path:
@@ -123,6 +151,14 @@ class CachedEngine(EngineWrapper):
         except OSError as e:
             logger.warning("could not write cache entry %s: %s", path, e)
 
+    def _count(self, hits: int, misses: int) -> None:
+        self.hits += hits
+        self.misses += misses
+        counts = _COUNTS.get()
+        if counts is not None:
+            counts.hits += hits
+            counts.misses += misses
+
     def _hit(self, key: str, model: type[V]) -> V | None:
         """The stored value of ``key`` as a hit (``usage.cached_tokens = prompt_tokens``,
         ``usage.seconds = 0``: no compute was spent now), or None."""
@@ -136,9 +172,9 @@ class CachedEngine(EngineWrapper):
         """The stored value of ``key``, else ``compute()`` stored under it; counted."""
         hit = self._hit(key, model)
         if hit is not None:
-            self.hits += 1
+            self._count(1, 0)
             return hit
-        self.misses += 1
+        self._count(0, 1)
         out = await compute()
         self._store(key, method, out)
         return out
@@ -183,8 +219,7 @@ class CachedEngine(EngineWrapper):
         keys = [self._logprob_key(r.messages, r.candidates, r.prefill) for r in requests]
         results: list[TokenLogprobs | None] = [self._hit(k, TokenLogprobs) for k in keys]
         todo = [i for i, r in enumerate(results) if r is None]
-        self.hits += len(requests) - len(todo)
-        self.misses += len(todo)
+        self._count(len(requests) - len(todo), len(todo))
         if todo:
             fresh = await self.inner.next_token_logprobs_batch([requests[i] for i in todo])
             for i, out in zip(todo, fresh, strict=True):
@@ -199,7 +234,7 @@ class CachedEngine(EngineWrapper):
         calls are not cached (their per-head arrays are not serialised)."""
         layers, heads, per_head = attention_options(options)
         if per_head:
-            self.misses += 1
+            self._count(0, 1)
             return await self._wrapped_attention_rows(prefix, suffixes, layers, heads, per_head)
         extra: dict[str, Any] = {} if heads is None else {"heads": [list(h) for h in heads]}
         key = self.key(
