@@ -10,7 +10,8 @@
 - :class:`PriorFusion` — any of them fused with the first-stage order (weighted RRF);
 - :class:`SelfConsistency` — any of them over seeded shuffles, orders aggregated.
 
-:func:`make_ranker` builds one by name. Importing this package never imports torch.
+:func:`make_ranker` builds one by name (:mod:`hoprank.rankers.registry`: each ranker
+module declares its ``RANKER_SPECS``). Importing this package never imports torch.
 """
 
 from __future__ import annotations
@@ -78,8 +79,14 @@ __all__ = [
     "window_spans",
 ]
 
-#: Names accepted by :func:`make_ranker` (:data:`REGISTRY` has their classes and configs).
-RANKERS = ranker_names()
+
+def __getattr__(name: str) -> Any:
+    """``RANKERS``: the names accepted by :func:`make_ranker` (:data:`REGISTRY` has their
+    classes and configs), computed on first use so that importing the package discovers
+    no rankers."""
+    if name == "RANKERS":
+        return ranker_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_ranker(name: str, engine: LLM | None = None, **params: Any) -> BaseRanker:

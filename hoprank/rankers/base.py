@@ -10,13 +10,17 @@ validated parameters (the subclass's ``config``, a
 :class:`~hoprank.rankers.config.ComponentConfig`) and the engine's identity; a wrapper
 (:class:`~hoprank.rankers.fusion.PriorFusion`) describes its inner ranker too. Manifests,
 traces, the service and the CLI read it instead of looking for attributes.
+
+:class:`RankerSpec` is what a ranker module declares next to its class (a module-level
+``RANKER_SPECS`` tuple) so that :mod:`hoprank.rankers.registry` finds it by name.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from hoprank._sync import gather_bounded, run_sync
@@ -26,7 +30,7 @@ from hoprank.prompts import PromptTemplate
 from hoprank.rankers.config import ComponentConfig
 from hoprank.types import Document, Ranking, Step, Usage
 
-__all__ = ["BaseRanker", "Ranker", "RankerOutput", "check_permutation", "prompt_summary"]
+__all__ = ["BaseRanker", "Ranker", "RankerOutput", "RankerSpec", "check_permutation", "prompt_summary"]
 
 
 @runtime_checkable
@@ -200,3 +204,31 @@ class BaseRanker(ABC):
     ) -> list[Ranking]:
         """Sync facade of :meth:`arank_many`."""
         return run_sync(self.arank_many(items, top_k=top_k, concurrency=concurrency))
+
+
+@dataclass(frozen=True)
+class RankerSpec:
+    """One registered ranker, declared by its module in a module-level ``RANKER_SPECS``
+    tuple (:mod:`hoprank.rankers.registry` collects them)."""
+
+    name: str
+    summary: str
+    load: Callable[[], type[BaseRanker]]
+    #: whether the constructor takes an engine as its first argument
+    needs_engine: bool = True
+    #: the prompt it renders when none is given (manifests record it), if any
+    default_prompt: str | None = None
+    aliases: tuple[str, ...] = ()
+    #: enabled by default in the HTTP service (needs no parameter, a bounded number of calls)
+    served: bool = True
+    #: where it stands in listings (``ranker_names()``, the docs): lower first, then by name
+    order: int = 1000
+
+    @property
+    def cls(self) -> type[BaseRanker]:
+        return self.load()
+
+    @property
+    def config_class(self) -> type[ComponentConfig] | None:
+        """The class of the ranker's parameters (None: it takes none)."""
+        return self.load().config_class

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from hoprank.errors import MissingExtra
-from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.base import BaseRanker, RankerOutput, RankerSpec
 from hoprank.rankers.config import ComponentConfig
 from hoprank.rankers.passages import passage_text
 from hoprank.types import Document, Step, Usage, timed_step
@@ -106,3 +106,20 @@ class CrossEncoderRanker(BaseRanker):
 
 CrossEncoder = CrossEncoderRanker
 """Alias of :class:`CrossEncoderRanker`."""
+
+
+#: what the registry lists (hoprank.rankers.registry finds it)
+RANKER_SPECS = (
+    RankerSpec(
+        "identity", "the first-stage order (no model)", lambda: Identity, needs_engine=False, order=10
+    ),
+    RankerSpec(
+        "cross-encoder",
+        "a sentence-transformers cross-encoder (model=...)",
+        lambda: CrossEncoderRanker,
+        needs_engine=False,
+        aliases=("crossencoder",),
+        served=False,
+        order=70,
+    ),
+)

@@ -49,6 +49,7 @@ from pydantic import model_validator
 from hoprank.errors import ConfigError
 from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs, exact_tokenizer
 from hoprank.prompts import prompt_param
+from hoprank.rankers.base import RankerSpec
 from hoprank.rankers.config import WindowedConfig
 from hoprank.rankers.listwise import ListwiseRanker, WindowPrompt, require
 from hoprank.rankers.passages import make_labels
@@ -325,3 +326,11 @@ class FIRST(ListwiseRanker):
                 doc_scores.setdefault(perm[pos], []).append(ranked.scores.get(lab, floor))
         assert label_view is not None
         return {i: sum(v) / len(v) for i, v in doc_scores.items() if i in scored_once}, label_view
+
+
+#: what the registry lists (hoprank.rankers.registry finds it)
+RANKER_SPECS = (
+    RankerSpec(
+        "first", "sliding-window single-token label logits", lambda: FIRST, default_prompt="first", order=30
+    ),
+)

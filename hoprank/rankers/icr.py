@@ -48,7 +48,7 @@ from hoprank.llm.base import (
     chat_renderer,
 )
 from hoprank.prompts.registry import PromptTemplate, load_prompt, prompt_param
-from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.base import BaseRanker, RankerOutput, RankerSpec
 from hoprank.rankers.config import ComponentConfig
 from hoprank.rankers.passages import scrub_surrogates
 from hoprank.rankers.window import window_spans
@@ -461,3 +461,11 @@ class ICRRanker(BaseRanker):
         out["heads"] = self.heads_ref or ([list(h) for h in self.heads] if self.heads else None)
         out["calibration_query"] = self.calibration_query
         return out
+
+
+#: what the registry lists (hoprank.rankers.registry finds it)
+RANKER_SPECS = (
+    RankerSpec(
+        "icr", "in-context reranking from attention", lambda: ICRRanker, default_prompt="icr", order=60
+    ),
+)

@@ -17,7 +17,7 @@ from pydantic import Field
 from hoprank.errors import ContextOverflow, EngineError, PromptError
 from hoprank.llm.base import LLM, Capability, LogprobRequest, TokenLogprobs
 from hoprank.prompts import PromptTemplate, load_prompt
-from hoprank.rankers.base import BaseRanker, RankerOutput
+from hoprank.rankers.base import BaseRanker, RankerOutput, RankerSpec
 from hoprank.rankers.config import ComponentConfig
 from hoprank.rankers.listwise import require
 from hoprank.rankers.passages import passage_text, prompt_tokens, to_messages
@@ -168,3 +168,15 @@ def _probability(margin: float | None) -> float | None:
     if margin is None:
         return None
     return 1.0 / (1.0 + math.exp(-margin)) if margin >= 0 else math.exp(margin) / (1.0 + math.exp(margin))
+
+
+#: what the registry lists (hoprank.rankers.registry finds it)
+RANKER_SPECS = (
+    RankerSpec(
+        "pointwise",
+        "yes/no log-probability per passage",
+        lambda: PointwiseLLM,
+        default_prompt="pointwise",
+        order=50,
+    ),
+)

@@ -19,6 +19,7 @@ import logging
 from typing import Any, ClassVar
 
 from hoprank.llm.base import LLM, Capability
+from hoprank.rankers.base import RankerSpec
 from hoprank.rankers.config import WindowedConfig
 from hoprank.rankers.listwise import ListwiseConfig, ListwiseRanker, require
 from hoprank.rankers.parsing import parse_permutation
@@ -98,3 +99,15 @@ class RankGPT(ListwiseRanker):
             step.fallback = True
             step.error = f"unparseable ranking ({parsed.error}); kept the prior order"
         return parsed.order, step
+
+
+#: what the registry lists (hoprank.rankers.registry finds it)
+RANKER_SPECS = (
+    RankerSpec(
+        "rankgpt",
+        "sliding-window permutation generation",
+        lambda: RankGPT,
+        default_prompt="rankgpt",
+        order=20,
+    ),
+)

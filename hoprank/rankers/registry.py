@@ -1,20 +1,26 @@
 """The one registry of ranker names: name -> class, config and what the ranker needs.
 
+Each ranker module declares its own :class:`RankerSpec` next to its class, in a
+module-level ``RANKER_SPECS`` tuple; this module finds them by importing every module of
+:mod:`hoprank.rankers` (:func:`discover_specs`), on first use of :data:`REGISTRY`,
+:func:`ranker_names`, :func:`ranker_spec` or :func:`~hoprank.rankers.make_ranker`.
+Adding a ranker therefore touches only its module, its prompt and its test. Modules that
+declare nothing (windows, parsing, wrappers...) are simply not rankers. Discovery
+imports no model code (no torch).
+
 :func:`hoprank.rankers.make_ranker` builds from it; a CLI, the service and the docs read
 it (:func:`ranker_names`, :func:`ranker_spec`) instead of keeping lists of their own.
-A spec loads its class on demand, so listing rankers imports no model code (ICR's
-module is imported only when ICR is asked for).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
+import pkgutil
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from hoprank.errors import ConfigError
-from hoprank.rankers.base import BaseRanker
-from hoprank.rankers.config import ComponentConfig
+from hoprank.rankers.base import RankerSpec
 
 __all__ = [
     "CONSISTENCY_PARAMS",
@@ -22,6 +28,7 @@ __all__ = [
     "REGISTRY",
     "RankerSpec",
     "check_ranker_params",
+    "discover_specs",
     "ranker_names",
     "ranker_spec",
     "served_ranker_names",
@@ -32,100 +39,67 @@ CONSISTENCY_PARAMS = ("samples", "sc_aggregate", "sc_seed", "sc_include_input")
 #: parameters that wrap a ranker in :class:`~hoprank.rankers.PriorFusion` (``make_ranker``)
 FUSION_PARAMS = ("prior_weight", "prior_k")
 
-
-@dataclass(frozen=True)
-class RankerSpec:
-    """One registered ranker."""
-
-    name: str
-    summary: str
-    load: Callable[[], type[BaseRanker]]
-    #: whether the constructor takes an engine as its first argument
-    needs_engine: bool = True
-    #: the prompt it renders when none is given (manifests record it), if any
-    default_prompt: str | None = None
-    aliases: tuple[str, ...] = ()
-    #: enabled by default in the HTTP service (needs no parameter, a bounded number of calls)
-    served: bool = True
-
-    @property
-    def cls(self) -> type[BaseRanker]:
-        return self.load()
-
-    @property
-    def config_class(self) -> type[ComponentConfig] | None:
-        """The class of the ranker's parameters (None: it takes none)."""
-        return self.load().config_class
+#: the module-level name a ranker module declares its specs under
+SPECS_NAME = "RANKER_SPECS"
 
 
-def _identity() -> type[BaseRanker]:
-    from hoprank.rankers.baselines import Identity
-
-    return Identity
-
-
-def _rankgpt() -> type[BaseRanker]:
-    from hoprank.rankers.rankgpt import RankGPT
-
-    return RankGPT
-
-
-def _first() -> type[BaseRanker]:
-    from hoprank.rankers.first import FIRST
-
-    return FIRST
-
-
-def _setwise() -> type[BaseRanker]:
-    from hoprank.rankers.setwise import Setwise
-
-    return Setwise
-
-
-def _pointwise() -> type[BaseRanker]:
-    from hoprank.rankers.pointwise import PointwiseLLM
-
-    return PointwiseLLM
+def discover_specs(path: Iterable[str], package: str) -> dict[str, RankerSpec]:
+    """Import every module of ``package`` found on ``path`` and collect the
+    :class:`RankerSpec` entries of their ``RANKER_SPECS``, by name, sorted by
+    ``(order, name)``. :class:`ConfigError` when two specs share a name or alias, or a
+    module declares something that is not a spec."""
+    specs: list[RankerSpec] = []
+    owner: dict[str, str] = {}  # name or alias -> the module that declared it
+    for info in sorted(pkgutil.iter_modules(list(path)), key=lambda m: m.name):
+        module_name = f"{package}.{info.name}"
+        module = importlib.import_module(module_name)
+        for spec in vars(module).get(SPECS_NAME, ()):
+            if not isinstance(spec, RankerSpec):
+                raise ConfigError(f"{module_name}.{SPECS_NAME} holds {spec!r}, not a RankerSpec")
+            if any(spec is seen for seen in specs):  # re-exported by another module
+                continue
+            for key in (spec.name, *spec.aliases):
+                if key in owner:
+                    raise ConfigError(
+                        f"duplicate ranker name {key!r}: declared by {owner[key]} and {module_name}"
+                    )
+                owner[key] = module_name
+            specs.append(spec)
+    return {s.name: s for s in sorted(specs, key=lambda s: (s.order, s.name))}
 
 
-def _icr() -> type[BaseRanker]:
-    from hoprank.rankers.icr import ICRRanker
+class _Registry(Mapping[str, RankerSpec]):
+    """Every ranker by name, in the order the docs list them; discovered on first use."""
 
-    return ICRRanker
+    def __init__(self) -> None:
+        self._specs: dict[str, RankerSpec] | None = None
+
+    def _load(self) -> dict[str, RankerSpec]:
+        if self._specs is None:
+            import hoprank.rankers as package
+
+            self._specs = discover_specs(package.__path__, package.__name__)
+        return self._specs
+
+    def refresh(self) -> None:
+        """Forget the discovered specs; the next use looks again."""
+        self._specs = None
+
+    def __getitem__(self, name: str) -> RankerSpec:
+        return self._load()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return f"REGISTRY({list(self)})"
 
 
-def _cross_encoder() -> type[BaseRanker]:
-    from hoprank.rankers.baselines import CrossEncoderRanker
-
-    return CrossEncoderRanker
-
-
-REGISTRY: dict[str, RankerSpec] = {
-    s.name: s
-    for s in (
-        RankerSpec("identity", "the first-stage order (no model)", _identity, needs_engine=False),
-        RankerSpec("rankgpt", "sliding-window permutation generation", _rankgpt, default_prompt="rankgpt"),
-        RankerSpec("first", "sliding-window single-token label logits", _first, default_prompt="first"),
-        RankerSpec(
-            "setwise",
-            "setwise heapsort / bubble sort over label logits",
-            _setwise,
-            default_prompt="setwise",
-            served=False,
-        ),
-        RankerSpec("pointwise", "yes/no log-probability per passage", _pointwise, default_prompt="pointwise"),
-        RankerSpec("icr", "in-context reranking from attention", _icr, default_prompt="icr"),
-        RankerSpec(
-            "cross-encoder",
-            "a sentence-transformers cross-encoder (model=...)",
-            _cross_encoder,
-            needs_engine=False,
-            aliases=("crossencoder",),
-            served=False,
-        ),
-    )
-}
-"""Every ranker by name, in the order the docs list them."""
+REGISTRY = _Registry()
+"""Every ranker by name, in the order the docs list them (a read-only mapping)."""
 
 
 def ranker_names() -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from pydantic import model_validator
 
 from hoprank.errors import ConfigError
 from hoprank.llm.base import LLM
-from hoprank.rankers.base import RankerOutput
+from hoprank.rankers.base import RankerOutput, RankerSpec
 from hoprank.rankers.config import WindowedConfig
 from hoprank.rankers.first import FIRST, FIRSTConfig
 from hoprank.rankers.window import WindowSpan
@@ -173,3 +173,16 @@ class _Run:
                     break
                 end = start + 1
         return arr[:k]
+
+
+#: what the registry lists (hoprank.rankers.registry finds it)
+RANKER_SPECS = (
+    RankerSpec(
+        "setwise",
+        "setwise heapsort / bubble sort over label logits",
+        lambda: Setwise,
+        default_prompt="setwise",
+        served=False,
+        order=40,
+    ),
+)
