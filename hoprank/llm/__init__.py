@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from hoprank.errors import InvalidInput
+from hoprank.errors import ConfigError, InvalidInput
 from hoprank.llm.base import (
     LLM,
     AttentionEngine,
@@ -35,6 +35,7 @@ from hoprank.llm.base import (
 if TYPE_CHECKING:
     from hoprank.llm.batching import BatchingEngine, MicroBatcher
     from hoprank.llm.hf_tokenizer import HFTokenizer
+    from hoprank.llm.lora import AdapterInfo, model_sha256, read_adapter_info, save_adapter, split_adapter
     from hoprank.llm.packs import DEFAULT_MODEL, PackInfo, ResolvedModel, gguf_path, list_packs, pull, resolve
     from hoprank.llm.scripted import ScriptedEngine
     from hoprank.llm.transformers_engine import TransformersEngine
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL",
     "LLM",
+    "AdapterInfo",
     "AttentionEngine",
     "AttentionRows",
     "BatchingEngine",
@@ -64,8 +66,12 @@ __all__ = [
     "gguf_path",
     "list_packs",
     "load_engine",
+    "model_sha256",
     "pull",
+    "read_adapter_info",
     "resolve",
+    "save_adapter",
+    "split_adapter",
 ]
 
 _LAZY: dict[str, str] = {
@@ -83,6 +89,11 @@ _LAZY: dict[str, str] = {
     "list_packs": "hoprank.llm.packs",
     "pull": "hoprank.llm.packs",
     "resolve": "hoprank.llm.packs",
+    "AdapterInfo": "hoprank.llm.lora",
+    "model_sha256": "hoprank.llm.lora",
+    "read_adapter_info": "hoprank.llm.lora",
+    "save_adapter": "hoprank.llm.lora",
+    "split_adapter": "hoprank.llm.lora",
 }
 
 
@@ -106,14 +117,22 @@ def load_engine(spec: str, **kwargs: Any) -> LLM:
       optionally prefixed ``"transformers:"`` → :class:`TransformersEngine`;
     - ``"openai:<model>"`` → ``OpenAIEngine(model=<model>, **kwargs)`` (``base_url``,
       ``api_key``... go in ``kwargs``);
-    - ``"vllm:<pack-or-path>"`` → ``VLLMEngine(model=<pack-or-path>, **kwargs)``.
+    - ``"vllm:<pack-or-path>"`` → ``VLLMEngine(model=<pack-or-path>, **kwargs)``;
+    - ``"<local model>+<adapter>.safetensors"`` → the transformers engine with that LoRA
+      adapter merged (``adapter=`` keyword; :mod:`hoprank.llm.lora`).
     """
+    from hoprank.llm.lora import split_adapter
     from hoprank.llm.spec import split_spec
 
     spec = spec.strip()
     backend, rest = split_spec(spec)
+    rest, adapter = split_adapter(rest)
     if not rest:
         raise InvalidInput(f"engine spec {spec!r} names no model")
+    if adapter is not None:
+        if backend != "transformers":
+            raise ConfigError(f"engine spec {spec!r}: LoRA adapters apply to local transformers models only")
+        kwargs = {**kwargs, "adapter": adapter}
     if backend == "openai":
         engine: LLM = importlib.import_module("hoprank.llm.openai_engine").OpenAIEngine(model=rest, **kwargs)
     elif backend == "vllm":

@@ -20,6 +20,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -95,6 +96,11 @@ class TransformersEngine(SyncFacade):
     leaves the logits unchanged (:mod:`hoprank.llm._buckets`) and costs its arithmetic
     (up to 2x tokens with ``"pow2"``). Not yet timed on a GPU. ``None`` (default): no padding.
 
+    ``adapter`` (a ``.safetensors`` file of ``hoprank train first``; also
+    ``load_engine("<model>+<file>.safetensors")``) merges a LoRA adapter into the weights
+    at load: :mod:`hoprank.llm.lora` (a base of another sha256 raises
+    :class:`~hoprank.errors.AdapterMismatch`; ``name`` and ``describe()`` then name it).
+
     Candidates for :meth:`next_token_logprobs` must each encode to exactly one token on
     their own (``"A"``, ``" Yes"``...); anything else raises :class:`InvalidInput` naming
     the candidate, because a multi-token string has no single next-token probability.
@@ -113,9 +119,14 @@ class TransformersEngine(SyncFacade):
         fp32_head: bool = True,
         sdpa_backends: Sequence[str] | None = None,
         length_buckets: str | Sequence[int] | None = None,
+        adapter: str | os.PathLike[str] | None = None,
     ) -> None:
         backends = _sdpa_backends(sdpa_backends)  # a typo fails before the model loads
         buckets = _length_buckets(length_buckets)
+        if adapter is not None:  # and so does an adapter made for another base
+            from hoprank.llm.lora import check_adapter, model_sha256
+
+            check_adapter(adapter, model_sha256(resolve(model)))
         on_torch_worker(
             self._load,
             model,
@@ -127,6 +138,10 @@ class TransformersEngine(SyncFacade):
             max_context,
             fp32_head,
         )
+        #: the merged LoRA adapter's identity (``AdapterInfo.describe()``), or None
+        self.adapter: dict[str, Any] | None = None
+        if adapter is not None:
+            on_torch_worker(self._merge_adapter, adapter)
         self.sdpa_backends: tuple[Any, ...] | None = backends
         self.length_buckets: LengthBuckets | None = buckets
 
@@ -198,6 +213,13 @@ class TransformersEngine(SyncFacade):
         self.model.to(self.device)
         self.model.eval()
 
+    def _merge_adapter(self, adapter: str | os.PathLike[str]) -> None:
+        """Merge a LoRA adapter into the weights (:mod:`hoprank.llm.lora`) and name it."""
+        from hoprank.llm.lora import merge_adapter, model_sha256
+
+        info = merge_adapter(self.model, adapter, base_sha256=model_sha256(self.resolved))
+        self.adapter, self.name = info.describe(), info.engine_name(self.name)
+
     def _setup_decoding(self, fp32_head: bool) -> None:
         """The output head (float32 where asked), end-of-turn and pad ids, the call lock."""
         import torch
@@ -257,6 +279,7 @@ class TransformersEngine(SyncFacade):
             "context_window": self.context_window,
             "transformers_version": self._transformers_version,
             "torch_version": self._torch_version,
+            **({"adapter": self.adapter} if self.adapter is not None else {}),
         }
 
     def render(self, messages: Sequence[Message], prefill: str = "") -> str:
