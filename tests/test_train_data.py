@@ -252,3 +252,11 @@ def test_run_folders_tell_a_retrained_student_from_the_last_one() -> None:
     assert model_sha256(base) == "b" * 64
     one, two = (dict(base, adapter={"sha256": c * 64}) for c in "cd")
     assert model_sha256(one) != model_sha256(two) and model_sha256(one) == "b" * 64 + "+" + "c" * 64
+
+
+def test_train_config_reads_cli_style_targets() -> None:
+    from hoprank.train import FirstTrainConfig
+
+    assert FirstTrainConfig(targets="q_proj, v_proj").targets == ("q_proj", "v_proj")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        FirstTrainConfig(window=30)

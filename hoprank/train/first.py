@@ -24,6 +24,7 @@ training ends. Load the student with ``load_engine("<base>+<adapter>.safetensors
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import random
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hoprank.errors import ConfigError, MissingExtra
 from hoprank.llm import LLM, AdapterInfo, HFTokenizer, model_sha256, save_adapter
@@ -71,6 +72,12 @@ class FirstTrainConfig(ComponentConfig):
     max_passage_tokens: int = Field(default=100, ge=1)
     #: further FIRST parameters (``label_tokens``, ``prompt``, ``neutralize``...)
     first_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _split_targets(cls, v: Any) -> Any:
+        """``"q_proj,v_proj"`` (a CLI value) is ``("q_proj", "v_proj")``."""
+        return tuple(t.strip() for t in v.split(",") if t.strip()) if isinstance(v, str) else v
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,8 @@ class _Trainer:
     optimizer: Any = None
     names: list[str] = field(default_factory=list)
     grad_flags: dict[str, bool] = field(default_factory=dict)
+    base_sha256: str = ""
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def setup(self) -> None:
         try:
@@ -147,14 +156,19 @@ class _Trainer:
             from peft.tuners.lora import LoraLayer
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise MissingExtra("local", e.name) from e
-        cfg = self.config
+        cfg, model = self.config, self.engine.model
         torch.manual_seed(cfg.seed)
-        self.grad_flags = {n: p.requires_grad for n, p in self.engine.model.named_parameters()}
+        self.base_sha256 = model_sha256(self.engine.resolved)
+        self.grad_flags = {n: p.requires_grad for n, p in model.named_parameters()}
+        if "logits_to_keep" in inspect.signature(model.forward).parameters:
+            self.forward_kwargs = {"logits_to_keep": 1}  # no logits for the prompt's other positions
         lora = LoraConfig(
             r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.targets)
         )
-        self.peft_model = get_peft_model(self.engine.model, lora)
-        model = self.engine.model  # peft injected the LoRA layers into it, in place
+        try:
+            self.peft_model = get_peft_model(model, lora)  # injects the LoRA layers into model, in place
+        except ValueError as e:  # e.g. no module matches the targets
+            raise ConfigError(f"LoRA on {self.engine.name}: {e}") from e
         model.train()
         self.names = [n for n, m in model.named_modules() if isinstance(m, LoraLayer)]
         params = [p for p in model.parameters() if p.requires_grad]
@@ -169,7 +183,7 @@ class _Trainer:
         dev = self.engine.device
         with torch.enable_grad():
             ids = torch.tensor([enc.ids], device=dev)
-            out = self.engine.model(input_ids=ids, use_cache=False, logits_to_keep=1)
+            out = self.engine.model(input_ids=ids, use_cache=False, **self.forward_kwargs)
             scores = out.logits[0, -1, enc.labels].float()
             teacher = torch.tensor(enc.teacher, device=dev, dtype=torch.float32)
             if self.config.loss == "listnet":
@@ -201,7 +215,7 @@ class _Trainer:
             out,
             tensors,
             base_model=self.engine.name,
-            base_sha256=model_sha256(self.engine.resolved),
+            base_sha256=self.base_sha256,
             r=cfg.r,
             alpha=cfg.alpha,
             targets=cfg.targets,
