@@ -7,6 +7,7 @@ swallowed and never returned as results.
 from __future__ import annotations
 
 __all__ = [
+    "AdapterMismatch",
     "BudgetExhausted",
     "CapabilityMissing",
     "ConfigError",
@@ -35,6 +36,16 @@ class InvalidInput(HoprankError, ValueError):
 
 class ConfigError(HoprankError, ValueError):
     """A configuration value is wrong or inconsistent."""
+
+
+class AdapterMismatch(ConfigError):
+    """A LoRA adapter was trained on another base model (its recorded sha256 differs from
+    the model's) or does not fit the model's layers."""
+
+    def __init__(self, message: str, *, expected: str | None = None, actual: str | None = None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.actual = actual
 
 
 class EngineError(HoprankError):

@@ -25,7 +25,7 @@ floor units
 3     llm, prompts
 4     tools
 5     rankers
-6     agents
+6     agents, train (LoRA distillation; neither imports the other)
 7     evals
 8     adapters
 9     server
@@ -57,6 +57,7 @@ FLOORS: dict[str, int] = {
     "tools": 4,
     "rankers": 5,
     "agents": 6,
+    "train": 6,
     "evals": 7,
     "adapters": 8,
     "server": 9,

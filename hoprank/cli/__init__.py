@@ -31,6 +31,7 @@ _COMMAND_MODULES: list[str] = [
     "prompts",
     "heads",
     "data",
+    "train",
 ]
 
 for _mod in _COMMAND_MODULES:

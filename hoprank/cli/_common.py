@@ -130,7 +130,12 @@ def check_model(spec: EngineSpec) -> None:
 
     if not spec.model:
         return
+    from hoprank.llm import read_adapter_info, split_adapter
+
     backend, name = split_spec(spec.model)
+    name, adapter = split_adapter(name)
+    if adapter is not None:
+        read_adapter_info(adapter)  # ConfigError (exit 2) for a missing or foreign file
     if backend != "transformers":
         return
     from hoprank.llm.models.packs import PACKS

@@ -36,12 +36,16 @@ OUTPUTS = (
 
 
 def model_sha256(desc: dict[str, Any] | None) -> str | None:
-    """The weights' sha256 an engine description reports (under any of its usual keys)."""
+    """The weights' sha256 an engine description reports (under any of its usual keys),
+    with ``+<adapter sha256>`` for a merged LoRA adapter (a retrained student is another
+    model)."""
     if not desc:
         return None
+    adapter = desc.get("adapter")
+    extra = f"+{adapter['sha256']}" if isinstance(adapter, dict) and adapter.get("sha256") else ""
     for k in ("sha256", "gguf_sha256", "model_sha256"):
         if desc.get(k):
-            return str(desc[k])
+            return str(desc[k]) + extra
     return None
 
 

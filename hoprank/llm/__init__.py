@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from hoprank.errors import InvalidInput
+from hoprank.errors import ConfigError, InvalidInput
 from hoprank.llm.base import (
     LLM,
     AttentionEngine,
@@ -40,6 +40,13 @@ if TYPE_CHECKING:
     from hoprank.llm.engines.cached import CachedEngine
     from hoprank.llm.engines.scripted import ScriptedEngine
     from hoprank.llm.engines.transformers_engine import TransformersEngine
+    from hoprank.llm.models.lora import (
+        AdapterInfo,
+        model_sha256,
+        read_adapter_info,
+        save_adapter,
+        split_adapter,
+    )
     from hoprank.llm.models.packs import (
         DEFAULT_MODEL,
         PackInfo,
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MODEL",
     "LLM",
+    "AdapterInfo",
     "AttentionEngine",
     "AttentionRows",
     "BatchingEngine",
@@ -77,8 +85,12 @@ __all__ = [
     "gguf_path",
     "list_packs",
     "load_engine",
+    "model_sha256",
     "pull",
+    "read_adapter_info",
     "resolve",
+    "save_adapter",
+    "split_adapter",
 ]
 
 _LAZY: dict[str, str] = {
@@ -97,6 +109,11 @@ _LAZY: dict[str, str] = {
     "list_packs": "hoprank.llm.models.packs",
     "pull": "hoprank.llm.models.packs",
     "resolve": "hoprank.llm.models.packs",
+    "AdapterInfo": "hoprank.llm.models.lora",
+    "model_sha256": "hoprank.llm.models.lora",
+    "read_adapter_info": "hoprank.llm.models.lora",
+    "save_adapter": "hoprank.llm.models.lora",
+    "split_adapter": "hoprank.llm.models.lora",
 }
 
 
@@ -120,14 +137,22 @@ def load_engine(spec: str, **kwargs: Any) -> LLM:
       optionally prefixed ``"transformers:"`` → :class:`TransformersEngine`;
     - ``"openai:<model>"`` → ``OpenAIEngine(model=<model>, **kwargs)`` (``base_url``,
       ``api_key``... go in ``kwargs``);
-    - ``"vllm:<pack-or-path>"`` → ``VLLMEngine(model=<pack-or-path>, **kwargs)``.
+    - ``"vllm:<pack-or-path>"`` → ``VLLMEngine(model=<pack-or-path>, **kwargs)``;
+    - ``"<local model>+<adapter>.safetensors"`` → the transformers engine with that LoRA
+      adapter merged (``adapter=`` keyword; :mod:`hoprank.llm.models.lora`).
     """
+    from hoprank.llm.models.lora import split_adapter
     from hoprank.llm.spec import split_spec
 
     spec = spec.strip()
     backend, rest = split_spec(spec)
+    rest, adapter = split_adapter(rest)
     if not rest:
         raise InvalidInput(f"engine spec {spec!r} names no model")
+    if adapter is not None:
+        if backend != "transformers":
+            raise ConfigError(f"engine spec {spec!r}: LoRA adapters apply to local transformers models only")
+        kwargs = {**kwargs, "adapter": adapter}
     if backend == "openai":
         engine: LLM = importlib.import_module("hoprank.llm.engines.openai_engine").OpenAIEngine(
             model=rest, **kwargs

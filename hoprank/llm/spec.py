@@ -108,19 +108,27 @@ class EngineSpec:
         is not yet, never loaded). For manifests of runs whose engines live elsewhere."""
         if not self.model:
             raise ConfigError("no model configured")
+        from hoprank.llm.models.lora import read_adapter_info, split_adapter
+
         backend, model = split_spec(self.model)
+        model, adapter = split_adapter(model)
         if backend != "transformers":
             return {"engine": backend, "model": model}
         from hoprank.llm.models.packs import resolve
 
         r = resolve(model)
-        return {
+        out: dict[str, Any] = {
             "engine": "transformers",
             "model": r.name,
             "path": str(r.path),
             "source": r.source,
             "gguf_sha256": r.gguf_sha256,
         }
+        adapter = adapter or self.options.get("adapter")
+        if adapter:  # what the loaded engine's describe() says of it (checked when it loads)
+            info = read_adapter_info(adapter)
+            out.update(model=info.engine_name(r.name), adapter=info.describe())
+        return out
 
     def load(self) -> LLM:
         """Build the engine (blocking: a local model loads here)."""

@@ -208,6 +208,16 @@ class FIRST(ListwiseRanker):
         """``"merged"`` or ``"prefill"``: the label form this ranker scores."""
         return "merged" if self.alphabet is not None else "prefill"
 
+    def window_request(self, query: str, docs: Sequence[Document]) -> LogprobRequest:
+        """The request this ranker scores for ``docs`` shown in this order (one rotation,
+        no calibration twin): prompt, label candidates and prefill exactly as
+        :meth:`_rank_window` sends them. A distilled student (``hoprank train first``)
+        trains on these."""
+        labels = self.labels_for(len(docs))
+        candidates = [self.candidate_prefix + lab for lab in labels]
+        requests, _ = self._window_requests(query, list(docs), labels, candidates, [list(range(len(docs)))])
+        return requests[0]
+
     async def _score(self, requests: list[LogprobRequest]) -> list[TokenLogprobs]:
         if len(requests) == 1:
             r = requests[0]

@@ -104,6 +104,9 @@ def engine_identity(engine: Any) -> tuple[str, str]:
     name = str(info.get("model") or engine.name)
     if not sha:
         sha = f"unverified:{name}:{info.get('path', '')}"
+    adapter = info.get("adapter")
+    if isinstance(adapter, dict) and adapter.get("sha256"):  # a LoRA student is not its base
+        sha = f"{sha}+{adapter['sha256']}"
     return name, str(sha)
 
 

@@ -22,6 +22,7 @@ import functools
 import inspect
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -69,7 +70,7 @@ class TransformersEngineConfig(EngineConfig):
     ``dtype`` (``"auto"``, ``"bf16"``, ``"fp32"``..., or a ``torch.dtype``); ``device``
     (``"auto"``, ``"cpu"``, ``"cuda"``...); ``attn_implementation``; ``max_batch_size``
     prompts per logit forward; ``threads`` (torch's CPU threads, process-wide);
-    ``max_context`` tokens; ``fp32_head``; ``sdpa_backends``; ``length_buckets`` (see
+    ``max_context`` tokens; ``fp32_head``; ``sdpa_backends``; ``length_buckets``; ``adapter`` (see
     :class:`TransformersEngine`).
     """
 
@@ -84,6 +85,7 @@ class TransformersEngineConfig(EngineConfig):
     fp32_head: bool = True
     sdpa_backends: str | Sequence[str] | None = None
     length_buckets: str | Sequence[int] | None = None
+    adapter: str | os.PathLike[str] | None = None
 
     def check(self) -> None:
         if self.max_batch_size < 1:
@@ -114,6 +116,11 @@ class TransformersEngine(LocalEngine):
     leaves the logits unchanged (:mod:`hoprank.llm.runtime._buckets`) and costs its arithmetic
     (up to 2x tokens with ``"pow2"``). Not yet timed on a GPU. ``None`` (default): no padding.
 
+    ``adapter`` (a ``.safetensors`` file of ``hoprank train first``; also
+    ``load_engine("<model>+<file>.safetensors")``) merges a LoRA adapter into the weights
+    at load: :mod:`hoprank.llm.models.lora` (a base of another sha256 raises
+    :class:`~hoprank.errors.AdapterMismatch`; ``name`` and ``describe()`` then name it).
+
     Candidates for :meth:`next_token_logprobs` must each encode to exactly one token on
     their own (``"A"``, ``" Yes"``...); anything else raises :class:`InvalidInput` naming
     the candidate, because a multi-token string has no single next-token probability.
@@ -137,7 +144,15 @@ class TransformersEngine(LocalEngine):
         self.worker: TorchWorker = worker if worker is not None else default_worker()
         self.sdpa_backends: tuple[Any, ...] | None = _sdpa_backends(cfg.sdpa_backends)  # a typo fails
         self.length_buckets: LengthBuckets | None = _length_buckets(cfg.length_buckets)  # before loading
+        if cfg.adapter is not None:  # and so does an adapter made for another base
+            from hoprank.llm.models.lora import check_adapter, model_sha256
+
+            check_adapter(cfg.adapter, model_sha256(resolve(model)))
+        #: the merged LoRA adapter's identity (``AdapterInfo.describe()``), or None
+        self.adapter: dict[str, Any] | None = None
         self.worker.call(self._load, model, cfg)
+        if cfg.adapter is not None:
+            self.worker.call(self._merge_adapter, cfg.adapter)
 
     def _load(self, model: str, cfg: TransformersEngineConfig) -> None:
         try:
@@ -183,6 +198,13 @@ class TransformersEngine(LocalEngine):
         )
         self.model.to(self.device)
         self.model.eval()
+
+    def _merge_adapter(self, adapter: str | os.PathLike[str]) -> None:
+        """Merge a LoRA adapter into the weights (:mod:`hoprank.llm.models.lora`) and name it."""
+        from hoprank.llm.models.lora import merge_adapter, model_sha256
+
+        info = merge_adapter(self.model, adapter, base_sha256=model_sha256(self.resolved))
+        self.adapter, self.name = info.describe(), info.engine_name(self.name)
 
     def _setup_decoding(self, fp32_head: bool) -> None:
         """The output head (float32 where asked), end-of-turn and pad ids, the call lock."""
@@ -243,6 +265,7 @@ class TransformersEngine(LocalEngine):
             "context_window": self.context_window,
             "transformers_version": self._transformers_version,
             "torch_version": self._torch_version,
+            **({"adapter": self.adapter} if self.adapter is not None else {}),
         }
 
     # ------------------------------------------------------------------ forward
