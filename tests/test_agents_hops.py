@@ -12,6 +12,7 @@ from agents_fakes import FakeRetriever
 from hoprank.agents import Answerer, Decomposer, DecomposeRetrieveRerank, PipelineResult
 from hoprank.agents.hops import (
     RESTATE_JACCARD,
+    clean_sub_questions,
     has_references,
     references,
     restates,
@@ -83,6 +84,22 @@ def test_references_and_substitution() -> None:
     assert substitute("Were #1 and [#2] born in #3?", {1: "Nolan", 2: "Herbert"}, 3) == (
         "Were Nolan and Herbert born in #3?"
     )
+
+
+def test_dropping_and_inserting_sub_questions_renumbers_references() -> None:
+    # the model wrote the question first: "#2" meant "Who wrote the novel Dune?"
+    kept, dropped = clean_sub_questions(
+        [DUNE, HOP1, "Which university did #2 attend?", "When was #3 founded?"], DUNE
+    )
+    assert kept == [HOP1, HOP2, HOP3] and dropped == [DUNE]
+    # a repeat maps to its first place; an added bridge question shifts everything by one
+    kept, _ = clean_sub_questions(
+        [HOP1, HOP1.lower(), "Which university did #2 attend?"], DUNE, first="Who is X?"
+    )
+    assert kept == ["Who is X?", HOP1, "Which university did #2 attend?"]
+    # a reference to a dropped restatement keeps its text
+    kept, _ = clean_sub_questions([DUNE, "Who founded #1?"], DUNE)
+    assert kept == [f"Who founded {DUNE.rstrip('?')}?"]
 
 
 def test_rule_split_patterns() -> None:
@@ -160,6 +177,10 @@ async def test_decomposer_drops_a_restatement_next_to_real_sub_questions_without
     d = await Decomposer(eng).adecompose(Q)
     assert d.sub_questions == ["Who portrayed Corliss Archer?"] and d.restated == 1
     assert not d.reasked and not d.fallback and len(eng.calls) == 1
+    # in a chain, the references after the dropped question are renumbered
+    eng2 = ScriptedEngine([chain(DUNE, HOP1, "Which university did #2 attend?")])
+    d2 = await Decomposer(eng2, prompt="decompose-chain").adecompose(DUNE)
+    assert d2.sub_questions == [HOP1, HOP2] and d2.trace[0].output["restated"] == [DUNE]
 
 
 # -- the chain bridge -----------------------------------------------------------------

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from hoprank._sync import run_sync
 from hoprank.agents._common import gather_bounded, llm_step, norm_query, resolve_prompt, unique
 from hoprank.agents._json import parse_model
-from hoprank.agents.hops import restates, rule_split
+from hoprank.agents.hops import clean_sub_questions, restates, rule_split
 from hoprank.errors import InvalidInput, ParseError
 from hoprank.llm.base import LLM, Completion, Message
 from hoprank.prompts.registry import PromptLike, prompt_param
@@ -266,16 +266,16 @@ class Decomposer:
                 if not found:
                     raise first from None
                 salvaged = True
-        subs = unique(found)
         added = None
         if find_first and self.bridge_question:
             added = _bridge_question(
-                find_first, subs, str(prompt_param(self.prompt, "bridge_question", "decompose@1"))
+                find_first, unique(found), str(prompt_param(self.prompt, "bridge_question", "decompose@1"))
             )
-            if added:
-                subs.insert(0, added)
-        dropped = [sq for sq in subs if restates(sq, question)]
-        subs = [sq for sq in subs if not restates(sq, question)][: self.max_sub_questions]
+        if added and restates(added, question):
+            added = None
+        # repeats and restatements out, the bridge question in front, #k renumbered
+        subs, dropped = clean_sub_questions(found, question, first=added)
+        subs = subs[: self.max_sub_questions]
         step.output = {
             "sub_questions": subs,
             "find_first": find_first,

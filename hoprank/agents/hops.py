@@ -21,6 +21,7 @@ from hoprank.agents._common import norm_query, unique
 
 __all__ = [
     "RESTATE_JACCARD",
+    "clean_sub_questions",
     "has_references",
     "references",
     "restates",
@@ -94,6 +95,42 @@ def substitute(text: str, fill: Mapping[int, str], position: int | None = None) 
             last = m.end()
     parts.append(text[last:])
     return " ".join("".join(parts).split())
+
+
+def clean_sub_questions(
+    items: Sequence[str], question: str, *, first: str | None = None
+) -> tuple[list[str], list[str]]:
+    """``items`` (a model's sub-questions) with repeats and restatements of ``question``
+    removed, ``first`` (an added bridge sub-question) put in front, and every reference
+    renumbered to the new places: ``(kept, dropped_restatements)``. A reference to a
+    dropped restatement becomes that sub-question's text (the answer it stood for)."""
+    texts = [" ".join(t.split()) for t in items]
+    offset = 1 if first else 0
+    new_place: dict[int, int] = {}
+    seen: dict[str, int] = {}
+    kept: list[int] = []
+    dropped: list[str] = []
+    gone: set[str] = set()
+    for i, text in enumerate(texts, 1):
+        key = norm_query(text)
+        if not key or key in gone:
+            continue
+        if key in seen:
+            new_place[i] = seen[key]
+        elif restates(text, question):
+            dropped.append(text)
+            gone.add(key)
+        else:
+            kept.append(i)
+            seen[key] = new_place[i] = len(kept) + offset
+    out = [first] if first else []
+    for i in kept:
+        fill = {
+            k: f"#{new_place[k]}" if k in new_place else texts[k - 1].rstrip("?")
+            for k in references(texts[i - 1], i)
+        }
+        out.append(substitute(texts[i - 1], fill, i) if fill else texts[i - 1])
+    return out, dropped
 
 
 def _ask(template: str, entity: str) -> str:
