@@ -42,7 +42,10 @@ __all__ = ["DecomposeRetrieveRerank", "PipelineConfig", "PipelineResult"]
 
 class PipelineResult(BaseModel):
     """Evidence for one question. ``ranked`` is the whole ordering (reranked pool, then
-    the rest of the fused list); ``evidence`` its top ``top_k``."""
+    the rest of the fused list); ``evidence`` its top ``top_k``. ``hops`` are the chain
+    bridge's hops (query and answer of each; empty otherwise); ``counters`` sums up the
+    decomposer's re-asks and fallbacks (:attr:`Decomposition.counters`) and, with the
+    chain bridge, its hops (:attr:`hoprank.agents.bridge.Chain.counters`)."""
 
     question: str
     sub_questions: list[str] = Field(default_factory=list)
