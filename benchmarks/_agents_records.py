@@ -6,6 +6,7 @@ New runs write run folders instead (``hoprank eval --task qa``)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import statistics
@@ -18,6 +19,44 @@ from hoprank.evals.dataset import iter_jsonl
 from hoprank.evals.metrics import exact_match, f1_score
 
 log = logging.getLogger("agents_hotpotqa")
+
+
+class Sink:
+    """Appends each question's records to ``PREFIX.jsonl`` as soon as they exist (a killed
+    run loses at most the question in flight); with ``resume`` the records already there
+    are kept and their questions skipped (a torn last line is dropped)."""
+
+    def __init__(self, prefix: str | None, *, resume: bool) -> None:
+        self.path = Path(prefix).with_suffix(".jsonl") if prefix else None
+        self.done: list[dict[str, Any]] = []
+        if self.path is not None and resume and self.path.is_file():
+            self.done = [r for _, r in read_records(self.path)]
+        self.qids = {r["qid"] for r in self.done}
+        self._f: Any = None
+
+    def __enter__(self) -> Sink:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = self.path.open("w", encoding="utf-8")
+            for r in self.done:  # rewrite without a torn tail
+                self._f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            self._f.flush()
+        return self
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if self._f is not None:
+            for r in rows:
+                self._f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            self._f.flush()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._f is not None:
+            self._f.close()
+
+
+def read_jsonl(path: Path, limit: int | None) -> list[dict[str, Any]]:
+    """The first ``limit`` objects of a dataset JSONL file (errors name file and line)."""
+    return [obj for _, obj in itertools.islice(iter_jsonl(path), limit)]
 
 
 def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

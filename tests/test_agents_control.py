@@ -97,10 +97,15 @@ async def test_pipeline_bridge_stage() -> None:
     assert next(s for s in res2.trace if s.kind == "bridge").fallback
     # no sub-question besides the original: no bridge call at all
     eng3 = ScriptedEngine([])
+    q3 = "Shirley Temple protocol"  # no rule split applies to it either
     pipe3 = DecomposeRetrieveRerank(
-        FakeRetriever(), decomposer=Decomposer(ScriptedEngine([dec_out(Q)])), bridge_answerer=Answerer(eng3)
+        FakeRetriever(),
+        decomposer=Decomposer(ScriptedEngine([dec_out(q3 + "?"), dec_out(q3)])),
+        bridge_answerer=Answerer(eng3),
     )
-    assert (await pipe3.arun(Q)).bridge is None and eng3.calls == []
+    res3 = await pipe3.arun(q3)
+    assert res3.bridge is None and eng3.calls == [] and res3.queries == [q3]
+    assert res3.counters["reask_restated"] == 1 and res3.counters["fallback_none"] == 1
 
 
 async def test_pipeline_minimal_and_empty_retrieval() -> None:
@@ -114,10 +119,14 @@ async def test_pipeline_minimal_and_empty_retrieval() -> None:
 
 
 async def test_pipeline_with_rewriter_and_fallback_decomposer() -> None:
-    eng = ScriptedEngine(["garbage", "garbage", '"Shirley Temple", "Corliss Archer radio"]}'])
+    rw1, rw2 = '"Shirley Temple", "Corliss Archer radio"]}', '"Kiss and Tell actress"]}'
+    eng = ScriptedEngine(["garbage", "garbage", rw1, rw2])
     pipe = DecomposeRetrieveRerank(FakeRetriever(), decomposer=Decomposer(eng), rewriter=Rewriter(eng, n=2))
     res = await pipe.arun(Q)
-    assert res.fallback and res.queries == [Q, "Shirley Temple", "Corliss Archer radio"]
+    split = "Who or what is the woman who portrayed Corliss Archer in the film Kiss and Tell?"
+    assert res.fallback and res.sub_questions == [split]  # the rule split, never the question
+    assert res.queries == [Q, "Shirley Temple", "Corliss Archer radio", split, "Kiss and Tell actress"]
+    assert res.counters["fallback_rule_split"] == 1
     assert any(s.fallback for s in res.trace)
 
 

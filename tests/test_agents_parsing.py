@@ -112,15 +112,32 @@ async def test_decomposer_reasks_once_with_the_error() -> None:
     assert dec.usage.llm_calls == 2
 
 
-async def test_decomposer_falls_back_to_the_question() -> None:
+async def test_decomposer_falls_back_to_a_rule_split_never_the_question() -> None:
     eng = ScriptedEngine(["no idea", "still no idea"])
     dec = await Decomposer(eng).adecompose(Q)
-    assert dec.fallback and dec.sub_questions == [Q] and dec.queries == [Q]
+    split = "Who or what is the woman who portrayed Corliss Archer in the film Kiss and Tell?"
+    assert dec.fallback and dec.fallback_to == "rule_split" and dec.sub_questions == [split]
+    assert dec.queries == [Q, split] and dec.reask_reason == "parse"
     assert dec.trace[-1].fallback and dec.trace[-1].error
+    assert dec.trace[-1].output["fallback_to"] == "rule_split"
     assert len(eng.calls) == 2
+    assert dec.counters == {
+        "restated": 0,
+        "reask_parse": 1,
+        "reask_restated": 0,
+        "fallback_rule_split": 1,
+        "fallback_none": 0,
+    }
     eng2 = ScriptedEngine(["no idea"])
     dec2 = await Decomposer(eng2, reask=False).adecompose(Q)
-    assert dec2.fallback and len(eng2.calls) == 1
+    assert dec2.fallback and len(eng2.calls) == 1 and not dec2.reasked
+    # no rule applies: no sub-questions at all, the question alone is searched
+    dec3 = await Decomposer(ScriptedEngine(["no", "no"])).adecompose("Shirley Temple protocol")
+    assert (
+        dec3.fallback_to == "none"
+        and dec3.sub_questions == []
+        and dec3.queries == ["Shirley Temple protocol"]
+    )
 
 
 async def test_decomposer_caps_and_dedupes_and_propagates_engine_errors() -> None:
@@ -243,12 +260,14 @@ async def test_decomposer_turns_find_first_into_the_bridge_sub_question() -> Non
     # What Qwen2.5-Coder-0.5B wrote for HotpotQA's first question: it names the hidden
     # entity, then copies the whole question as the only sub-question.
     ff = "the woman who portrayed Corliss Archer in the film Kiss and Tell"
-    eng = ScriptedEngine([dec_out(Q, find_first=ff)] * 2)
+    eng = ScriptedEngine([dec_out(Q, find_first=ff)] * 3)
     dec = await Decomposer(eng).adecompose(Q)
-    assert dec.sub_questions == [f"Who or what is {ff}?", Q] and dec.n_new == 1
+    # the copied question is dropped; the bridge sub-question is enough, so no re-ask
+    assert dec.sub_questions == [f"Who or what is {ff}?"] and dec.n_new == 1
     assert dec.trace[0].output["added_bridge_question"] == f"Who or what is {ff}?"
+    assert dec.restated == 1 and dec.trace[0].output["restated"] == [Q] and not dec.reasked
     plain = await Decomposer(eng, bridge_question=False).adecompose(Q)
-    assert plain.sub_questions == [Q]
+    assert Q not in plain.sub_questions and plain.reask_reason == "restated" and plain.restated == 2
     # not added when a sub-question already asks about it
     eng2 = ScriptedEngine([dec_out(f"Who is {ff}?", "What position did she hold?", find_first=ff)])
     dec2 = await Decomposer(eng2).adecompose(Q)

@@ -73,6 +73,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "question": "In which year was the director of Inception born?",
         "max_sub_questions": 3,
     },
+    "decompose-chain": {
+        "question": "In which year was the director of Inception born?",
+        "max_sub_questions": 3,
+    },
     "rewrite-keywords": {"query": "In which year was the director of Inception born?"},
     "rewrite-hyde": {"query": "In which year was the director of Inception born?"},
     "rewrite-multi-query": {"query": "director of Inception birth year", "n": 3},

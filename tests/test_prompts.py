@@ -256,6 +256,7 @@ OUTPUTS = {
     "rankgpt": ("[2] > [3] > [1]", "The most relevant passage is [2]."),
     "rankgpt-short": ("[2] > [1]", "2, 1, 3 because"),
     "decompose": ('{"find_first": "x", "sub_questions": ["a?", "b?"]}', "1. a?\n2. b?"),
+    "decompose-chain": ('{"sub_questions": ["Who wrote Dune?", "Where was #1 born?"]}', "1. a?\n2. b?"),
     "rewrite-multi-query": ('{"queries": ["a", "b", "c"]}', "- a\n- b"),
     "rewrite-keywords": ("Inception director birth year", "Keywords:\nInception\ndirector"),
     "rewrite-hyde": ("Christopher Nolan, born in 1970, directed Inception.", "   "),

@@ -34,7 +34,8 @@ def _reply(messages: Sequence[dict[str, str]], fail_on: str | None = None) -> st
         raise EngineError("scripted failure")
     if "sub-questions" in system:
         q = user.rsplit("Question:", 1)[-1].strip().rstrip("?")
-        return dec_out(f"Who is meant in: {q}?", f"What is asked in: {q}?", find_first="")
+        w = q.split()  # two sub-questions that do not restate the question (hops.restates)
+        return dec_out(f"Who is {' '.join(w[:4])}?", f"What is {' '.join(w[-4:])}?", find_first="")
     if "shortest possible answer" in system:
         return "Chief of Protocol [hpdev-00001]"
     return json.dumps({"notes": "", "action": "answer", "answer": "Chief of Protocol", "citations": []})[

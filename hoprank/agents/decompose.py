@@ -2,9 +2,14 @@
 
 The model answers with JSON (``{"sub_questions": [...]}``), validated with pydantic.
 Malformed output is repaired (code fences, surrounding prose, trailing commas, a bare
-array, a plain numbered list); if that fails the model is asked again once with the
-error; if that fails too, the result falls back to the original question and the trace
-says so (``fallback=True``). Engine errors are never swallowed.
+array, a plain numbered list). A sub-question that restates the original question (the
+rule of :func:`hoprank.agents.hops.restates`: equal after normalisation, or token-set
+Jaccard >= 0.9) is dropped. When the output cannot be parsed, or every sub-question was
+a restatement, the model is asked again once (with the parse error, or with the
+stricter ``restated`` instruction); if that fails too, the result falls back to the
+sub-questions of :func:`~hoprank.agents.hops.rule_split`, or to none, and the trace
+says so (``fallback=True``, ``fallback_to``). The original question is never returned
+as a sub-question. Engine errors are never swallowed.
 """
 
 from __future__ import annotations
@@ -12,13 +17,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from hoprank._sync import run_sync
 from hoprank.agents._common import gather_bounded, llm_step, norm_query, resolve_prompt, unique
 from hoprank.agents._json import parse_model, with_alias
+from hoprank.agents.hops import clean_sub_questions, restates, rule_split
 from hoprank.errors import InvalidInput, ParseError
 from hoprank.llm.base import LLM, Completion, Message
 from hoprank.prompts.registry import PromptLike, prompt_param
@@ -144,16 +150,42 @@ class SubQuestions(BaseModel):
         return cleaned
 
 
+ReaskReason = Literal["parse", "restated"]
+FallbackTo = Literal["rule_split", "none"]
+
+
 class Decomposition(BaseModel):
-    """A question and its sub-questions. ``fallback`` is True when the model's output
-    could not be used and the original question stands in for the sub-questions."""
+    """A question and its sub-questions (never the question itself).
+
+    ``restated`` counts the sub-questions dropped as restatements of the question (all
+    calls together); ``reask_reason`` says why the model was asked a second time
+    (``reasked``); ``fallback`` is True when no reply could be used, and ``fallback_to``
+    says what stands in: the :func:`~hoprank.agents.hops.rule_split` sub-questions or
+    none (the question alone is then searched). :attr:`counters` sums them up.
+    """
 
     question: str
     sub_questions: list[str]
     fallback: bool = False
     reasked: bool = False
+    restated: int = 0
+    reask_reason: ReaskReason | None = None
+    fallback_to: FallbackTo | None = None
     usage: Usage = Field(default_factory=Usage)
     trace: list[Step] = Field(default_factory=list)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Events of this decomposition as 0/1 flags and counts, ready to be summed over
+        a run: ``restated`` (sub-questions dropped), ``reask_parse``,
+        ``reask_restated``, ``fallback_rule_split``, ``fallback_none``."""
+        return {
+            "restated": self.restated,
+            "reask_parse": int(self.reask_reason == "parse"),
+            "reask_restated": int(self.reask_reason == "restated"),
+            "fallback_rule_split": int(self.fallback_to == "rule_split"),
+            "fallback_none": int(self.fallback_to == "none"),
+        }
 
     @property
     def queries(self) -> list[str]:
@@ -171,8 +203,11 @@ class Decomposer:
     """Splits a question into sub-questions with any engine (only ``generate`` is used).
 
     ``prompt`` is a name, path, mapping or :class:`PromptTemplate` with variables
-    ``question`` and ``max_sub_questions`` (default ``decompose``). ``reask`` allows one
-    more call with the parse error when the output cannot be repaired. With
+    ``question`` and ``max_sub_questions`` (default ``decompose``; ``decompose-chain``
+    asks for chained sub-questions with ``#k`` references). ``reask`` allows one more
+    call when the output cannot be repaired (with the parse error) or only restated the
+    question (with ``params.restated``); a template with ``params.references: true``
+    gets its rule-split fallback chained too. With
     ``bridge_question``, a ``find_first`` entity that no sub-question asks about becomes
     the first sub-question (``params.bridge_question``, "Who or what is {entity}?" in
     ``decompose@1``): small models name the hidden bridge entity reliably but often copy
@@ -202,7 +237,9 @@ class Decomposer:
         self.bridge_question = bridge_question
         self.concurrency = concurrency
 
-    def _parse(self, text: str, continuation: str, step: Step) -> list[str]:
+    def _parse(self, text: str, continuation: str, step: Step, question: str) -> list[str]:
+        """The usable sub-questions of a reply (restatements of ``question`` dropped and
+        listed in ``step.output["restated"]``); raises :class:`ParseError`."""
         try:
             json.loads(text)
             repaired = False
@@ -226,14 +263,15 @@ class Decomposer:
                 if not found:
                     raise first from None
                 salvaged = True
-        subs = unique(found)
         added = None
         if find_first and self.bridge_question:
             added = _bridge_question(
-                find_first, subs, str(prompt_param(self.prompt, "bridge_question", "decompose@1"))
+                find_first, unique(found), str(prompt_param(self.prompt, "bridge_question", "decompose@1"))
             )
-            if added:
-                subs.insert(0, added)
+        if added and restates(added, question):
+            added = None
+        # repeats and restatements out, the bridge question in front, #k renumbered
+        subs, dropped = clean_sub_questions(found, question, first=added)
         subs = subs[: self.max_sub_questions]
         step.output = {
             "sub_questions": subs,
@@ -241,6 +279,7 @@ class Decomposer:
             "added_bridge_question": added,
             "repaired": repaired,
             "salvaged": salvaged,
+            "restated": dropped,
         }
         return subs
 
@@ -251,22 +290,51 @@ class Decomposer:
         question = question.strip()
         variables = {"question": question, "max_sub_questions": self.max_sub_questions}
         text, step, comp = await self._call(variables, "decompose")
-        try:
-            subs = self._parse(text, comp.text, step)
-            return Decomposition(question=question, sub_questions=subs, usage=step.usage, trace=[step])
-        except ParseError as e:
-            step.error = error = str(e)
+        subs, reason, detail = self._attempt(text, comp.text, step, question)
+        if reason is None:
+            return self._result(question, subs, [step])
         if not self.reask:
-            return self._fallback(question, [step], reasked=False)
-        step2, subs2 = await self._reask(variables, text, error)
-        if subs2 is None:
-            return self._fallback(question, [step, step2], reasked=True)
+            return self._fallback(question, [step], reask_reason=None)
+        text2, step2, comp2 = await self._reask(variables, text, reason, detail)
+        subs2, reason2, _ = self._attempt(text2, comp2.text, step2, question)
+        if reason2 is not None:
+            return self._fallback(question, [step, step2], reask_reason=reason)
+        return self._result(question, subs2, [step, step2], reask_reason=reason)
+
+    def _attempt(
+        self, text: str, continuation: str, step: Step, question: str
+    ) -> tuple[list[str], ReaskReason | None, str]:
+        """Parse one reply: its sub-questions, and why it cannot be used (``parse``:
+        the error is in ``step.error``; ``restated``: every sub-question restated the
+        question) or None, with the detail to show the model."""
+        try:
+            subs = self._parse(text, continuation, step, question)
+        except ParseError as e:
+            step.error = str(e)
+            return [], "parse", str(e)
+        if not subs and step.output["restated"]:
+            step.error = "every sub-question restates the original question"
+            return [], "restated", step.error
+        return subs, None, ""
+
+    @staticmethod
+    def _restated(trace: list[Step]) -> int:
+        return sum(len(s.output.get("restated", ())) for s in trace)
+
+    def _result(
+        self, question: str, subs: list[str], trace: list[Step], *, reask_reason: ReaskReason | None = None
+    ) -> Decomposition:
+        usage = Usage()
+        for s in trace:
+            usage = usage + s.usage
         return Decomposition(
             question=question,
-            sub_questions=subs2,
-            reasked=True,
-            usage=step.usage + step2.usage,
-            trace=[step, step2],
+            sub_questions=subs,
+            reasked=reask_reason is not None,
+            reask_reason=reask_reason,
+            restated=self._restated(trace),
+            usage=usage,
+            trace=trace,
         )
 
     async def _call(
@@ -282,40 +350,38 @@ class Decomposer:
             **kwargs,
         )
 
-    async def _reask(self, variables: dict[str, Any], text: str, error: str) -> tuple[Step, list[str] | None]:
-        """Show the model its unparsable answer and the error; its step and the
-        sub-questions (None when the second answer does not parse either)."""
-        repair = str(prompt_param(self.prompt, "repair", "decompose@1"))
+    async def _reask(
+        self, variables: dict[str, Any], text: str, reason: ReaskReason, detail: str
+    ) -> tuple[str, Step, Completion]:
+        """Show the model its unusable answer and what was wrong with it: the parse
+        error (``params.repair``) or, when it only restated the question, the stricter
+        ``params.restated`` instruction (``{question}`` filled in)."""
+        if reason == "parse":
+            message = str(prompt_param(self.prompt, "repair", "decompose@1")).replace("{error}", detail)
+        else:
+            message = str(prompt_param(self.prompt, "restated", "decompose-chain@1"))
+            message = message.replace("{question}", str(variables["question"]))
         extra: list[Message] = [
             {"role": "assistant", "content": text},
-            {"role": "user", "content": repair.replace("{error}", error)},
+            {"role": "user", "content": message},
         ]
-        text2, step2, comp2 = await self._call(
-            variables, "decompose.reask", trace_input={**variables, "error": error}, extra_messages=extra
-        )
-        try:
-            return step2, self._parse(text2, comp2.text, step2)
-        except ParseError as e:
-            step2.error = str(e)
-            return step2, None
+        trace_input = {**variables, "reason": reason, "error": detail}
+        return await self._call(variables, "decompose.reask", trace_input=trace_input, extra_messages=extra)
 
-    @staticmethod
-    def _fallback(question: str, trace: list[Step], *, reasked: bool) -> Decomposition:
-        """The original question as the only sub-question, marked on the last step."""
+    def _fallback(
+        self, question: str, trace: list[Step], *, reask_reason: ReaskReason | None
+    ) -> Decomposition:
+        """No usable reply: the :func:`rule_split` sub-questions, or none; marked on the
+        last step (``fallback``, ``output["fallback_to"]``)."""
+        template = str(prompt_param(self.prompt, "bridge_question", "decompose@1"))
+        chained = bool(self.prompt.params.get("references", False))
+        subs = rule_split(question, template=template, chained=chained, limit=self.max_sub_questions)
+        to: FallbackTo = "rule_split" if subs else "none"
         last = trace[-1]
         last.fallback = True
-        last.output = {"sub_questions": [question], "fallback_to": "original question"}
-        usage = Usage()
-        for s in trace:
-            usage = usage + s.usage
-        return Decomposition(
-            question=question,
-            sub_questions=[question],
-            fallback=True,
-            reasked=reasked,
-            usage=usage,
-            trace=trace,
-        )
+        last.output = {**last.output, "sub_questions": subs, "fallback_to": to}
+        result = self._result(question, subs, trace, reask_reason=reask_reason)
+        return result.model_copy(update={"fallback": True, "fallback_to": to})
 
     async def adecompose_many(self, questions: Sequence[str]) -> list[Decomposition]:
         """Decompose several questions, at most ``concurrency`` at a time, in order."""

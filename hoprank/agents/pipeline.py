@@ -8,7 +8,10 @@ The optional bridge stage serves two-hop "bridge" questions, whose second paragr
 is about an entity the question never names ("the woman who portrayed Corliss
 Archer"): the first sub-question is answered in a few words from its own top
 passages, and the original question and the later sub-questions are searched again
-with that answer appended.
+with that answer appended. With ``bridge="chain"`` the stage bridges hop by hop instead
+(:mod:`hoprank.agents.bridge`): chained sub-questions ("Which university did #1
+attend?") get the earlier hops' answers substituted, each hop is searched and, when a
+later hop needs it, answered; ``PipelineResult.hops`` holds every hop's query and answer.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from hoprank._sync import run_sync
 from hoprank.agents._common import check_documents, gather_bounded, norm_query, unique
 from hoprank.agents.answer import Answerer
+from hoprank.agents.bridge import Hop, run_chain
 from hoprank.agents.decompose import Decomposer
+from hoprank.agents.hops import references
 from hoprank.agents.rewrite import Rewriter
 from hoprank.errors import InvalidInput
 from hoprank.llm.base import LLM
@@ -38,15 +43,20 @@ __all__ = ["DecomposeRetrieveRerank", "PipelineConfig", "PipelineResult"]
 
 class PipelineResult(BaseModel):
     """Evidence for one question. ``ranked`` is the whole ordering (reranked pool, then
-    the rest of the fused list); ``evidence`` its top ``top_k``."""
+    the rest of the fused list); ``evidence`` its top ``top_k``. ``hops`` are the chain
+    bridge's hops (query and answer of each; empty otherwise); ``counters`` sums up the
+    decomposer's re-asks and fallbacks (:attr:`Decomposition.counters`) and, with the
+    chain bridge, its hops (:attr:`hoprank.agents.bridge.Chain.counters`)."""
 
     question: str
     sub_questions: list[str] = Field(default_factory=list)
     queries: list[str] = Field(default_factory=list)
     bridge: str | None = None
+    hops: list[Hop] = Field(default_factory=list)
     evidence: list[Document] = Field(default_factory=list)
     ranked: list[Document] = Field(default_factory=list)
     fallback: bool = False
+    counters: dict[str, int] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
     trace: list[Step] = Field(default_factory=list)
 
@@ -62,6 +72,7 @@ class _Queries:
     queries: list[str]
     sub_questions: list[str] = field(default_factory=list)
     fallback: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
     trace: list[Step] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
 
@@ -76,6 +87,9 @@ class _Bridge:
     queries: list[str] = field(default_factory=list)
     lists: list[list[Document]] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    main: list[str] = field(default_factory=list)
+    hops: list[Hop] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
     trace: list[Step] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
 
@@ -90,6 +104,7 @@ class PipelineConfig(ComponentConfig):
     original_weight: float = 1.0
     include_original: bool = True
     bridge_k: int = 3
+    bridge: Literal["one_hop", "chain"] = "one_hop"
     concurrency: int = 4
 
 
@@ -104,7 +119,8 @@ class DecomposeRetrieveRerank:
     of the lists of the original question and its bridge form; 1 for the others) set
     the fusion. ``bridge_answerer`` (an :class:`Answerer`, usually ``mode="short"``)
     enables the bridge stage, answering the first sub-question from its top
-    ``bridge_k`` passages. The numeric parameters come as keywords or as one
+    ``bridge_k`` passages; ``bridge="chain"`` bridges every hop instead (see the module
+    docstring). The numeric parameters come as keywords or as one
     :class:`PipelineConfig` (``config=``).
     """
 
@@ -137,6 +153,7 @@ class DecomposeRetrieveRerank:
         self.include_original = cfg.include_original
         self.bridge_answerer = bridge_answerer
         self.bridge_k = cfg.bridge_k
+        self.chain = cfg.bridge == "chain" and bridge_answerer is not None
         self.concurrency = cfg.concurrency
 
     async def _retrieve(self, query: str) -> tuple[list[Document], Step]:
@@ -161,13 +178,15 @@ class DecomposeRetrieveRerank:
         trace.extend(steps)
         main_keys = {norm_query(question)}
         bridge = None
+        counters, hops = dict(plan.counters), []
         if self.bridge_answerer is not None:
-            br = await self._bridge(self.bridge_answerer, question, plan.sub_questions, queries, lists)
+            stage = self._chain if self.chain else self._bridge
+            br = await stage(self.bridge_answerer, question, plan.sub_questions, queries, lists)
             trace.extend(br.trace)
             usage = usage + br.usage
-            bridge = br.answer
-            if bridge is not None:
-                main_keys.add(norm_query(f"{question} {bridge}"))
+            bridge, hops = br.answer, br.hops
+            counters.update(br.counters)
+            main_keys.update(norm_query(q) for q in br.main)
             extra_lists, extra_steps = await self._retrieve_all(br.extra)
             trace.extend(extra_steps)
             queries = [*queries, *br.queries, *br.extra]
@@ -183,9 +202,11 @@ class DecomposeRetrieveRerank:
             sub_questions=plan.sub_questions,
             queries=queries,
             bridge=bridge,
+            hops=hops,
             evidence=ranked[: self.top_k],
             ranked=ranked,
             fallback=plan.fallback,
+            counters=counters,
             usage=usage,
             trace=trace,
         )
@@ -197,8 +218,10 @@ class DecomposeRetrieveRerank:
             dec = await self.decomposer.adecompose(question)
             out.trace.extend(dec.trace)
             out.usage = out.usage + dec.usage
-            out.sub_questions, out.fallback = dec.sub_questions, dec.fallback
-            out.queries = dec.queries if self.include_original else unique(dec.sub_questions) or [question]
+            out.sub_questions, out.fallback, out.counters = dec.sub_questions, dec.fallback, dec.counters
+            # the chain searches a sub-question with references once they are filled in
+            subs = [s for i, s in enumerate(dec.sub_questions, 1) if not (self.chain and references(s, i))]
+            out.queries = unique([question, *subs]) if self.include_original else unique(subs) or [question]
         if self.rewriter is not None:
             rewrites = await gather_bounded(
                 (self.rewriter.arewrite(q) for q in out.queries), self.rewriter.concurrency
@@ -285,6 +308,7 @@ class DecomposeRetrieveRerank:
             return out
         have = set(keys)
         out.answer = answer
+        out.main = [f"{question} {answer}"]
         out.extra = [
             q
             for q in unique([f"{question} {answer}", *(f"{s} {answer}" for s in subs[1:])])
@@ -293,6 +317,37 @@ class DecomposeRetrieveRerank:
         step.output = {"answer": answer, "queries": out.extra}
         out.trace.append(step)
         return out
+
+    async def _chain(
+        self,
+        answerer: Answerer,
+        question: str,
+        sub_questions: list[str],
+        queries: list[str],
+        lists: list[list[Document]],
+    ) -> _Bridge:
+        """The chain bridge (:func:`run_chain`) over the sub-questions, reusing the lists
+        already searched; its searches join the fusion."""
+        known = {norm_query(q): docs for q, docs in zip(queries, lists, strict=True)}
+        ch = await run_chain(
+            question,
+            sub_questions,
+            answerer=answerer,
+            retrieve=self._retrieve,
+            known=known,
+            bridge_k=self.bridge_k,
+        )
+        first = ch.hops[0].answer if ch.hops else None
+        return _Bridge(
+            answer=first,
+            queries=ch.queries,
+            lists=ch.lists,
+            main=[ch.main] if ch.main else [],
+            hops=ch.hops,
+            counters=ch.counters,
+            trace=ch.trace,
+            usage=ch.usage,
+        )
 
     async def arun_many(self, questions: Sequence[str], *, concurrency: int = 1) -> list[PipelineResult]:
         """Run several questions, at most ``concurrency`` at a time, in order.
