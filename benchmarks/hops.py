@@ -150,9 +150,10 @@ async def run(args: argparse.Namespace, engine: Any, sink: Sink) -> list[dict[st
                 **extra,
             }
         rec["decompositions"] = {
-            p: _decomposition_record(d.cache[q["text"]])
+            # the pipeline strips the question before decomposing it
+            p: _decomposition_record(d.cache[q["text"].strip()])
             for p, d in decomposers.items()
-            if q["text"] in d.cache
+            if q["text"].strip() in d.cache
         }
         records.append(rec)
         sink.write([rec])

@@ -105,10 +105,9 @@ def clean_sub_questions(
     renumbered to the new places: ``(kept, dropped_restatements)``. A reference to a
     dropped restatement becomes that sub-question's text (the answer it stood for)."""
     texts = [" ".join(t.split()) for t in items]
-    offset = 1 if first else 0
+    out = [first] if first else []
     new_place: dict[int, int] = {}
     seen: dict[str, int] = {}
-    kept: list[int] = []
     dropped: list[str] = []
     gone: set[str] = set()
     for i, text in enumerate(texts, 1):
@@ -117,19 +116,18 @@ def clean_sub_questions(
             continue
         if key in seen:
             new_place[i] = seen[key]
-        elif restates(text, question):
+            continue
+        fill = {
+            k: f"#{new_place[k]}" if k in new_place else texts[k - 1].rstrip("?") for k in references(text, i)
+        }
+        filled = substitute(text, fill, i) if fill else text
+        # filling in a dropped restatement can make a restatement too
+        if restates(text, question) or restates(filled, question):
             dropped.append(text)
             gone.add(key)
-        else:
-            kept.append(i)
-            seen[key] = new_place[i] = len(kept) + offset
-    out = [first] if first else []
-    for i in kept:
-        fill = {
-            k: f"#{new_place[k]}" if k in new_place else texts[k - 1].rstrip("?")
-            for k in references(texts[i - 1], i)
-        }
-        out.append(substitute(texts[i - 1], fill, i) if fill else texts[i - 1])
+            continue
+        out.append(filled)
+        seen[key] = new_place[i] = len(out)
     return out, dropped
 
 
