@@ -176,3 +176,31 @@ def test_an_unnamed_missing_dependency_is_exit_2_too() -> None:
     assert exit_code(ModuleNotFoundError("No module named 'x'", name="x")) == EXIT_USAGE
     assert exit_code(MissingExtra("local", "torch")) == EXIT_USAGE
     assert exit_code(EngineError("boom")) == exit_code(RuntimeError("bug")) == EXIT_RUNTIME
+
+
+def test_bm25s_debug_lines_only_with_verbose(tmp_path: Path) -> None:
+    """``--first-stage retriever:bm25``: bm25s sets its logger to DEBUG; ``setup_logging``
+    keeps its warnings only unless ``--verbose`` (for ``--task rank`` and ``--task qa``)."""
+    import logging
+    import os
+
+    from hoprank.cli._common import setup_logging
+
+    bm25s = logging.getLogger("bm25s")
+    debug = logging.LogRecord("bm25s", logging.DEBUG, __file__, 1, "Building index", None, None)
+    try:
+        setup_logging(False)
+        assert not bm25s.filter(debug)
+        setup_logging(True)
+        assert bm25s.filter(debug)
+    finally:
+        setup_logging(False)
+    args = ["eval", "-d", "sample-dl19", "-r", "identity", "--first-stage", "retriever:bm25", "--depth", "5"]
+    args += ["--limit", "1", "--no-cache", "--out", str(tmp_path / "run"), "--json"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hoprank", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "DEBUG" not in proc.stderr and "Building index" not in proc.stderr, proc.stderr
+    assert json.loads(proc.stdout)["n_queries"] == 1

@@ -147,6 +147,10 @@ def test_cli_eval_and_compare(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["n_queries"] == 3 and out["metrics"] == out["first_stage"]
+    assert out["cached_queries"] == 0 and out["skipped_unjudged"] == 0
+    events = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]  # progress: stderr
+    assert events[0]["event"] == "started" and events[0]["total"] == 3
+    assert [(e["event"], e["done"]) for e in events[1:]] == [("query", 1), ("query", 2), ("query", 3)]
     r = runner.invoke(
         app,
         [

@@ -354,3 +354,68 @@ def test_icr_manifest_records_its_prompt_and_resume_notices_an_edit(
     mine.write_text(mine.read_text().replace("Here are some paragraphs:", "Here are some passages:"))
     with pytest.raises(ConfigError, match="prompt"):
         run_experiment(own, out, engine=smollm2_engine, cache=False, progress=False, plots=False)
+
+
+def test_cached_queries_are_flagged(tmp_path: Path) -> None:
+    """A run replayed from the LLM cache says so per query, in metrics.json and report.md,
+    does not present its seconds as measured, and ``compare`` flags it."""
+    from hoprank.evals import compare
+
+    cfg = ExperimentConfig(dataset="sample-dl19", ranker="rankgpt", depth=6, ranker_params={"window": 3})
+    kw: dict[str, Any] = {"cache": tmp_path / "cache", "progress": False, "plots": False}
+    run_experiment(cfg, tmp_path / "a", engine=ScriptedEngine(_rankgpt_script), **kw)
+    run_experiment(cfg, tmp_path / "b", engine=ScriptedEngine(_rankgpt_script), **kw)
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert a["usage"]["cached_queries"] == 0 and a["latency"]["measured_queries"] == 3
+    assert b["usage"]["cached_queries"] == 3 and b["latency"]["measured_queries"] == 0
+    assert b["latency"]["measured_mean_s"] is None
+    assert all(c["cached"] for c in b["per_query_cost"].values())
+    recs = _lines(tmp_path / "b" / "results.jsonl")
+    assert all(r["cached"] and r["cache"]["misses"] == 0 and r["cache"]["hits"] > 0 for r in recs)
+    assert not any(r["cached"] for r in _lines(tmp_path / "a" / "results.jsonl"))
+    report_a, report_b = ((tmp_path / d / "report.md").read_text() for d in "ab")
+    assert "LLM cache" not in report_a and "seconds / query (mean) |" in report_a
+    assert "3 of 3 queries were replayed" in report_b and "seconds / query (mean) |" not in report_b
+    comp = compare([tmp_path / "a", tmp_path / "b"], metrics=["ndcg@10"], n_resamples=100)
+    assert [r.cached_queries for r in comp.runs] == [0, 3]
+    assert any("replayed from the LLM cache" in n for n in comp.notes)
+    assert not comp.runs[0].s_per_query_cell().endswith("†") and comp.runs[1].s_per_query_cell().endswith("†")
+    assert "†: some queries were replayed" in comp.to_markdown()
+
+
+def test_limit_takes_the_first_judged_queries(tmp_path: Path) -> None:
+    """``limit`` passes over queries without qrels and says how many it skipped."""
+    import shutil
+
+    from hoprank.evals import sample_path
+
+    data = tmp_path / "dl"
+    shutil.copytree(sample_path("sample-dl19"), data)
+    qrels = data / "qrels.tsv"
+    qrels.write_text("".join(x for x in qrels.open() if not x.startswith("130510\t")))
+    cfg = ExperimentConfig(dataset=str(data), ranker="identity", depth=5, limit=2)
+    res = run_experiment(cfg, tmp_path / "run", cache=False, progress=False, plots=False)
+    assert list(res.per_query) == ["405717", "1115776"]
+    assert res.manifest["queries"]["skipped_unjudged"] == 1
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["skipped_unjudged"] == 1 and m["n_judged"] == 2
+    assert "--limit skipped 1 without qrels" in (tmp_path / "run" / "report.md").read_text()
+    # without a limit every query with candidates stays (unjudged ones too), nothing skipped
+    full = run_experiment(cfg.model_copy(update={"limit": None}), tmp_path / "all", cache=False, plots=False)
+    assert len(full.per_query) == 3 and full.manifest["queries"]["skipped_unjudged"] == 0
+
+
+def test_on_event_reports_start_and_each_query(tmp_path: Path) -> None:
+    events: list[dict[str, Any]] = []
+    cfg = ExperimentConfig(dataset="sample-dl19", ranker="identity", depth=5, limit=2)
+    run_experiment(cfg, tmp_path / "run", cache=False, progress=False, plots=False, on_event=events.append)
+    assert events[0] == {
+        "event": "started",
+        "run_dir": str(tmp_path / "run"),
+        "label": cfg.label,
+        "total": 2,
+        "done": 0,
+    }
+    assert [(e["event"], e["done"], e["total"]) for e in events[1:]] == [("query", 1, 2), ("query", 2, 2)]
+    assert {e["qid"] for e in events[1:]} == {"130510", "405717"}

@@ -249,10 +249,21 @@ def progress_display(enabled: bool, *, bar: bool = False) -> Any:
     )
 
 
+def _warnings_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
 def setup_logging(verbose: bool) -> None:
-    """INFO logs on stderr with ``--verbose``, warnings only without."""
+    """INFO logs on stderr with ``--verbose``, warnings only without. bm25s sets its own
+    logger to DEBUG when imported (``--first-stage retriever:bm25``, the QA systems'
+    BM25): without ``--verbose`` it keeps its warnings only too."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    bm25s = logging.getLogger("bm25s")
+    if verbose:
+        bm25s.removeFilter(_warnings_only)
+    else:
+        bm25s.addFilter(_warnings_only)  # idempotent: a filter is added once

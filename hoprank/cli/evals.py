@@ -72,7 +72,10 @@ class ExperimentOptions(OptionGroup):
         typer.Option("--first-stage", help="Run name in the dataset, TREC run file, or retriever:bm25."),
     ] = None
     depth: Annotated[int, typer.Option("--depth", min=1, help="Candidates per query to rerank.")] = 100
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N queries.")] = None
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Only the first N judged queries (those with qrels)."),
+    ] = None
     prompt: Annotated[
         str | None, typer.Option("--prompt", help="Prompt name, name@version or YAML path.")
     ] = None
@@ -185,7 +188,12 @@ def eval_cmd(
     *,
     experiment: ExperimentOptions,
     run: RunFolderOptions,
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the metrics as JSON (stdout); progress as JSON lines on stderr "
+        '({"event": "started"|"query", ...}).',
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar (on a terminal)."),
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
@@ -201,12 +209,20 @@ def eval_cmd(
             cache=run.cache_arg(),
             progress=progress and not as_json and sys.stderr.isatty(),
             overwrite=run.overwrite,
+            on_event=_print_event if as_json else None,
         )
     except HoprankError as e:
         raise fail(e) from e
     except Exception as e:  # a ValueError is pydantic's validation of the config: bad input
         raise fail(InvalidInput(str(e)) if isinstance(e, ValueError) else e) from e
     _print_json(result) if as_json else _print_run(result)
+
+
+def _print_event(event: dict[str, Any]) -> None:
+    """One JSON line on stderr per event of a ``--json`` run (started, each finished query):
+    stdout keeps only the final summary."""
+    sys.stderr.write(json.dumps(event) + "\n")
+    sys.stderr.flush()
 
 
 def _print_json(result: Any) -> None:
@@ -220,6 +236,8 @@ def _print_json(result: Any) -> None:
     m = json.loads((result.run_dir / "metrics.json").read_text(encoding="utf-8"))
     summary["relevance_level"] = m.get("relevance_level")
     summary["relevance_source"] = m.get("relevance_source")
+    summary["cached_queries"] = m["usage"].get("cached_queries", 0)
+    summary["skipped_unjudged"] = m.get("skipped_unjudged", 0)
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -240,13 +258,24 @@ def _print_run(result: Any) -> None:
         d = "" if a is None or b is None else f"{a - b:+.4f}"
         table.add_row(metric, "" if b is None else f"{b:.4f}", "" if a is None else f"{a:.4f}", d)
     lat, use = m["latency"], m["usage"]
-    from hoprank.evals.report import conventions_line
+    from hoprank.evals.report import cache_note, conventions_line
 
+    n_cached = use.get("cached_queries", 0)
+    measured = lat.get("measured_mean_s")
+    if not n_cached:
+        secs = f"{lat['mean_s']:.2f} s/query"
+    elif measured is None:
+        secs = f"s/query not measured ({n_cached} cached queries)"
+    else:
+        secs = f"{measured:.2f} s/query (measured on {lat['measured_queries']} uncached queries)"
     table.caption = (
-        f"{conventions_line(m)} · {lat['mean_s']:.2f} s/query · {use['tokens_per_query']:.0f} tokens/query · "
+        f"{conventions_line(m)} · {secs} · {use['tokens_per_query']:.0f} tokens/query · "
         f"{use['llm_calls']} LLM calls · {use['fallbacks']} fallbacks · resumed {result.resumed} · {result.run_dir}"
     )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if n_cached:
+        console.print(f"[yellow]note:[/yellow] {cache_note(m)}")
 
 
 def compare_cmd(
@@ -292,9 +321,13 @@ def compare_cmd(
     for mc in comp.metrics:
         cells = [mc.cell(lab, mark=_colored_star) for lab in labels]
         table.add_row(mc.metric, str(mc.n), *cells)
-    table.add_row("s/query", "", *[f"{r.latency_mean_s:.3f}" for r in comp.runs])
+    table.add_row("s/query", "", *[r.s_per_query_cell() for r in comp.runs])
     table.add_row("tokens/query", "", *[f"{r.tokens_per_query:.0f}" for r in comp.runs])
     table.caption = "Δ vs baseline, paired permutation p-value, wins/losses/ties; * p < 0.05"
+    if any(r.cached_queries for r in comp.runs):
+        from hoprank.evals.compare import CACHED_LEGEND, CACHED_MARK
+
+        table.caption += f"; {CACHED_MARK} {CACHED_LEGEND}"
     console.print(table)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -218,10 +217,6 @@ def _options(
     )
 
 
-def _warnings_only(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING
-
-
 def with_qa_task(
     rank_cmd: Callable[..., None], *, cache_arg: Callable[[Any, bool], Path | bool]
 ) -> Callable[..., None]:
@@ -238,9 +233,7 @@ def with_qa_task(
             rank_cmd(*args, **kwargs)
             return
         verbose = bool(kwargs.get("verbose"))
-        setup_logging(verbose)
-        if not verbose:  # bm25s sets its own logger to DEBUG when imported: keep its warnings only
-            logging.getLogger("bm25s").addFilter(_warnings_only)
+        setup_logging(verbose)  # bm25s: warnings only without --verbose
         try:
             if task is not Task.qa:
                 raise InvalidInput("--system needs --task qa")

@@ -33,6 +33,7 @@ __all__ = [
     "build_items",
     "build_ranker",
     "environment",
+    "limit_judged",
     "load_config_dataset",
     "prompt_info",
 ]
@@ -81,10 +82,29 @@ def build_retriever(name: str, docs: list[Document]) -> Any:
     raise ConfigError(f"unknown first-stage retriever {name!r}; use retriever:bm25 or retriever:dense")
 
 
+def _judged(ds: Dataset, qid: str) -> bool:
+    """Whether a query has judgments to score it by: qrels, or supporting documents."""
+    return bool(ds.qrels.get(qid)) or bool(ds.queries[qid].supporting)
+
+
+def limit_judged(ds: Dataset, qids: list[str], limit: int | None) -> tuple[list[str], int]:
+    """The first ``limit`` *judged* queries of ``qids`` (all of them without a limit) and how
+    many unjudged ones were passed over to get them. A dataset with no judged query among
+    ``qids`` keeps its first ``limit`` queries."""
+    if limit is None:
+        return qids, 0
+    judged = [q for q in qids if _judged(ds, q)]
+    if not judged:
+        return qids[:limit], 0
+    picked = judged[:limit]
+    return picked, qids.index(picked[-1]) + 1 - len(picked)
+
+
 def build_items(
     config: ExperimentConfig, ds: Dataset, *, retriever: Any | None = None
-) -> tuple[list[Item], Run]:
-    """The selected queries with their first-stage candidates, and the first-stage run."""
+) -> tuple[list[Item], Run, int]:
+    """The selected queries with their first-stage candidates, the first-stage run and how
+    many unjudged queries ``config.limit`` passed over (it takes the first N judged ones)."""
     if config.queries is not None:
         unknown = [q for q in config.queries if q not in ds.queries]
         if unknown:
@@ -96,14 +116,15 @@ def build_items(
     if not is_retriever:
         run = _first_stage_run(config, ds, qids, None)
         qids = [q for q in qids if q in run]
-    if config.limit is not None:
-        qids = qids[: config.limit]
+    qids, skipped = limit_judged(ds, qids, config.limit)
+    if skipped:
+        logger.info("--limit %d: skipped %d queries without qrels", config.limit, skipped)
     if is_retriever:
         run = _first_stage_run(config, ds, qids, retriever)
     if not qids:
         raise DatasetError(f"no queries of dataset {ds.name!r} have first-stage candidates")
     items = [(q, ds.queries[q].text, ds.candidates(q, run, config.depth)) for q in qids]
-    return items, {q: run[q][: config.depth] for q in qids}
+    return items, {q: run[q][: config.depth] for q in qids}, skipped
 
 
 def build_engine(config: ExperimentConfig, cache_dir: str | os.PathLike[str] | None) -> LLM | None:

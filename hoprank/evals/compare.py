@@ -31,7 +31,19 @@ from pydantic import BaseModel, Field
 from hoprank.errors import ConfigError
 from hoprank.evals.metrics import canonical_metrics
 
-__all__ = ["Comparison", "MetricComparison", "RunSummary", "compare", "paired_tests", "params_label"]
+__all__ = [
+    "CACHED_MARK",
+    "Comparison",
+    "MetricComparison",
+    "RunSummary",
+    "compare",
+    "paired_tests",
+    "params_label",
+]
+
+
+CACHED_MARK = "†"
+"""Marks the s/query of a run with queries replayed from the LLM cache."""
 
 
 class RunSummary(BaseModel):
@@ -46,6 +58,13 @@ class RunSummary(BaseModel):
     first_stage: dict[str, float] = Field(default_factory=dict)
     relevance_level: int | None = None
     relevance_source: str | None = None
+    cached_queries: int = 0
+    """Queries (or QA questions) replayed wholly or partly from the LLM cache: when any
+    were, ``latency_mean_s`` is not a measurement (``s_per_query_cell`` marks it †)."""
+
+    def s_per_query_cell(self) -> str:
+        """``latency_mean_s`` to three decimals, marked ``†`` when some queries came from the cache."""
+        return f"{self.latency_mean_s:.3f}" + (CACHED_MARK if self.cached_queries else "")
 
 
 class MetricComparison(BaseModel):
@@ -99,8 +118,10 @@ class Comparison(BaseModel):
             lines.append(f"| {mc.metric} | {mc.n} | " + " | ".join(cells) + " |")
         lines += ["", "| run | queries | s/query | tokens/query |", "|---|---:|---:|---:|"]
         for r in self.runs:
-            lines.append(f"| {r.label} | {r.n_queries} | {r.latency_mean_s:.3f} | {r.tokens_per_query:.1f} |")
+            lines.append(f"| {r.label} | {r.n_queries} | {r.s_per_query_cell()} | {r.tokens_per_query:.1f} |")
         lines += ["", f"`*`: paired permutation test p < {alpha} against {self.baseline}."]
+        if any(r.cached_queries for r in self.runs):
+            lines.append(f"{CACHED_MARK}: {CACHED_LEGEND}")
         return "\n".join(lines) + "\n"
 
 
@@ -249,7 +270,17 @@ def _summary(label: str, m: dict[str, Any], man: dict[str, Any], path: Path) -> 
         first_stage=m.get("first_stage", {}),
         relevance_level=m.get("relevance_level"),
         relevance_source=m.get("relevance_source"),
+        cached_queries=_cached_queries(m),
     )
+
+
+CACHED_LEGEND = "some queries were replayed from the LLM cache: s/query is not a measurement"
+
+
+def _cached_queries(m: dict[str, Any]) -> int:
+    """Queries (ranker runs) or questions (QA runs) answered partly or wholly from the LLM cache."""
+    use = m.get("usage", {})
+    return int(use.get("cached_queries", use.get("cached_questions", 0)) or 0)
 
 
 def compare(
@@ -308,6 +339,12 @@ def compare(
         vals = {labels[i]: [float(loaded[i][0][0]["per_query"][q][metric]) for q in qs] for i in having}
         out.append(_compare_metric(metric, vals, sub, n_resamples=n_resamples, seed=seed))
     runs = [_summary(lab, m, man, d) for lab, ((m, man), d) in zip(labels, loaded, strict=True)]
+    for r in runs:
+        if r.cached_queries:
+            notes.append(
+                f"{r.label}: {r.cached_queries} of {r.n_queries} queries were replayed from the LLM cache: "
+                f"its s/query ({CACHED_MARK}) is not a measurement"
+            )
     return Comparison(baseline=labels[0], runs=runs, queries=order, metrics=out, notes=notes)
 
 

@@ -28,7 +28,8 @@ class ExperimentConfig(BaseModel):
     * ``model`` + ``engine_params``: built with ``hoprank.llm.load_engine`` (None for
       rankers that need no model, e.g. ``identity``).
     * ``prompt``: a prompt name, ``name@version`` or a YAML path, passed to the ranker.
-    * ``queries``/``limit``: which queries (dataset order; ``limit`` keeps the first N).
+    * ``queries``/``limit``: which queries (dataset order; ``limit`` keeps the first N judged
+      ones, those with qrels; the manifest and metrics.json count the unjudged ones skipped).
     * ``relevance_level``: overrides the dataset's binary-relevance threshold.
     """
 

@@ -15,6 +15,7 @@ from typing import Any
 from hoprank.errors import InvalidInput
 from hoprank.evals.build import Item
 from hoprank.evals.results import make_record
+from hoprank.llm.engines.cached import count_calls
 from hoprank.rankers.base import Ranker
 
 __all__ = ["Progress", "RecordSink", "rank_items"]
@@ -35,7 +36,8 @@ async def rank_items(
     """Rank every item with at most ``concurrency`` queries in flight.
 
     Each finished query's record goes to ``on_record`` at once (the runner appends it
-    to ``results.jsonl``). The first failure cancels the queries in flight and is raised
+    to ``results.jsonl``); it counts the query's LLM-cache hits and misses and is flagged
+    ``cached`` when any call came from the cache. The first failure cancels the queries in flight and is raised
     with a note naming its query; records already delivered stay delivered.
     """
     if concurrency < 1:
@@ -52,14 +54,15 @@ async def rank_items(
             if failed:  # no new query starts after a failure
                 return
             try:
-                ranking = await ranker.arank(text, docs, top_k=top_k)
+                with count_calls() as counts:
+                    ranking = await ranker.arank(text, docs, top_k=top_k)
             except Exception as e:
                 failed = True
                 if hasattr(e, "add_note"):
                     e.add_note(f"(while ranking query {qid!r})")
                 logger.error("query %s failed: %s: %s", qid, type(e).__name__, e)
                 raise
-        rec = make_record(qid, ranking, n_candidates=len(docs))
+        rec = make_record(qid, ranking, n_candidates=len(docs), hits=counts.hits, misses=counts.misses)
         records.append(rec)
         if on_record is not None:
             on_record(rec)

@@ -18,6 +18,7 @@ from hoprank.runs import Run, write_run
 
 __all__ = [
     "BREAKDOWN_KEYS",
+    "cache_note",
     "compute_metrics",
     "conventions_line",
     "metric_breakdowns",
@@ -89,10 +90,12 @@ def compute_metrics(
             "completion_tokens": int(records[q]["usage"].get("completion_tokens", 0)),
             "llm_calls": int(records[q]["usage"].get("llm_calls", 0)),
             "fallbacks": int(records[q].get("fallbacks", 0)),
+            "cached": bool(records[q].get("cached")),
         }
         for q in qids
     }
     secs = [c["seconds"] for c in cost.values()]
+    measured = [c["seconds"] for c in cost.values() if not c["cached"]]
     totals = {
         k: sum(c[k] for c in cost.values()) for k in ("prompt_tokens", "completion_tokens", "llm_calls")
     }
@@ -110,11 +113,15 @@ def compute_metrics(
             "p50_s": _percentile(secs, 50),
             "p90_s": _percentile(secs, 90),
             "total_s": sum(secs),
+            # seconds of the queries that made every LLM call (none came from the cache)
+            "measured_queries": len(measured),
+            "measured_mean_s": statistics.fmean(measured) if measured else None,
         },
         "usage": {
             **totals,
             "tokens_per_query": (totals["prompt_tokens"] + totals["completion_tokens"]) / max(1, len(qids)),
             "fallbacks": sum(c["fallbacks"] for c in cost.values()),
+            "cached_queries": len(qids) - len(measured),
         },
         "breakdown": metric_breakdowns(ds, per_query),
         "per_query": per_query,
@@ -219,6 +226,20 @@ def conventions_line(m: Mapping[str, Any]) -> str:
     return f"relevance level {m['relevance_level']}" + (f" ({src})" if src else "")
 
 
+def cache_note(m: Mapping[str, Any]) -> str:
+    """What a run replayed from the LLM cache means for its seconds (``m``: ``metrics.json``);
+    empty when no query was."""
+    n = int(m.get("usage", {}).get("cached_queries", 0))
+    if not n:
+        return ""
+    k = int(m.get("latency", {}).get("measured_queries", 0))
+    return f"{n} of {m['n_queries']} queries were replayed (wholly or partly) from the LLM cache: " + (
+        f"their seconds are not measured; s/query is measured on the {k} uncached queries"
+        if k
+        else "no query was timed uncached, so s/query is not a measurement"
+    )
+
+
 def _fmt(v: float | None) -> str:
     return "" if v is None else f"{v:.4f}"
 
@@ -229,7 +250,9 @@ def render_report(m: Mapping[str, Any], manifest: Mapping[str, Any], plots: Sequ
         f"# hoprank eval: {m['label']}",
         "",
         f"- dataset: `{manifest['dataset']['name']}` (hash `{manifest['dataset']['hash']}`), "
-        f"{m['n_queries']} queries ({m['n_judged']} judged), {conventions_line(m)}",
+        f"{m['n_queries']} queries ({m['n_judged']} judged"
+        + (f"; --limit skipped {m['skipped_unjudged']} without qrels" if m.get("skipped_unjudged") else "")
+        + f"), {conventions_line(m)}",
         f"- first stage: `{manifest['first_stage']['name']}`, depth {cfg['depth']}",
         f"- ranker: `{cfg['ranker']}` {json.dumps(cfg['ranker_params']) if cfg['ranker_params'] else ''}",
         f"- model: `{cfg['model']}`"
@@ -246,12 +269,28 @@ def render_report(m: Mapping[str, Any], manifest: Mapping[str, Any], plots: Sequ
         delta = a - b if a is not None and b is not None else None
         lines.append(f"| {metric} | {_fmt(b)} | {_fmt(a)} | {'' if delta is None else f'{delta:+.4f}'} |")
     lat, use = m["latency"], m["usage"]
+    n_cached = int(use.get("cached_queries", 0))
+    lines += [""]
+    if n_cached:
+        lines += [f"> {cache_note(m)}", ""]
     lines += [
-        "",
         "| cost | value |",
         "|---|---:|",
-        f"| seconds / query (mean) | {lat['mean_s']:.3f} |",
-        f"| seconds / query (p50, p90) | {lat['p50_s']:.3f}, {lat['p90_s']:.3f} |",
+    ]
+    if n_cached:
+        measured = lat.get("measured_mean_s")
+        lines += [
+            f"| seconds / query (mean, measured on {lat.get('measured_queries', 0)} uncached queries) | "
+            + ("n/a" if measured is None else f"{measured:.3f}")
+            + " |",
+            f"| seconds / query (mean over all, cached included: not a measurement) | {lat['mean_s']:.3f} |",
+        ]
+    else:
+        lines += [
+            f"| seconds / query (mean) | {lat['mean_s']:.3f} |",
+            f"| seconds / query (p50, p90) | {lat['p50_s']:.3f}, {lat['p90_s']:.3f} |",
+        ]
+    lines += [
         f"| tokens / query | {use['tokens_per_query']:.1f} |",
         f"| LLM calls | {use['llm_calls']} |",
         f"| fallbacks (unparsed outputs) | {use['fallbacks']} |",
@@ -309,6 +348,7 @@ def write_outputs(
         for q in qids:
             f.write(json.dumps({"qid": q, "trace": records[q].get("trace", [])}, ensure_ascii=False) + "\n")
     m = compute_metrics(ds, qids, first_stage, records, metrics, label)
+    m["skipped_unjudged"] = int(manifest.get("queries", {}).get("skipped_unjudged", 0))
     write_json_atomic(run_dir / "metrics.json", m, default=str)
     names = write_plots(run_dir, m) if plots else []
     (run_dir / "report.md").write_text(render_report(m, manifest, names), encoding="utf-8")

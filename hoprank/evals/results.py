@@ -25,15 +25,25 @@ logger = logging.getLogger(__name__)
 
 
 def make_record(
-    qid: str, ranking: Ranking, *, n_candidates: int, answer: str | None = None
+    qid: str,
+    ranking: Ranking,
+    *,
+    n_candidates: int,
+    answer: str | None = None,
+    hits: int = 0,
+    misses: int = 0,
 ) -> dict[str, Any]:
-    """The results line of one query: ranked ids (+ the ranker's scores), cost and trace."""
+    """The results line of one query: ranked ids (+ the ranker's scores), cost, how many
+    LLM calls came from the cache (``cached``: any did, so its seconds are not measured)
+    and trace."""
     rec: dict[str, Any] = {
         "qid": qid,
         "ranked": [[d.id, d.score] for d in ranking.documents],
         "n_candidates": n_candidates,
         "usage": ranking.usage.model_dump(mode="json"),
         "fallbacks": ranking.fallbacks,
+        "cache": {"hits": hits, "misses": misses},
+        "cached": hits > 0,
         "trace": [s.model_dump(mode="json") for s in ranking.trace],
     }
     if answer is not None:

@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,10 @@ class RunOptions:
     progress bar (None: only on a TTY). ``overwrite``: start over (the folder's earlier
     outputs are removed, nothing is resumed) instead of resuming or refusing a folder
     that holds another experiment. ``plots``: write the report's plots.
-    ``ray_num_cpus``: CPUs for a local Ray cluster (``executor="ray"``).
+    ``ray_num_cpus``: CPUs for a local Ray cluster (``executor="ray"``). ``on_event``:
+    called with ``{"event": "started", "run_dir", "label", "total", "done"}`` once the
+    run folder is ready and ``{"event": "query", "qid", "done", "total", "cached"}`` as
+    each query finishes (``hoprank eval --json`` prints them on stderr).
     """
 
     ranker: Ranker | None = None
@@ -94,6 +98,7 @@ class RunOptions:
     overwrite: bool = False
     plots: bool = True
     ray_num_cpus: int | None = None
+    on_event: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def cache_dir(self) -> Path | None:
@@ -117,6 +122,7 @@ class _Plan:
     engine: Any
     engine_desc: dict[str, Any] | None
     prompt: dict[str, Any] | None
+    skipped_unjudged: int = 0
 
     @property
     def qids(self) -> list[str]:
@@ -125,7 +131,9 @@ class _Plan:
 
 async def _plan(config: ExperimentConfig, options: RunOptions) -> _Plan:
     ds = load_config_dataset(config)
-    items, first_stage = await asyncio.to_thread(build_items, config, ds, retriever=options.retriever)
+    items, first_stage, skipped = await asyncio.to_thread(
+        build_items, config, ds, retriever=options.retriever
+    )
     cache_dir = options.cache_dir
     ranker, engine = options.ranker, options.engine
     if ranker is None and config.executor == "local":
@@ -142,7 +150,8 @@ async def _plan(config: ExperimentConfig, options: RunOptions) -> _Plan:
         engine_desc = await asyncio.to_thread(spec.identity)
     elif eng is not None and hasattr(eng, "describe"):
         engine_desc = eng.describe()
-    return _Plan(ds, items, first_stage, cache_dir, ranker, eng, engine_desc, prompt_info(config, ranker))
+    prompt = prompt_info(config, ranker)
+    return _Plan(ds, items, first_stage, cache_dir, ranker, eng, engine_desc, prompt, skipped)
 
 
 def _manifest(
@@ -160,7 +169,7 @@ def _manifest(
             "name": config.first_stage or next(iter(ds.runs), "(default)"),
             "depth": config.depth,
         },
-        "queries": {"n": len(qids), "ids": qids},
+        "queries": {"n": len(qids), "ids": qids, "skipped_unjudged": plan.skipped_unjudged},
         "ranker": {
             "name": plan.ranker.name if plan.ranker is not None else config.ranker,
             "class": type(plan.ranker).__qualname__ if plan.ranker is not None else None,
@@ -272,6 +281,16 @@ async def arun_experiment(
             "%s: resuming, %d of %d queries already done", folder.path, len(qids) - len(pending), len(qids)
         )
 
+    emit = opts.on_event or (lambda event: None)
+    emit(
+        {
+            "event": "started",
+            "run_dir": str(folder.path),
+            "label": config.label,
+            "total": len(qids),
+            "done": len(qids) - len(pending),
+        }
+    )
     t0 = time.perf_counter()
     with Progress(
         len(qids), done=len(qids) - len(pending), enabled=opts.progress, description=config.label
@@ -281,6 +300,15 @@ async def arun_experiment(
             log.append(rec)
             done[rec["qid"]] = rec
             bar.advance()
+            emit(
+                {
+                    "event": "query",
+                    "qid": rec["qid"],
+                    "done": bar.done,
+                    "total": len(qids),
+                    "cached": bool(rec.get("cached")),
+                }
+            )
 
         try:
             await _execute(config, plan, pending, sink, opts.ray_num_cpus)
