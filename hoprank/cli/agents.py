@@ -80,7 +80,8 @@ def decompose_cmd(
         for i, sq in enumerate(dec.sub_questions, 1):
             typer.echo(f"  {i}. {sq}")
         if dec.fallback:
-            typer.echo("  (fallback: the model's output could not be parsed)")
+            how = "a rule split" if dec.fallback_to == "rule_split" else "no sub-questions"
+            typer.echo(f"  (fallback to {how}: no usable reply from the model)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
