@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from hoprank._sync import run_sync
 from hoprank.agents._common import (
@@ -31,7 +31,8 @@ from hoprank.agents._common import (
     norm_query,
     resolve_prompt,
 )
-from hoprank.agents._json import parse_model, with_alias
+from hoprank.agents._json import parse_model
+from hoprank.agents.action import AgentAction
 from hoprank.errors import InvalidInput, ParseError, PromptError
 from hoprank.llm.base import LLM, Completion
 from hoprank.prompts.registry import PromptLike, load_prompt
@@ -41,10 +42,9 @@ from hoprank.runs import rrf_fuse
 from hoprank.tools.base import Retriever
 from hoprank.types import Document, Step, Usage
 
-__all__ = ["AgentAction", "AgentResult", "Budget", "MultiHopAgent", "MultiHopConfig"]
+__all__ = ["AgentResult", "Budget", "MultiHopAgent", "MultiHopConfig"]
 
 T = TypeVar("T")
-MAX_QUERY_WORDS = 32
 AgentState = Literal["answered", "budget_exhausted", "failed"]
 
 
@@ -62,75 +62,6 @@ class Budget(BaseModel):
     max_steps: int = Field(default=5, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     max_seconds: float | None = Field(default=None, gt=0)
-
-
-class AgentAction(BaseModel):
-    """One parsed reply of the agent model."""
-
-    action: Literal["search", "answer"]
-    notes: str = ""
-    query: str | None = None
-    answer: str | None = None
-    citations: list[str] = Field(default_factory=list)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _lenient(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = with_alias(data, "notes", ("bridge_fact", "bridge", "thought", "facts"))
-        notes = data.get("notes")
-        if isinstance(notes, list):
-            data["notes"] = " ".join(str(x) for x in notes)
-        elif isinstance(notes, dict):
-            data["notes"] = "; ".join(f"{k}: {v}" for k, v in notes.items())
-        elif notes is None:
-            data["notes"] = ""
-        elif not isinstance(notes, str):
-            data["notes"] = str(notes)
-        # Small models write years and counts as bare numbers: {"answer": 1970}.
-        for key in ("answer", "query"):
-            if isinstance(data.get(key), int | float):  # bool is an int too
-                data[key] = str(data[key]).lower() if isinstance(data[key], bool) else str(data[key])
-        if isinstance(data.get("action"), str):
-            data["action"] = data["action"].strip().lower()
-        if "action" not in data:
-            if "query" in data:
-                data["action"] = "search"
-            elif "answer" in data:
-                data["action"] = "answer"
-        if isinstance(data.get("citations"), str):
-            data["citations"] = [data["citations"]]
-        if data.get("citations") is None:
-            data["citations"] = []
-        return data
-
-    @field_validator("citations", mode="before")
-    @classmethod
-    def _citations(cls, v: Any) -> Any:
-        if isinstance(v, list):
-            return [str(x).strip().strip("[]").strip() for x in v if str(x).strip()]
-        return v
-
-    @field_validator("query")
-    @classmethod
-    def _one_query(cls, v: str | None) -> str | None:
-        # Small models sometimes run on, copying the " | "-joined search list of the prompt
-        # or repeating themselves until max_tokens: keep the first query, at most
-        # MAX_QUERY_WORDS words.
-        if v is None:
-            return v
-        lines = [ln for ln in v.strip().splitlines() if ln.strip()]
-        first = lines[0].split(" | ")[0] if lines else ""
-        return " ".join(first.split()[:MAX_QUERY_WORDS])
-
-    @model_validator(mode="after")
-    def _arguments(self) -> AgentAction:
-        if self.action == "search" and not (self.query and self.query.strip()):
-            raise ValueError('action "search" needs a non-empty "query"')
-        if self.action == "answer" and not (self.answer and str(self.answer).strip()):
-            raise ValueError('action "answer" needs a non-empty "answer"')
-        return self
 
 
 class AgentResult(BaseModel):
