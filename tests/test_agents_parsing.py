@@ -223,6 +223,10 @@ def test_parse_citations_and_clean_short() -> None:
     assert valid == ["Clinton, Minnesota", '"Weird Al" Yankovic', "d1", "A; B"]
     assert invalid == ["Minnesota"]
     assert clean_short_answer("") == ""
+    # a citation cut off by max_tokens does not stay in the answer (nor feed a bridge query)
+    assert clean_short_answer("Chief of Protocol [hpdev-01011") == "Chief of Protocol"
+    assert clean_short_answer("Chief of Protocol [d2] [hpdev-0") == "Chief of Protocol"
+    assert clean_short_answer("[1990") == ""
 
 
 async def test_answerer_long_and_short() -> None:

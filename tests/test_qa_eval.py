@@ -180,6 +180,13 @@ def test_run_folder_outputs_and_manifest(tmp_path: Path) -> None:
     ):
         assert key in rows[0], key
     assert rows[0]["llm_calls"] == 3  # decompose, bridge, answer
+    steps = m["step_costs"]  # where the seconds go, from the traces
+    assert steps["questions"] == 5 and steps["steps"]["decompose"]["calls"] == 1.0
+    assert steps["steps"]["answer.short"]["calls"] == 1.0  # the bridge's short answer
+    assert steps["steps"]["final answer.short"]["calls"] == 1.0  # the answering step's
+    assert steps["steps"]["bridge"]["seconds"] == 0.0  # a wrapper: its call is the row above
+    assert steps["steps"]["decompose"]["prompt_tokens"] > 0
+    assert "Where the seconds go" in (d / "report.md").read_text()
 
 
 def test_resume_after_a_failure_skips_finished_questions(tmp_path: Path) -> None:
@@ -217,6 +224,8 @@ def test_grid_shares_the_cache_and_flags_replays(tmp_path: Path) -> None:
     assert man_c0["cache"]["misses"] >= 10  # its own decompositions and bridges (5 + 5) are new
     assert by["c"]["usage"]["cached_questions"] == 5  # c replays c0's decompositions and bridges
     assert all(r["cached"] for r in _lines(tmp_path / "grid" / "c" / "questions.jsonl"))
+    assert by["c"]["step_costs"]["questions"] == 0  # replayed seconds are not measured ones
+    assert by["d"]["step_costs"]["steps"]["agent.step"]["calls"] == 1.0
     assert by["d"]["system_stats"]["agent"]["states"] == {"answered": 5}
     assert "agent_em" in by["d"]["aggregate"] and "citation_precision" in by["d"]["aggregate"]
     man_a = json.loads((tmp_path / "grid" / "a" / "manifest.json").read_text())

@@ -24,6 +24,8 @@ from hoprank.types import Document, Step, Usage
 __all__ = ["Answer", "Answerer", "clean_short_answer", "parse_citations"]
 
 _MARKER_RE = re.compile(r"\[([^\[\]\n]{1,200})\]")
+# a citation cut by max_tokens at the end of the line: " [hpdev-01011" (no closing bracket)
+_CUT_MARKER_RE = re.compile(r"\s*\[[^\[\]\n]{0,200}$")
 _ANSWER_PREFIX_RE = re.compile(r"^\s*(?:final\s+)?(?:short\s+)?answer\s*[:：-]\s*", re.IGNORECASE)
 
 
@@ -66,12 +68,13 @@ def parse_citations(text: str, valid_ids: Collection[str]) -> tuple[list[str], l
 
 
 def clean_short_answer(text: str) -> str:
-    """A few-words answer from raw output: first non-empty line, markers and an
-    ``Answer:`` prefix removed, quotes and a final period stripped."""
+    """A few-words answer from raw output: first non-empty line, markers (also one cut
+    off at the end) and an ``Answer:`` prefix removed, quotes and a final period stripped."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     line = lines[0] if lines else ""
     line = _ANSWER_PREFIX_RE.sub("", line)
     line = _MARKER_RE.sub("", line)
+    line = _CUT_MARKER_RE.sub("", line)
     line = " ".join(line.split())
     prev = None
     while prev != line:

@@ -117,6 +117,7 @@ class QARunner:
             if self.system.answer_mode == "long":
                 out.citations = list(ans.citations)
             out.answer_usage = ans.usage.model_copy(update={"seconds": time.perf_counter() - t0})
+            out.info["answer_steps"] = len(ans.trace)  # the trace's last steps are the answering's
             out.trace.extend(ans.trace)
         return out
 

@@ -21,8 +21,10 @@ from hoprank._fsio import atomic_write, write_json_atomic
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.metrics import exact_match, f1_score, mean_metrics
 from hoprank.evals.qa_metrics import hop_count, qa_question_metrics
+from hoprank.evals.qa_steps import render_step_costs, step_costs
 from hoprank.evals.report import (
     conventions_line,
+    measured_latency,
     metric_breakdowns,
     plot_metric_bars,
     plot_quality_latency,
@@ -64,7 +66,7 @@ def _question_metrics(ds: Dataset, qid: str, rec: Mapping[str, Any]) -> dict[str
     return row
 
 
-def _cost(rec: Mapping[str, Any]) -> dict[str, float]:
+def _cost(rec: Mapping[str, Any]) -> dict[str, Any]:
     u, a = rec["usage"], rec["answer_usage"]
     tokens = u["prompt_tokens"] + u["completion_tokens"]
     answer_tokens = a["prompt_tokens"] + a["completion_tokens"]
@@ -79,6 +81,7 @@ def _cost(rec: Mapping[str, Any]) -> dict[str, float]:
         "answer_tokens": int(answer_tokens),
         "llm_calls": int(u["llm_calls"] + a["llm_calls"]),
         "cache_hits": int(rec["cache"]["hits"]),
+        "cached": bool(rec.get("cached")),
     }
 
 
@@ -124,6 +127,7 @@ def compute_qa_metrics(
     metrics = [m for m in _ORDER if m in present]
     cost = {q: _cost(records[q]) for q in qids}
     secs = [c["seconds"] for c in cost.values()]
+    measured = [c["seconds"] for c in cost.values() if not c["cached"]]
     n = max(1, len(qids))
 
     def total(key: str) -> int:
@@ -146,6 +150,9 @@ def compute_qa_metrics(
             "total_s": sum(secs),
             "system_mean_s": _mean([c["system_seconds"] for c in cost.values()]),
             "answer_mean_s": _mean([c["answer_seconds"] for c in cost.values()]),
+            # seconds of the questions that made every LLM call (none came from the cache)
+            "measured_queries": len(measured),
+            "measured_mean_s": _mean(measured) if measured else None,
         },
         "usage": {
             "prompt_tokens": total("prompt_tokens"),
@@ -159,6 +166,7 @@ def compute_qa_metrics(
             "fallbacks": 0,
         },
         "system_stats": _system_stats([records[q] for q in qids]),
+        "step_costs": step_costs([records[q] for q in qids]),
         "breakdown": metric_breakdowns(ds, per_query),
         "per_query": per_query,
         "per_query_cost": cost,
@@ -255,6 +263,7 @@ def render_qa_report(m: Mapping[str, Any], manifest: Mapping[str, Any], plots: S
     cache = manifest.get("cache")
     if cache:
         lines.append(f"| cache hits / misses | {cache['hits']} / {cache['misses']} |")
+    lines += render_step_costs(m.get("step_costs") or {})
     lines.append("")
     lines += render_breakdowns(m.get("breakdown") or {}, m["metrics"])
     lines += [f"![{p}]({p})" for p in plots]
@@ -278,10 +287,8 @@ def _write_plots(run_dir: Path, m: Mapping[str, Any]) -> list[str]:
     label = m["label"]
     plot_metric_bars({label: m["aggregate"]}, m["metrics"], run_dir / "metrics.png")
     head = _headline(m["metrics"])
-    cloud = [
-        (m["per_query_cost"][q]["seconds"], row[head]) for q, row in m["per_query"].items() if head in row
-    ]
-    points = {label: (m["latency"]["mean_s"], m["aggregate"].get(head, 0.0))}
+    mean_s, cloud = measured_latency(m, head)
+    points = {label: (mean_s, m["aggregate"].get(head, 0.0))}
     plot_quality_latency(points, head, run_dir / "quality_latency.png", {label: cloud})
     return ["metrics.png", "quality_latency.png"]
 
