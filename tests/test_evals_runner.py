@@ -166,6 +166,29 @@ def test_resume_after_sigkill(datasets_dir: Path, tmp_path: Path) -> None:
     assert (out / "run.trec").read_text() == (tmp_path / "ref" / "run.trec").read_text()
 
 
+def test_sigterm_ends_a_cli_run_like_ctrl_c(datasets_dir: Path, tmp_path: Path) -> None:
+    """The command line turns SIGTERM into Ctrl-C: the manifest records the failed attempt
+    (not a run left 'running'), and the finished queries stay for a resume."""
+    out = tmp_path / "terminated"
+    script = "from hoprank.cli import _terminate_as_interrupt\n_terminate_as_interrupt()\n" + _CHILD.format(
+        tests=str(Path(__file__).parent), datasets=str(datasets_dir), out=str(out)
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (results.exists() and results.read_text().count("\n") >= 5):
+        if proc.poll() is not None:
+            pytest.fail(f"child exited early: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["status"] == "failed" and man["attempts"][-1]["error"].startswith("interrupted (")
+    assert "finished_at" in man["attempts"][-1]
+    assert 5 <= len(_lines(results)) < 43
+
+
 def _rankgpt_script(messages: Any) -> str:
     return "[2] > [1] > [3]"
 

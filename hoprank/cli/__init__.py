@@ -46,5 +46,20 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (``kill``, a job scheduler, a container stop) ends a command the way Ctrl-C
+    does: run folders record the failed attempt and keep what finished for a resume, and
+    training saves its steps, instead of the process vanishing mid-write."""
+    import contextlib
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    with contextlib.suppress(ValueError):  # not the main thread (an embedding host): leave it
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
+    _terminate_as_interrupt()
     app()

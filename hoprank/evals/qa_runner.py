@@ -384,15 +384,9 @@ async def arun_qa(
     if done:
         logger.info("%s: resuming, %d of %d questions already done", folder.path, len(done), len(plan.qids))
     before = _cache_stats(plan.engine)
-    t0 = time.perf_counter()
-    try:
+    with folder.attempt(manifest, attempt):
         await _execute(config, plan, folder, pending, done, progress=progress)
-    except BaseException as e:
-        attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, error=repr(e))
-        manifest["status"] = "failed"
-        folder.write_manifest(manifest)
-        raise
-    attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, executed=len(pending))
+    attempt.update(executed=len(pending))
     m = await _finish(plan, folder, manifest, done, cache_before=before, plots=plots)
     return QARunResult(
         run_dir=folder.path,

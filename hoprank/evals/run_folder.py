@@ -11,8 +11,12 @@ existing one as it was. The manifest is always rewritten whole and atomically.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +137,25 @@ class RunFolder:
     def attempts(self, attempt: dict[str, Any]) -> list[dict[str, Any]]:
         """The earlier attempts' records followed by ``attempt``."""
         return [*(self.previous or {}).get("attempts", []), attempt]
+
+    @contextlib.contextmanager
+    def attempt(self, manifest: dict[str, Any], attempt: dict[str, Any]) -> Iterator[None]:
+        """Run an attempt: when it raises (a failure, Ctrl-C, a SIGTERM turned into
+        Ctrl-C by the command line), the attempt records when and why, the manifest says
+        ``failed`` and the error goes on; what finished stays in ``results.jsonl`` for a
+        resume. On success ``attempt`` gets ``finished_at`` and ``seconds``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        except BaseException as e:
+            # Ctrl-C inside asyncio.run reaches the run as a cancellation
+            stop = isinstance(e, KeyboardInterrupt | asyncio.CancelledError)
+            error = f"interrupted ({type(e).__name__})" if stop else repr(e)
+            attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, error=error)
+            manifest["status"] = "failed"
+            self.write_manifest(manifest)
+            raise
+        attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0)
 
     def started_at(self, default: float) -> float:
         """When the first attempt started (``default`` for a fresh run)."""

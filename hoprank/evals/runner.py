@@ -291,7 +291,6 @@ async def arun_experiment(
             "done": len(qids) - len(pending),
         }
     )
-    t0 = time.perf_counter()
     with Progress(
         len(qids), done=len(qids) - len(pending), enabled=opts.progress, description=config.label
     ) as bar:
@@ -310,15 +309,10 @@ async def arun_experiment(
                 }
             )
 
-        try:
+        with folder.attempt(manifest, attempt):
             await _execute(config, plan, pending, sink, opts.ray_num_cpus)
-        except BaseException as e:
-            attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, error=repr(e))
-            manifest["status"] = "failed"
-            folder.write_manifest(manifest)
-            raise
 
-    attempt.update(finished_at=time.time(), seconds=time.perf_counter() - t0, executed=len(pending))
+    attempt.update(executed=len(pending))
     return await _finish(config, plan, folder, manifest, attempt, done, opts.plots)
 
 
