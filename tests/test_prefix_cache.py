@@ -104,3 +104,18 @@ def test_real_model_reuses_the_prefix_with_the_same_greedy_text(smollm2_engine: 
         assert e.prefix_cache.hits == 2
     finally:
         e.prefix_cache = saved
+
+
+def test_prefix_cache_and_threads_do_not_change_a_run_folder_key() -> None:
+    """Performance knobs may change between a run and its resume: same fingerprint."""
+    from hoprank.agents import resolve_systems
+    from hoprank.evals.config import ExperimentConfig
+    from hoprank.evals.qa_runner import QAExperimentConfig
+
+    base = ExperimentConfig(dataset="sample-dl19", ranker="first", model="smollm2-135m")
+    tuned = base.model_copy(update={"engine_params": {"prefix_cache": 0, "threads": 1}})
+    assert tuned.fingerprint == base.fingerprint
+    other = base.model_copy(update={"engine_params": {"fp32_head": False}})
+    assert other.fingerprint != base.fingerprint
+    qa = QAExperimentConfig(dataset="sample-hotpotqa", system=resolve_systems("d")[0], model="smollm2-135m")
+    assert qa.model_copy(update={"engine_params": {"prefix_cache": 2}}).fingerprint == qa.fingerprint

@@ -13,7 +13,22 @@ from hoprank.evals.metrics import canonical_metrics
 __all__ = ["ExperimentConfig"]
 
 # Engine parameters that change how calls travel, not what they return.
-_TRANSPORT = frozenset({"base_url", "api_key", "timeout", "max_concurrency", "balance", "retry", "threads"})
+# engine parameters that do not change the outputs (transport, threads, the prefix KV
+# cache): they may differ between a run and its resumption
+_TRANSPORT = frozenset(
+    {"base_url", "api_key", "timeout", "max_concurrency", "balance", "retry", "threads", "prefix_cache"}
+)
+
+
+def stable_engine_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` without the ones that leave the outputs unchanged (``_TRANSPORT``)."""
+    return {k: v for k, v in params.items() if k not in _TRANSPORT}
+
+
+def fingerprint_of(identity: dict[str, Any]) -> str:
+    """The 16-hex fingerprint of an experiment's identity (its run folder's key)."""
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class ExperimentConfig(BaseModel):
@@ -65,13 +80,12 @@ class ExperimentConfig(BaseModel):
         data = self.model_dump(
             mode="json", exclude={"concurrency", "executor", "name", "metrics", "relevance_level"}
         )
-        data["engine_params"] = {k: v for k, v in self.engine_params.items() if k not in _TRANSPORT}
+        data["engine_params"] = stable_engine_params(self.engine_params)
         return data
 
     @property
     def fingerprint(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return fingerprint_of(self.identity())
 
     @property
     def label(self) -> str:

@@ -35,7 +35,7 @@ from hoprank.agents.presets import QASystem, preset
 from hoprank.agents.systems import QAOutput, QARunner, build_retriever, build_system
 from hoprank.errors import ConfigError, DatasetError, InvalidInput
 from hoprank.evals.build import environment
-from hoprank.evals.config import _TRANSPORT
+from hoprank.evals.config import fingerprint_of, stable_engine_params
 from hoprank.evals.dataset import Dataset
 from hoprank.evals.executor import Progress
 from hoprank.evals.formats import load_dataset
@@ -93,15 +93,14 @@ class QAExperimentConfig(BaseModel):
         exclude = {"concurrency", "name", "relevance_level", "system", "queries", "limit"}
         data = self.model_dump(mode="json", exclude=exclude)
         data["system"] = self.system.identity()
-        data["engine_params"] = {k: v for k, v in self.engine_params.items() if k not in _TRANSPORT}
+        data["engine_params"] = stable_engine_params(self.engine_params)
         if not self.system.needs_engine:  # the model cannot change what a system without LLM calls does
             data["model"], data["engine_params"] = None, {}
         return data
 
     @property
     def fingerprint(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return fingerprint_of(self.identity())
 
     @property
     def label(self) -> str:

@@ -107,12 +107,8 @@ class TransformersEngine(LocalEngine):
 
     ``sdpa_backends`` (e.g. ``["flash", "efficient", "math"]``) restricts and orders the
     kernels torch's scaled-dot-product attention may pick, for every model call of the
-    engine. Profiled on an H200 (torch 2.11, random-weight Qwen2.5-1.5B shape,
-    ``benchmarks/profile_ranker.py``): SDPA picked cuDNN attention, whose host-side setup
-    for each new sequence length took ~2 ms per layer call, more than half the CPU time
-    of a FIRST or ICR query whose GPU work was ~15-30 ms; leaving ``"cudnn"`` out avoids
-    that setup (not yet timed end to end on a GPU). ``None`` (default) leaves torch's
-    choice.
+    engine: leaving ``"cudnn"`` out avoids cuDNN's per-shape host setup, which dominated
+    an H200 profile (benchmarks/README.md "GPU"). ``None`` (default) leaves torch's choice.
 
     ``length_buckets`` (``"pow2"`` or a list such as ``[512, 1024, 2048]``) pads every
     next-token logit forward (FIRST, setwise, pointwise, :meth:`forward_last_logits`) to
