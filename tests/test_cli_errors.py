@@ -116,6 +116,7 @@ def test_eval_without_model_uses_the_default_pack(tmp_path: Path, monkeypatch: p
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "no --model" in res.stderr and "smollm2-135m" in res.stderr
+    assert "Loading weights" not in res.stderr  # --json: no library progress bars either
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["config"]["model"] == "smollm2-135m" and manifest["engine"]["model"] == "smollm2-135m"
 

@@ -219,6 +219,18 @@ def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+def library_progress(enabled: bool) -> bool:
+    """Keep libraries' own progress bars (transformers' "Loading weights") off stderr when
+    hoprank draws none (``--no-progress``, ``--json``, not a terminal); returns ``enabled``."""
+    if not enabled:
+        import os
+
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when transformers loads
+        if "transformers" in sys.modules:  # already loaded: switch its bars off directly
+            sys.modules["transformers"].utils.logging.disable_progress_bar()
+    return enabled
+
+
 def progress_display(enabled: bool, *, bar: bool = False) -> Any:
     """A transient ``rich`` progress display on stderr: a spinner, the task's description
     and the elapsed time (``bar``: also a bar and done/total). Disabled: draws nothing.

@@ -23,6 +23,7 @@ from hoprank.cli._common import (
     check_model,
     check_ranker,
     fail,
+    library_progress,
     parse_params,
     ranker_help,
     setup_logging,
@@ -207,7 +208,7 @@ def eval_cmd(
             config,
             run.folder(experiment.dataset, config.label),
             cache=run.cache_arg(),
-            progress=progress and not as_json and sys.stderr.isatty(),
+            progress=library_progress(progress and not as_json and sys.stderr.isatty()),
             overwrite=run.overwrite,
             on_event=_print_event if as_json else None,
         )

@@ -27,7 +27,7 @@ from typing import Any
 
 import typer
 
-from hoprank.cli._common import check_model, check_ranker, fail, parse_params, setup_logging
+from hoprank.cli._common import check_model, check_ranker, fail, library_progress, parse_params, setup_logging
 from hoprank.errors import HoprankError, InvalidInput
 from hoprank.llm.spec import EngineSpec
 
@@ -169,7 +169,7 @@ def qa_eval(opts: QAOptions) -> None:
     out = opts.out or _default_out(opts.dataset, opts.name or ("grid" if grid else systems[0].name))
     kwargs: dict[str, Any] = {
         "cache": opts.cache,
-        "progress": opts.progress and not opts.as_json and sys.stderr.isatty(),
+        "progress": library_progress(opts.progress and not opts.as_json and sys.stderr.isatty()),
         "overwrite": opts.overwrite,
     }
 
