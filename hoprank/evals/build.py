@@ -105,13 +105,7 @@ def build_items(
 ) -> tuple[list[Item], Run, int]:
     """The selected queries with their first-stage candidates, the first-stage run and how
     many unjudged queries ``config.limit`` passed over (it takes the first N judged ones)."""
-    if config.queries is not None:
-        unknown = [q for q in config.queries if q not in ds.queries]
-        if unknown:
-            raise DatasetError(f"dataset {ds.name!r} has no queries {unknown[:10]}")
-        qids = list(config.queries)
-    else:
-        qids = list(ds.queries)
+    qids = ds.query_ids(config.queries)
     is_retriever = retriever is not None or (config.first_stage or "").startswith("retriever:")
     if not is_retriever:
         run = _first_stage_run(config, ds, qids, None)

@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -165,6 +165,16 @@ class Dataset:
                 )
             out.append(doc.with_score(score))
         return out
+
+    def query_ids(self, wanted: Sequence[str] | None = None, *, noun: str = "queries") -> list[str]:
+        """``wanted`` in its order (:class:`DatasetError` naming ids the dataset lacks), or
+        every query id in dataset order."""
+        if wanted is None:
+            return list(self.queries)
+        unknown = [q for q in wanted if q not in self.queries]
+        if unknown:
+            raise DatasetError(f"dataset {self.name!r} has no {noun} {unknown[:10]}")
+        return list(wanted)
 
     def gold(self, qid: str, relevance_level: int | None = None) -> set[str]:
         """Gold doc ids: the query's ``supporting`` list, else its relevant qrels."""

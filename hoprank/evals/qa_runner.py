@@ -153,13 +153,7 @@ def load_qa_dataset(config: QAExperimentConfig) -> Dataset:
 
 def select_questions(config: QAExperimentConfig, ds: Dataset) -> list[str]:
     """The questions to run, in dataset order (``queries`` then ``limit``)."""
-    if config.queries is not None:
-        unknown = [q for q in config.queries if q not in ds.queries]
-        if unknown:
-            raise DatasetError(f"dataset {ds.name!r} has no questions {unknown[:10]}")
-        qids = list(config.queries)
-    else:
-        qids = list(ds.queries)
+    qids = ds.query_ids(config.queries, noun="questions")
     qids = qids[: config.limit] if config.limit is not None else qids
     if not qids:
         raise DatasetError(f"dataset {ds.name!r} has no questions")
