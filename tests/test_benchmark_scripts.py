@@ -197,3 +197,22 @@ def test_random_weight_model_runs_the_speed_scripts(tmp_path: Path) -> None:
     )  # fmt: skip
     assert prof.returncode == 0, prof.stderr[-2000:]
     assert "first:" in prof.stdout and "s/query" in prof.stdout and "Self CPU" in prof.stdout
+
+
+def test_agent_seconds_runs_both_settings_on_a_real_model(tmp_path: Path) -> None:
+    """benchmarks/agent_seconds.py on SmolLM2-135M, one shipped HotpotQA question, the c0
+    pipeline (decompose, bridge, answer): both settings run, the cache serves prompt tokens
+    and the outputs match."""
+    out = tmp_path / "seconds.json"
+    res = _script(
+        "agent_seconds.py", "--data", "sample-hotpotqa", "--system", "c0", "--model", "smollm2-135m",
+        "--limit", "1", "--threads", "1", "--out", str(out),
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["questions"] == 1 and data["same_answer"] == 1 and data["same_ranked"] == 1
+    on, off = data["costs"]["on"]["steps"], data["costs"]["off"]["steps"]
+    assert set(on) == set(off) and "decompose" in on and "final answer.short" in on
+    assert sum(r["cached_tokens"] for r in off.values()) == 0
+    assert sum(r["cached_tokens"] for r in on.values()) > 0 and data["cache"]["hits"] >= 1
+    assert "Where the seconds go" in res.stdout

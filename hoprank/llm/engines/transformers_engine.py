@@ -121,13 +121,10 @@ class TransformersEngine(LocalEngine):
     at load: :mod:`hoprank.llm.models.lora` (a base of another sha256 raises
     :class:`~hoprank.errors.AdapterMismatch`; ``name`` and ``describe()`` then name it).
 
-    ``prefix_cache`` (default 8; 0 turns it off) keeps the KV caches of that many recent
-    generations, so that :meth:`generate` prefills only what a prompt does not share with
-    one of them (:mod:`hoprank.llm.runtime.prefix_cache`): the system message and few-shot
-    examples of an agent step, a decomposition or an answer prompt are computed once.
-    ``usage.cached_tokens`` counts the prompt tokens reused. 8 holds one question of the
-    largest QA preset (4 agent steps, decomposition, bridge, answer); each entry holds its
-    tokens' keys and values (about 80 MB for 1,400 tokens of the 1.5B in fp32).
+    ``prefix_cache`` (default 8, one question of the largest QA preset; 0: off) keeps the KV
+    caches of that many recent generations: :meth:`generate` prefills only what a prompt
+    does not share with one of them (``usage.cached_tokens``; ~80 MB per 1,400 tokens of
+    the 1.5B in fp32; :mod:`hoprank.llm.runtime.prefix_cache`).
 
     Candidates for :meth:`next_token_logprobs` must each encode to exactly one token on
     their own (``"A"``, ``" Yes"``...); anything else raises :class:`InvalidInput` naming
@@ -444,7 +441,19 @@ class TransformersEngine(LocalEngine):
         self.prefix_cache.store(
             sequence, getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         )
-        new = sequence[len(prompt) :]
+        text, finish, n_completion = self._decode_new(sequence[len(prompt) :], stop)
+        usage = Usage(
+            prompt_tokens=len(prompt),
+            completion_tokens=n_completion,
+            llm_calls=1,
+            seconds=time.perf_counter() - t0,
+            cached_tokens=reused,
+        )
+        return Completion(text=text, finish_reason=finish, usage=usage, model=self.name)
+
+    def _decode_new(self, new: list[int], stop: Sequence[str] | None) -> tuple[str, str, int]:
+        """``(text, finish_reason, completion tokens)`` of the generated ids: the end token
+        dropped (and counted), the text cut at the first ``stop`` string."""
         finish = "length"
         if new and new[-1] in self._end_ids:
             new = new[:-1]
@@ -455,14 +464,7 @@ class TransformersEngine(LocalEngine):
             cut = text.find(s)
             if cut >= 0:
                 text, finish = text[:cut], "stop"
-        usage = Usage(
-            prompt_tokens=len(prompt),
-            completion_tokens=n_completion,
-            llm_calls=1,
-            seconds=time.perf_counter() - t0,
-            cached_tokens=reused,
-        )
-        return Completion(text=text, finish_reason=finish, usage=usage, model=self.name)
+        return text, finish, n_completion
 
     async def generate(
         self, messages: Sequence[Message], *, max_tokens: int, **options: Unpack[GenerateOptions]
