@@ -24,6 +24,7 @@ from hoprank.evals.qa_metrics import hop_count, qa_question_metrics
 from hoprank.evals.qa_steps import render_step_costs, step_costs
 from hoprank.evals.report import (
     conventions_line,
+    latency_summary,
     measured_latency,
     metric_breakdowns,
     plot_metric_bars,
@@ -85,13 +86,6 @@ def _cost(rec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _percentile(xs: Sequence[float], p: float) -> float:
-    if not xs:
-        return 0.0
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(p / 100 * (len(s) - 1))))]
-
-
 def _mean(xs: Sequence[float]) -> float:
     return statistics.fmean(xs) if xs else 0.0
 
@@ -126,8 +120,6 @@ def compute_qa_metrics(
     present = {m for row in per_query.values() for m in row}
     metrics = [m for m in _ORDER if m in present]
     cost = {q: _cost(records[q]) for q in qids}
-    secs = [c["seconds"] for c in cost.values()]
-    measured = [c["seconds"] for c in cost.values() if not c["cached"]]
     n = max(1, len(qids))
 
     def total(key: str) -> int:
@@ -144,15 +136,9 @@ def compute_qa_metrics(
         "aggregate": mean_metrics(per_query),
         "first_stage": {},
         "latency": {
-            "mean_s": _mean(secs),
-            "p50_s": _percentile(secs, 50),
-            "p90_s": _percentile(secs, 90),
-            "total_s": sum(secs),
+            **latency_summary(cost),
             "system_mean_s": _mean([c["system_seconds"] for c in cost.values()]),
             "answer_mean_s": _mean([c["answer_seconds"] for c in cost.values()]),
-            # seconds of the questions that made every LLM call (none came from the cache)
-            "measured_queries": len(measured),
-            "measured_mean_s": _mean(measured) if measured else None,
         },
         "usage": {
             "prompt_tokens": total("prompt_tokens"),

@@ -40,6 +40,7 @@ from hoprank.evals.dataset import Dataset
 from hoprank.evals.executor import Progress
 from hoprank.evals.formats import load_dataset
 from hoprank.evals.qa_report import write_qa_outputs
+from hoprank.evals.results import cache_fields
 from hoprank.evals.run_folder import RunFolder, model_sha256
 from hoprank.llm.base import LLM
 from hoprank.llm.engines.cached import CachedEngine, count_calls, default_cache_dir
@@ -216,8 +217,7 @@ def qa_record(qid: str, out: QAOutput, *, seconds: float, hits: int = 0, misses:
         "usage": out.usage.model_dump(mode="json"),
         "answer_usage": out.answer_usage.model_dump(mode="json"),
         "seconds": seconds,
-        "cache": {"hits": hits, "misses": misses},
-        "cached": hits > 0,
+        **cache_fields(hits, misses),
         "info": out.info,
         "trace": [s.model_dump(mode="json") for s in out.trace],
     }

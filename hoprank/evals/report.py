@@ -21,6 +21,7 @@ __all__ = [
     "cache_note",
     "compute_metrics",
     "conventions_line",
+    "latency_summary",
     "measured_latency",
     "metric_breakdowns",
     "plot_metric_bars",
@@ -55,6 +56,22 @@ def metric_breakdowns(
         if len(groups) >= 2:
             out[key] = groups
     return out
+
+
+def latency_summary(cost: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Seconds per query from ``per_query_cost`` rows (``seconds``, ``cached``): mean, p50,
+    p90 and total over all queries, and ``measured_queries`` / ``measured_mean_s`` over the
+    queries that made every LLM call (none came from the cache; None when there is none)."""
+    secs = [float(c["seconds"]) for c in cost.values()]
+    measured = [float(c["seconds"]) for c in cost.values() if not c["cached"]]
+    return {
+        "mean_s": statistics.fmean(secs) if secs else 0.0,
+        "p50_s": _percentile(secs, 50),
+        "p90_s": _percentile(secs, 90),
+        "total_s": sum(secs),
+        "measured_queries": len(measured),
+        "measured_mean_s": statistics.fmean(measured) if measured else None,
+    }
 
 
 def _percentile(xs: Sequence[float], p: float) -> float:
@@ -95,8 +112,7 @@ def compute_metrics(
         }
         for q in qids
     }
-    secs = [c["seconds"] for c in cost.values()]
-    measured = [c["seconds"] for c in cost.values() if not c["cached"]]
+    latency = latency_summary(cost)
     totals = {
         k: sum(c[k] for c in cost.values()) for k in ("prompt_tokens", "completion_tokens", "llm_calls")
     }
@@ -109,20 +125,12 @@ def compute_metrics(
         "n_judged": sum(1 for q in qids if ds.qrels.get(q)),
         "aggregate": mean_metrics(per_query),
         "first_stage": mean_metrics(fs_per_query),
-        "latency": {
-            "mean_s": statistics.fmean(secs) if secs else 0.0,
-            "p50_s": _percentile(secs, 50),
-            "p90_s": _percentile(secs, 90),
-            "total_s": sum(secs),
-            # seconds of the queries that made every LLM call (none came from the cache)
-            "measured_queries": len(measured),
-            "measured_mean_s": statistics.fmean(measured) if measured else None,
-        },
+        "latency": latency,
         "usage": {
             **totals,
             "tokens_per_query": (totals["prompt_tokens"] + totals["completion_tokens"]) / max(1, len(qids)),
             "fallbacks": sum(c["fallbacks"] for c in cost.values()),
-            "cached_queries": len(qids) - len(measured),
+            "cached_queries": len(qids) - latency["measured_queries"],
         },
         "breakdown": metric_breakdowns(ds, per_query),
         "per_query": per_query,

@@ -19,9 +19,15 @@ from typing import Any
 from hoprank.errors import HoprankError
 from hoprank.types import Ranking
 
-__all__ = ["ResultsLog", "make_record"]
+__all__ = ["ResultsLog", "cache_fields", "make_record"]
 
 logger = logging.getLogger(__name__)
+
+
+def cache_fields(hits: int, misses: int) -> dict[str, Any]:
+    """A results line's LLM-cache counts, and ``cached``: some call was replayed, so the
+    line's seconds are not a measurement (ranker queries and QA questions alike)."""
+    return {"cache": {"hits": hits, "misses": misses}, "cached": hits > 0}
 
 
 def make_record(
@@ -42,8 +48,7 @@ def make_record(
         "n_candidates": n_candidates,
         "usage": ranking.usage.model_dump(mode="json"),
         "fallbacks": ranking.fallbacks,
-        "cache": {"hits": hits, "misses": misses},
-        "cached": hits > 0,
+        **cache_fields(hits, misses),
         "trace": [s.model_dump(mode="json") for s in ranking.trace],
     }
     if answer is not None:
