@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, Field
 
 from hoprank.agents._common import norm_query, unique
-from hoprank.agents.answer import Answerer
+from hoprank.agents.answer import Answer, Answerer
 from hoprank.agents.hops import references, restates, substitute
 from hoprank.types import Document, Step, Usage
 
-__all__ = ["Chain", "Hop", "run_chain"]
+__all__ = ["MAX_ANSWER_WORDS", "Chain", "Hop", "run_chain", "usable_answer"]
 
 MAX_ANSWER_WORDS = 12
 Retrieve = Callable[[str], Awaitable[tuple[list[Document], Step]]]
@@ -75,6 +75,16 @@ class Chain:
             "hop_fallbacks": sum(1 for h in self.hops if h.fallback),
             "unresolved_refs": sum(1 for h in self.hops if not h.resolved),
         }
+
+
+def usable_answer(ans: Answer) -> str | None:
+    """A bridge answer fit to join a search: the stripped short answer, or None when the
+    answerer fell back, said nothing or wrote more than :data:`MAX_ANSWER_WORDS` words
+    (one-hop and chain bridges alike)."""
+    answer = ans.answer.strip()
+    if ans.fallback or not answer or len(answer.split()) > MAX_ANSWER_WORDS:
+        return None
+    return answer
 
 
 def _needed(refs: list[list[int]]) -> set[int]:
@@ -169,8 +179,8 @@ async def _answer(hop: Hop, docs: list[Document], answerer: Answerer, step: Step
     out.trace.extend(ans.trace)
     out.usage = out.usage + ans.usage
     hop.answered = True
-    answer = ans.answer.strip()
-    if ans.fallback or not answer or len(answer.split()) > MAX_ANSWER_WORDS:
+    answer = usable_answer(ans)
+    if answer is None:
         hop.fallback = step.fallback = True
         step.error = f"no usable short answer to hop {hop.index}"
         return

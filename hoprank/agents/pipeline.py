@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from hoprank._sync import run_sync
 from hoprank.agents._common import check_documents, gather_bounded, norm_query, unique
 from hoprank.agents.answer import Answerer
-from hoprank.agents.bridge import Hop, run_chain
+from hoprank.agents.bridge import Hop, run_chain, usable_answer
 from hoprank.agents.decompose import Decomposer
 from hoprank.agents.hops import references
 from hoprank.agents.rewrite import Rewriter
@@ -299,11 +299,11 @@ class DecomposeRetrieveRerank:
         step.seconds = time.perf_counter() - t0
         out.trace.extend(ans.trace)
         out.usage = ans.usage
-        answer = ans.answer.strip()
-        if ans.fallback or not answer or len(answer.split()) > 12:
+        answer = usable_answer(ans)
+        if answer is None:
             step.fallback = True
             step.error = "no usable short answer to the first sub-question"
-            step.output = {"answer": answer}
+            step.output = {"answer": ans.answer.strip()}
             out.trace.append(step)
             return out
         have = set(keys)
