@@ -219,9 +219,11 @@ def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-def library_progress(enabled: bool) -> bool:
-    """Keep libraries' own progress bars (transformers' "Loading weights") off stderr when
-    hoprank draws none (``--no-progress``, ``--json``, not a terminal); returns ``enabled``."""
+def run_progress(progress: bool, as_json: bool) -> bool:
+    """Whether an eval run draws its progress bar: ``--progress``, no ``--json`` and a
+    terminal. When it draws none, libraries' own bars (transformers' "Loading weights")
+    are kept off stderr too."""
+    enabled = progress and not as_json and sys.stderr.isatty()
     if not enabled:
         import os
 

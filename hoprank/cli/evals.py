@@ -23,9 +23,9 @@ from hoprank.cli._common import (
     check_model,
     check_ranker,
     fail,
-    library_progress,
     parse_params,
     ranker_help,
+    run_progress,
     setup_logging,
 )
 from hoprank.cli._options import OptionGroup, with_option_groups
@@ -208,7 +208,7 @@ def eval_cmd(
             config,
             run.folder(experiment.dataset, config.label),
             cache=run.cache_arg(),
-            progress=library_progress(progress and not as_json and sys.stderr.isatty()),
+            progress=run_progress(progress, as_json),
             overwrite=run.overwrite,
             on_event=_print_event if as_json else None,
         )

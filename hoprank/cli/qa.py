@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any
 
 import typer
 
-from hoprank.cli._common import check_model, check_ranker, fail, library_progress, parse_params, setup_logging
+from hoprank.cli._common import check_model, check_ranker, fail, parse_params, run_progress, setup_logging
 from hoprank.errors import HoprankError, InvalidInput
 from hoprank.llm.spec import EngineSpec
 
@@ -169,7 +168,7 @@ def qa_eval(opts: QAOptions) -> None:
     out = opts.out or _default_out(opts.dataset, opts.name or ("grid" if grid else systems[0].name))
     kwargs: dict[str, Any] = {
         "cache": opts.cache,
-        "progress": library_progress(opts.progress and not opts.as_json and sys.stderr.isatty()),
+        "progress": run_progress(opts.progress, opts.as_json),
         "overwrite": opts.overwrite,
     }
 
